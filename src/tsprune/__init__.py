@@ -1,0 +1,16 @@
+"""tsprune: prune Transformer time-series forecasters and measure what you really save.
+
+    >>> import tsprune
+    >>> config = tsprune.make_config("Autoformer", data={"dataset": "ETTh1", "pred_len": 96})
+    >>> run = tsprune.train(config, out="runs/autoformer")
+    >>> tsprune.evaluate("runs/autoformer")["mse"]
+"""
+
+from tsprune._version import __version__
+from tsprune.api import evaluate, load, make_config, train
+from tsprune.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from tsprune.errors import TsPruneError
+from tsprune.run import Run
+
+__all__ = ["DataConfig", "ModelConfig", "Run", "RunConfig", "TrainConfig", "TsPruneError", "__version__", "evaluate",
+           "load", "make_config", "train"]

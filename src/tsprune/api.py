@@ -1,0 +1,93 @@
+"""The Python API: train, load and evaluate runs. The CLI is a thin shell over these functions."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from tsprune.config import TRAIN_PRESETS, DataConfig, RunConfig, TrainConfig, replace_known
+from tsprune.data.dataset import ForecastData, prepare_data
+from tsprune.errors import TsPruneError
+from tsprune.models.registry import default_config
+from tsprune.run import Run, environment, load_run, save_run
+from tsprune.train import configure_threads, evaluate as evaluate_model, fit, resolve_device, seed_everything
+
+
+def make_config(model: str = "Transformer", *, preset: str | None = None, data: dict[str, Any] | None = None,
+                train: dict[str, Any] | None = None, **hyper: Any) -> RunConfig:
+    """A complete run configuration: model defaults + ``hyper`` overrides, data and training settings.
+
+    ``preset`` names a training preset (``study-code``, the default protocol, or ``study-text``: lr 5e-4);
+    explicit ``train`` values win over the preset.
+    """
+    if preset is not None and preset not in TRAIN_PRESETS:
+        raise TsPruneError(f"unknown preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}")
+    train_cfg = replace_known(TrainConfig(), {**TRAIN_PRESETS.get(preset or "study-code", {}), **(train or {})})
+    data_cfg = replace_known(DataConfig(), data or {})
+    model_cfg = default_config(model, **hyper)
+    config = RunConfig(data=data_cfg, model=model_cfg, train=train_cfg)
+    config.data.validate()
+    config.train.validate()
+    return config
+
+
+def bind_to_data(config: RunConfig, data: ForecastData) -> RunConfig:
+    """Fill the model's input/output sizes and window lengths from the prepared data."""
+    model = dataclasses.replace(
+        config.model, enc_in=data.enc_in, dec_in=data.enc_in, c_out=data.c_out, seq_len=config.data.seq_len,
+        label_len=config.data.label_len, pred_len=config.data.pred_len, n_time_features=data.n_time_features)
+    return dataclasses.replace(config, model=model)
+
+
+def train(config: RunConfig, out: str | Path | None = None, progress: bool = True) -> Run:
+    """Train a dense forecaster with ``config``; write the run directory to ``out`` when given."""
+    from tsprune.models.registry import build_model
+
+    configure_threads(config.train.threads)
+    device = resolve_device(config.train.device)
+    data = prepare_data(config.data)  # validates the data before anything is built or trained
+    config = bind_to_data(config, data)
+    seed_everything(config.train.seed)
+    model = build_model(config.model).to(device)
+    result = fit(model, data, config.train, device, progress=progress)
+    started = time.perf_counter()
+    metrics = evaluate_model(model, data, "test", config.train.batch_size, device)
+    metrics.update({
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_seconds": result.train_seconds,
+        "test_seconds": time.perf_counter() - started,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "best_val_mse": min(h["val_mse"] for h in result.history),
+        "test_windows": data.n_windows("test"),
+        "history": result.history,
+        "device": str(device),
+        "environment": environment(),
+    })
+    run = Run(config, model.cpu(), data.scaler, data.columns, data.freq, metrics)
+    if out is not None:
+        save_run(run, Path(out))
+    return run
+
+
+def load(path: str | Path) -> Run:
+    """Reload a run directory written by :func:`train`."""
+    return load_run(path)
+
+
+def evaluate(run: Run | str | Path, split: str = "test", device: str = "auto", batch_size: int | None = None,
+             threads: int | None = None) -> dict[str, float]:
+    """Recompute a run's metrics on ``split`` (all windows) with its stored scaler."""
+    if not isinstance(run, Run):
+        run = load_run(run)
+    configure_threads(threads)
+    device_t = resolve_device(device)
+    data = run.data()
+    model = run.model.to(device_t)
+    try:
+        return evaluate_model(model, data, split, batch_size or run.config.train.batch_size, device_t)
+    finally:
+        run.model.cpu()

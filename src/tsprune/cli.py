@@ -1,0 +1,196 @@
+"""The ``tsprune`` command line: parses options, calls the Python API, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tsprune.errors import TsPruneError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Prune Transformer time-series forecasters and measure what you really save.")
+console = Console()
+err_console = Console(stderr=True)
+
+DATA, MODEL, TRAIN = "Data", "Model hyper-parameters (default: the model's own)", "Training"
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn a TsPruneError into one red line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TsPruneError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/yellow]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def datasets() -> None:
+    """List the known datasets (built in, or supplied with --data-path)."""
+    from tsprune.data.registry import DATASETS
+
+    table = Table("name", "frequency", "split", "shipped", "description")
+    for info in DATASETS.values():
+        table.add_row(info.name, info.freq, "12/4/4 months" if info.split.startswith("ett") else "70/10/20",
+                      "yes" if info.shipped else "no (--data-path)", info.description)
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def models() -> None:
+    """List the forecasters with their default hyper-parameters."""
+    from tsprune.models.registry import default_config, get_spec, model_names
+
+    table = Table("model", "summary", "defaults")
+    for name in model_names():
+        spec, config = get_spec(name), default_config(name)
+        defaults = ", ".join(f"{field}={getattr(config, field)}" for field in spec.uses)
+        table.add_row(name, spec.summary, defaults)
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def train(
+    model: Annotated[str, typer.Option(help="Forecaster name (see `tsprune models`).")] = "Transformer",
+    out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/latest"),
+    dataset: Annotated[Optional[str], typer.Option(help="Built-in dataset (see `tsprune datasets`).",
+                                                   rich_help_panel=DATA)] = None,
+    data_path: Annotated[Optional[Path], typer.Option(help="Any CSV with a date column.", rich_help_panel=DATA)] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target column (default: last).", rich_help_panel=DATA)] = None,
+    freq: Annotated[Optional[str], typer.Option(help="Pandas frequency alias (default: inferred).",
+                                                rich_help_panel=DATA)] = None,
+    features: Annotated[str, typer.Option(help="M, S or MS.", rich_help_panel=DATA)] = "M",
+    seq_len: Annotated[int, typer.Option(rich_help_panel=DATA)] = 96,
+    label_len: Annotated[int, typer.Option(rich_help_panel=DATA)] = 48,
+    pred_len: Annotated[int, typer.Option(rich_help_panel=DATA)] = 96,
+    train_fraction: Annotated[float, typer.Option(help="Keep the most recent fraction of the training split.",
+                                                  rich_help_panel=DATA)] = 1.0,
+    preset: Annotated[Optional[str], typer.Option(help="Training preset: study-code (default) or study-text "
+                                                  "(lr 5e-4).", rich_help_panel=TRAIN)] = None,
+    epochs: Annotated[Optional[int], typer.Option(rich_help_panel=TRAIN)] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Cap on steps per epoch.", rich_help_panel=TRAIN)] = None,
+    lr: Annotated[Optional[float], typer.Option(rich_help_panel=TRAIN)] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="constant, halve or cosine.",
+                                                       rich_help_panel=TRAIN)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(rich_help_panel=TRAIN)] = None,
+    patience: Annotated[Optional[int], typer.Option(rich_help_panel=TRAIN)] = None,
+    seed: Annotated[Optional[int], typer.Option(rich_help_panel=TRAIN)] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.", rich_help_panel=TRAIN)] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.", rich_help_panel=TRAIN)] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.", rich_help_panel=TRAIN)] = True,
+    d_model: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
+    n_heads: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
+    e_layers: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
+    d_layers: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
+    d_ff: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(rich_help_panel=MODEL)] = None,
+    factor: Annotated[Optional[int], typer.Option(help="Attention factor (Informer, Autoformer).",
+                                                  rich_help_panel=MODEL)] = None,
+    moving_avg: Annotated[Optional[int], typer.Option(help="Decomposition kernel.", rich_help_panel=MODEL)] = None,
+    activation: Annotated[Optional[str], typer.Option(help="gelu or relu.", rich_help_panel=MODEL)] = None,
+    distil: Annotated[Optional[bool], typer.Option(help="Informer distilling.", rich_help_panel=MODEL)] = None,
+    modes: Annotated[Optional[int], typer.Option(help="FEDformer Fourier modes.", rich_help_panel=MODEL)] = None,
+    mode_select: Annotated[Optional[str], typer.Option(help="FEDformer: random or low.",
+                                                       rich_help_panel=MODEL)] = None,
+    mode_seed: Annotated[Optional[int], typer.Option(help="FEDformer mode-selection seed.",
+                                                     rich_help_panel=MODEL)] = None,
+    seg_len: Annotated[Optional[int], typer.Option(help="Crossformer segment length.", rich_help_panel=MODEL)] = None,
+    win_size: Annotated[Optional[int], typer.Option(help="Crossformer merge window.", rich_help_panel=MODEL)] = None,
+    n_routers: Annotated[Optional[int], typer.Option(help="Crossformer routers.", rich_help_panel=MODEL)] = None,
+) -> None:
+    """Train a forecaster with the study's protocol and write MODEL.safetensors, config.json, metrics.json."""
+    from tsprune import api
+
+    if dataset is None and data_path is None:
+        dataset = "ETTh1"
+    config = api.make_config(
+        model, preset=preset,
+        data=dict(dataset=dataset, data_path=str(data_path) if data_path else None, target=target, freq=freq,
+                  features=features, seq_len=seq_len, label_len=label_len, pred_len=pred_len,
+                  train_fraction=train_fraction),
+        train=dict(epochs=epochs, max_steps=max_steps, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size,
+                   patience=patience, seed=seed, device=device, threads=threads),
+        d_model=d_model, n_heads=n_heads, e_layers=e_layers, d_layers=d_layers, d_ff=d_ff, dropout=dropout,
+        factor=factor, moving_avg=moving_avg, activation=activation, distil=distil, modes=modes,
+        mode_select=mode_select, mode_seed=mode_seed, seg_len=seg_len, win_size=win_size, n_routers=n_routers)
+    run = api.train(config, out=out, progress=progress)
+    print_metrics(run.metrics, title=f"{config.model.name} on {config.data.dataset or data_path} "
+                                     f"(pred_len {pred_len}) -> {out}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `tsprune train`.")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    device: Annotated[str, typer.Option()] = "auto",
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Reload a run and recompute its metrics over all windows of a split."""
+    from tsprune import api
+    from tsprune.data.dataset import SPLITS
+
+    if split not in SPLITS:
+        raise TsPruneError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    run = api.load(run_dir)
+    metrics = api.evaluate(run, split=split, device=device, threads=threads)
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    stored = run.metrics if split == "test" else {}
+    print_metrics(metrics, title=f"{run.config.model.name} {run_dir} ({split})", stored=stored)
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Directory for the runs and the report.")] = Path("demo"),
+    epochs: Annotated[int, typer.Option()] = 1,
+    max_steps: Annotated[int, typer.Option(help="Training steps per epoch.")] = 40,
+    threads: Annotated[Optional[int], typer.Option()] = None,
+) -> None:
+    """Train the five forecasters small and briefly on ETTh1/96 and write a report (a few minutes on a laptop)."""
+    from tsprune.demo import run_demo
+
+    report = run_demo(Path(out), epochs=epochs, max_steps=max_steps, threads=threads, console=console)
+    console.print(f"[green]report written:[/green] {report}")
+
+
+def print_metrics(metrics: dict[str, Any], title: str, stored: dict[str, Any] | None = None) -> None:
+    table = Table("metric", "value", *(["stored"] if stored else []), title=title)
+    for key in ("mse", "mae", "mse_raw", "mae_raw", "params", "epochs_run", "best_epoch", "train_seconds"):
+        if key in metrics:
+            value = metrics[key]
+            cells = [key, f"{value:.6g}" if isinstance(value, float) else str(value)]
+            if stored:
+                old = stored.get(key)
+                cells.append("" if old is None else (f"{old:.6g}" if isinstance(old, float) else str(old)))
+            table.add_row(*cells)
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Layers written once and shared by the five forecasters."""

@@ -1,0 +1,59 @@
+"""Multi-head attention shared by the forecasters.
+
+``AttentionLayer`` owns the query/key/value/output projections and reshapes to heads; the *inner* mechanism
+(full attention here, ProbSparse, auto-correlation or a Fourier block elsewhere) maps
+``q [B, L, H, E], k [B, S, H, E], v [B, S, H, D] -> [B, L, H, D]`` and is swappable.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FullAttention(nn.Module):
+    """Scaled dot-product attention over all positions (fused kernel, same math as softmax(QK^T/sqrt(E))V)."""
+
+    def __init__(self, causal: bool = False, dropout: float = 0.0, scale: float | None = None) -> None:
+        super().__init__()
+        self.causal = causal
+        self.dropout = dropout
+        self.scale = scale
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # SDPA wants [B, H, L, E]; the transposes are views, SDPA handles the strides.
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=self.causal,
+            scale=self.scale,
+        )
+        return out.transpose(1, 2)
+
+
+class AttentionLayer(nn.Module):
+    """Projections around an inner attention mechanism: ``[B, L, d_model] x [B, S, d_model] -> [B, L, d_model]``."""
+
+    def __init__(self, inner: nn.Module, d_model: int, n_heads: int, d_keys: int | None = None, d_values: int | None = None) -> None:
+        super().__init__()
+        d_keys = d_keys or d_model // n_heads
+        d_values = d_values or d_model // n_heads
+        self.inner = inner
+        self.n_heads = n_heads
+        self.query = nn.Linear(d_model, d_keys * n_heads)
+        self.key = nn.Linear(d_model, d_keys * n_heads)
+        self.value = nn.Linear(d_model, d_values * n_heads)
+        self.out = nn.Linear(d_values * n_heads, d_model)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = queries.shape
+        source = keys.shape[1]
+        heads = self.n_heads
+        q = self.query(queries).view(batch, length, heads, -1)
+        k = self.key(keys).view(batch, source, heads, -1)
+        v = self.value(values).view(batch, source, heads, -1)
+        out = self.inner(q, k, v)
+        return self.out(out.reshape(batch, length, -1))

@@ -1,0 +1,104 @@
+"""Input embeddings shared by the forecasters: value (token) + positional + calendar features.
+
+All tensors are ``[batch, length, channels]``. Nothing here is a buffer: the sinusoidal table is computed on the fly
+(cached per shape) so structured pruning of ``d_model`` never leaves a stale table behind.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sinusoidal_table(length: int, d_model: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The Transformer's fixed positional encoding, ``[length, d_model]``."""
+    position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, d_model, 2, device=device, dtype=torch.float32) * -(math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model, device=device, dtype=torch.float32)
+    table[:, 0::2] = torch.sin(position * div_term)
+    table[:, 1::2] = torch.cos(position * div_term)[:, : d_model // 2]
+    return table.to(dtype)
+
+
+class PositionalEmbedding(nn.Module):
+    """Sinusoidal positions ``[1, length, d_model]``; the width follows the caller's ``d_model`` at run time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def forward(self, length: int, d_model: int, like: torch.Tensor) -> torch.Tensor:
+        key = (length, d_model, like.device, like.dtype)
+        table = self._cache.get(key)
+        if table is None:
+            table = sinusoidal_table(length, d_model, like.device, like.dtype).unsqueeze(0)
+            self._cache = {key: table}  # keep one entry: shapes rarely change within a run
+        return table
+
+
+class CircularConv1d(nn.Module):
+    """Conv1d over time with circular padding, on ``[batch, length, channels]`` inputs.
+
+    Padding is an explicit ``F.pad(mode='circular')`` before an unpadded convolution, numerically the same as
+    ``padding_mode='circular'`` but a graph that dependency tracers (Torch-Pruning) understand.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True) -> None:
+        super().__init__()
+        self.pad = (kernel_size - 1) // 2
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=0, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # [B, C, L]
+        if self.pad:
+            x = F.pad(x, (self.pad, self.pad), mode="circular")
+        return self.conv(x).transpose(1, 2)
+
+
+class TokenEmbedding(nn.Module):
+    """Value embedding: a width-3 circular convolution from ``c_in`` channels to ``d_model``."""
+
+    def __init__(self, c_in: int, d_model: int) -> None:
+        super().__init__()
+        self.proj = CircularConv1d(c_in, d_model, kernel_size=3, bias=False)
+        nn.init.kaiming_normal_(self.proj.conv.weight, mode="fan_in", nonlinearity="leaky_relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class TimeFeatureEmbedding(nn.Module):
+    """Linear map of the calendar features ``[B, L, n_time_features]`` to ``[B, L, d_model]``."""
+
+    def __init__(self, n_time_features: int, d_model: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(n_time_features, d_model, bias=False)
+
+    def forward(self, x_mark: torch.Tensor) -> torch.Tensor:
+        return self.proj(x_mark)
+
+
+class DataEmbedding(nn.Module):
+    """Token + (optional) positional + calendar embedding, then dropout.
+
+    ``positional=False`` is the variant Autoformer and FEDformer use (their decomposition carries the order).
+    Input ``x`` ``[B, L, c_in]`` and ``x_mark`` ``[B, L, n_time_features]`` (or ``None``); output ``[B, L, d_model]``.
+    """
+
+    def __init__(self, c_in: int, d_model: int, n_time_features: int, dropout: float, positional: bool = True) -> None:
+        super().__init__()
+        self.value = TokenEmbedding(c_in, d_model)
+        self.position = PositionalEmbedding() if positional else None
+        self.temporal = TimeFeatureEmbedding(n_time_features, d_model) if n_time_features > 0 else None
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None) -> torch.Tensor:
+        out = self.value(x)
+        if self.position is not None:
+            out = out + self.position(out.shape[1], out.shape[2], out)
+        if self.temporal is not None and x_mark is not None:
+            out = out + self.temporal(x_mark)
+        return self.dropout(out)

@@ -1,0 +1,159 @@
+"""One training loop for every forecaster (and, later, for fine-tuning pruned ones), plus evaluation.
+
+Protocol defaults are the study's: Adam, MSE loss, batch 32, lr halved after each epoch, early stopping on the
+validation MSE with the best weights restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from tsprune.config import TrainConfig
+from tsprune.data.dataset import ForecastData
+from tsprune.errors import TsPruneError
+
+
+class TrainingDiverged(TsPruneError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; an explicit device that is not available is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TsPruneError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TsPruneError(f"device {name!r} requested but CUDA is not available here: use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise TsPruneError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch``."""
+    if config.lr_schedule == "halve":
+        return config.lr * 0.5**epoch
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
+    return config.lr
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: ForecastData, split: str = "test", batch_size: int = 32,
+             device: torch.device | str = "cpu") -> dict[str, float]:
+    """MSE/MAE over **all** windows of ``split``: scaled (the field's convention) and in original units."""
+    model.eval()
+    device = torch.device(device)
+    channels = slice(len(data.columns) - data.c_out, None)
+    sums = torch.zeros(4, dtype=torch.float64)
+    count = 0
+    for batch in data.batches(split, batch_size, device=device):
+        pred = model(*batch.inputs())
+        err = pred - batch.y
+        raw_err = data.scaler.inverse(pred.double(), channels) - data.scaler.inverse(batch.y.double(), channels)
+        sums += torch.stack([err.double().pow(2).sum(), err.double().abs().sum(),
+                             raw_err.pow(2).sum(), raw_err.abs().sum()]).cpu()
+        count += err.numel()
+    if count == 0:
+        raise TsPruneError(f"the {split} split has no complete window")
+    mse, mae, mse_raw, mae_raw = (sums / count).tolist()
+    return {"mse": mse, "mae": mae, "mse_raw": mse_raw, "mae_raw": mae_raw}
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    epochs_run: int = 0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        disable=not enabled, transient=False,
+    )
+
+
+def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch.device,
+        after_step: Callable[[nn.Module], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train ``model`` in place; on return it holds the weights of the best validation epoch.
+
+    ``after_step`` runs after every optimiser step (fine-tuning re-applies pruning masks there).
+    """
+    config.validate()
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = nn.MSELoss()
+    result = TrainResult()
+    best_val, best_state, bad_epochs = math.inf, None, 0
+    steps_per_epoch = data.n_batches("train", config.batch_size, drop_last=True)
+    if config.max_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    start = time.perf_counter()
+    with _progress(progress) as bar:
+        for epoch in range(config.epochs):
+            lr = learning_rate(config, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch, loss=float("nan"))
+            model.train()
+            losses = []
+            for step, batch in enumerate(data.batches("train", config.batch_size, shuffle=True, drop_last=True,
+                                                      generator=generator, device=device)):
+                if step >= steps_per_epoch:
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(*batch.inputs()), batch.y)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step "
+                                           f"{step + 1}; lower the learning rate (--lr)")
+                loss.backward()
+                optimizer.step()
+                if after_step is not None:
+                    after_step(model)
+                losses.append(loss.item())
+                bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
+            val = evaluate(model, data, "val", config.batch_size, device)["mse"]
+            result.history.append({"epoch": epoch + 1, "lr": lr, "train_loss": float(np.mean(losses)), "val_mse": val,
+                                   "seconds": time.perf_counter() - start})
+            bar.update(task, description=f"epoch {epoch + 1}/{config.epochs} val {val:.4f}")
+            result.epochs_run = epoch + 1
+            if val < best_val:
+                best_val, best_state, bad_epochs = val, copy.deepcopy(model.state_dict()), 0
+                result.best_epoch = epoch + 1
+            else:
+                bad_epochs += 1
+                if bad_epochs >= config.patience:
+                    result.stopped_early = True
+                    break
+    result.train_seconds = time.perf_counter() - start
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result

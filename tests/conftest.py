@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny model sizes so the whole suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Small enough for seconds-long tests, big enough to exercise every code path (heads > 1, several layers).
+TINY = {"d_model": 16, "d_ff": 32, "n_heads": 2, "e_layers": 2, "d_layers": 1, "modes": 8, "seg_len": 12,
+        "n_routers": 3}
+
+# Device for model tests; CI on a GPU machine can run `TSPRUNE_TEST_DEVICE=cuda make test`.
+DEVICE = os.environ.get("TSPRUNE_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture
+def tiny() -> dict:
+    return dict(TINY)
+
+
+def write_csv(path, frame) -> str:
+    frame.to_csv(path, index=False)
+    return str(path)
