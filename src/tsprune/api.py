@@ -25,7 +25,12 @@ def make_config(model: str = "Transformer", *, preset: str | None = None, data: 
     if preset is not None and preset not in TRAIN_PRESETS:
         raise TsPruneError(f"unknown preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}")
     train_cfg = replace_known(TrainConfig(), {**TRAIN_PRESETS.get(preset or "study-code", {}), **(train or {})})
-    data_cfg = replace_known(DataConfig(), data or {})
+    data = dict(data or {})
+    if data.get("data_path") is not None and data.get("dataset") is None:
+        data["dataset"] = None  # a user CSV: do not fall back to the default built-in dataset
+        data_cfg = replace_known(DataConfig(dataset=None), data)
+    else:
+        data_cfg = replace_known(DataConfig(), data)
     model_cfg = default_config(model, **hyper)
     config = RunConfig(data=data_cfg, model=model_cfg, train=train_cfg)
     config.data.validate()

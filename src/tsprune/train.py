@@ -62,12 +62,26 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
     return config.lr
 
 
-@torch.inference_mode()
+EVAL_SEED = 0
+
+
 def evaluate(model: nn.Module, data: ForecastData, split: str = "test", batch_size: int = 32,
              device: torch.device | str = "cpu") -> dict[str, float]:
-    """MSE/MAE over **all** windows of ``split``: scaled (the field's convention) and in original units."""
-    model.eval()
+    """MSE/MAE over **all** windows of ``split``: scaled (the field's convention) and in original units.
+
+    Evaluation draws from its own seeded RNG (Informer samples keys even in eval mode), so the same weights always
+    give the same metrics and the caller's RNG stream is left untouched.
+    """
     device = torch.device(device)
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.inference_mode():
+        torch.manual_seed(EVAL_SEED)
+        return _evaluate(model, data, split, batch_size, device)
+
+
+def _evaluate(model: nn.Module, data: ForecastData, split: str, batch_size: int,
+              device: torch.device) -> dict[str, float]:
+    model.eval()
     channels = slice(len(data.columns) - data.c_out, None)
     sums = torch.zeros(4, dtype=torch.float64)
     count = 0

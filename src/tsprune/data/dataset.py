@@ -29,7 +29,7 @@ def split_borders(n_rows: int, rule: str, seq_len: int) -> dict[str, tuple[int, 
         per_month = _HOURS_PER_MONTH * (4 if rule == "ett_minute" else 1)
         train_end, val_end, test_end = 12 * per_month, 16 * per_month, 20 * per_month
         if n_rows < test_end:
-            raise TsPruneError(f"the ETT split needs {test_end} rows, the file has {n_rows}")
+            raise TsPruneError(f"too few rows: the ETT split needs {test_end} rows, the file has {n_rows}")
     elif rule == "ratio":
         n_train, n_test = int(n_rows * 0.7), int(n_rows * 0.2)
         train_end, val_end, test_end = n_train, n_rows - n_test, n_rows

@@ -1,0 +1,73 @@
+"""Autoformer's Auto-Correlation: period-based dependencies found by FFT, then time-delay aggregation.
+
+An inner mechanism for ``AttentionLayer``: ``q [B, L, H, E], k [B, S, H, E], v [B, S, H, D] -> [B, L, H, D]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def time_delay_aggregation(values: torch.Tensor, delays: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``out[b, t] = sum_i weights[b, i] * values[b, (t + delays[b, i]) mod L]``, all delays in one gather.
+
+    ``values [B, L, H, D]``, ``delays [B, k]`` (long), ``weights [B, k]`` -> ``[B, L, H, D]``. Same as summing
+    ``torch.roll(values, -delay, time)`` over the delays (the reference's loop), without the loop: rows of the
+    flattened ``[B * L, H, D]`` values are picked for every (sample, delay, step) at once.
+    """
+    batch, length = values.shape[:2]
+    steps = torch.arange(length, device=values.device)
+    rows = (steps.view(1, 1, length) + delays.unsqueeze(-1)) % length  # [B, k, L]
+    rows = rows + (torch.arange(batch, device=values.device) * length).view(batch, 1, 1)
+    patterns = values.reshape(batch * length, *values.shape[2:])[rows]  # [B, k, L, H, D]
+    return torch.einsum("bklhd,bk->blhd", patterns, weights.to(patterns.dtype))
+
+
+class AutoCorrelation(nn.Module):
+    """Auto-Correlation with the reference's two speed-ups of the top-k delay choice.
+
+    The autocorrelation of ``q`` and ``k`` over lags comes from ``irfft(rfft(q) * conj(rfft(k)))`` and is averaged
+    over heads and channels. ``top_k = int(factor * ln L)`` lags are kept: in training the same lags for the whole
+    batch (chosen on the batch mean, a batch-norm-like design), in evaluation per sample. Their correlations,
+    softmax-normalised, weight the values rolled by each lag.
+    """
+
+    def __init__(self, factor: int = 1) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def top_k(self, length: int) -> int:
+        # The reference's int(factor * ln L), kept within [1, L] so very short windows still aggregate something.
+        return max(1, min(length, int(self.factor * math.log(length))))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        length, source = q.shape[1], k.shape[1]
+        # Keys/values are brought to the query length like the reference: zero-padded at the end or truncated.
+        if length > source:
+            k = F.pad(k, (0, 0, 0, 0, 0, length - source))
+            v = F.pad(v, (0, 0, 0, 0, 0, length - source))
+        else:
+            k, v = k[:, :length], v[:, :length]
+
+        # Period-based dependencies: circular cross-correlation over lags, along time (dim 1).
+        # Half-precision FFTs are restricted (powers of two on GPU, none on CPU): compute these in float32.
+        low_precision = q.dtype in (torch.float16, torch.bfloat16)
+        q_ft = torch.fft.rfft(q.float() if low_precision else q, dim=1)
+        k_ft = torch.fft.rfft(k.float() if low_precision else k, dim=1)
+        # n=length keeps all L lags for odd L as well (the reference's default n drops one there).
+        corr = torch.fft.irfft(q_ft * torch.conj(k_ft), n=length, dim=1)  # [B, L, H, E]
+        mean_corr = corr.mean(dim=(2, 3))  # [B, L]: one score per sample and lag
+
+        top_k = self.top_k(length)
+        if self.training:
+            shared = torch.topk(mean_corr.mean(dim=0), top_k, dim=-1).indices  # [k], the same lags for the batch
+            weights = mean_corr[:, shared]  # [B, k]
+            delays = shared.unsqueeze(0).expand(q.shape[0], -1)
+        else:
+            weights, delays = torch.topk(mean_corr, top_k, dim=-1)  # [B, k] each
+        weights = torch.softmax(weights, dim=-1)
+        return time_delay_aggregation(v, delays, weights).to(v.dtype)

@@ -1,0 +1,145 @@
+"""FEDformer's frequency-enhanced blocks (Fourier version): inner mechanisms for ``AttentionLayer``.
+
+``q [B, L, H, E], k [B, S, H, E], v [B, S, H, E] -> [B, L, H, E]``. Each block keeps a fixed subset of Fourier modes,
+chosen at construction and stored as a persistent buffer so a reloaded checkpoint uses exactly the same modes.
+Weights are complex64 parameters (safetensors stores complex64), one ``E x E`` matrix per head and kept mode.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tsprune.models.layers.attention import AttentionLayer
+
+MODE_SELECTS = ("random", "low")
+
+
+def select_modes(seq_len: int, modes: int, mode_select: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sorted indices of the kept frequencies among ``0 .. seq_len // 2 - 1``; at most ``seq_len // 2`` of them.
+
+    ``random``: a random subset drawn from ``generator`` (the reference shuffles with NumPy's global state);
+    ``low``: the lowest frequencies.
+    """
+    available = seq_len // 2
+    modes = min(modes, available)
+    if mode_select == "random":
+        index = torch.randperm(available, generator=generator)[:modes]
+    elif mode_select == "low":
+        index = torch.arange(modes)
+    else:
+        raise ValueError(f"mode_select must be one of {MODE_SELECTS}, got {mode_select!r}")
+    return torch.sort(index).values
+
+
+def _complex_uniform(*shape: int, scale: float) -> nn.Parameter:
+    # The reference's ``scale * torch.rand(..., dtype=torch.cfloat)``: real and imaginary parts uniform in [0, scale).
+    return nn.Parameter(scale * torch.rand(*shape, dtype=torch.cfloat))
+
+
+class FourierBlock(nn.Module):
+    """Frequency-enhanced block (self-attention replacement): FFT of ``q``, a per-head complex linear map on the
+    kept modes, inverse FFT. ``k`` and ``v`` are ignored, as in the reference.
+
+    ``weight`` is ``[n_heads, E, E, modes]`` (in, out, mode) with ``E = d_model // n_heads``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        seq_len: int,
+        modes: int,
+        mode_select: str = "random",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        head_dim = d_model // n_heads
+        self.register_buffer("index", select_modes(seq_len, modes, mode_select, generator), persistent=True)
+        self.weight = _complex_uniform(n_heads, head_dim, head_dim, len(self.index), scale=1.0 / (d_model * d_model))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
+        length = q.shape[1]
+        # float32 FFT: the weights are complex64 (and half-precision FFTs are restricted).
+        q_ft = torch.fft.rfft(q.float(), dim=1)  # [B, L//2+1, H, E]
+        selected = q_ft[:, self.index]  # [B, M, H, E]
+        mixed = torch.einsum("bmhi,hiom->bmho", selected, self.weight)  # all modes in one product
+        # As the official code does, the product of the m-th *kept* mode is written into output frequency slot m
+        # (``out_ft[..., wi] = ...`` in its loop), not back at frequency index[m]: the output lives on the lowest
+        # M frequencies. irfft zero-fills the slots above M.
+        out = torch.fft.irfft(mixed, n=length, dim=1)  # [B, L, H, E]
+        # The reference returns [B, H, E, L] and AutoCorrelationLayer flattens it with .view(B, L, -1), which mixes
+        # time and channels; we keep [B, L, H, E] so channels stay channels.
+        return out.to(q.dtype)
+
+
+class FourierCrossAttention(nn.Module):
+    """Frequency-enhanced cross attention: attention between the kept modes of ``q`` and of ``k``, in the frequency
+    domain, with a complex ``tanh`` (or ``softmax`` of magnitudes) activation, then a per-head complex linear map.
+
+    As in the reference, ``k`` serves as both keys and values (``v`` is ignored). ``weight`` is
+    ``[n_heads, E, E, modes_q]``; the result is divided by ``d_model * d_model`` (its in * out channels) before
+    the inverse FFT, as the reference does.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        seq_len_q: int,
+        seq_len_kv: int,
+        modes: int,
+        mode_select: str = "random",
+        generator: torch.Generator | None = None,
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if activation not in ("tanh", "softmax"):
+            raise ValueError(f"activation must be tanh or softmax, got {activation!r}")
+        head_dim = d_model // n_heads
+        self.activation = activation
+        self.register_buffer("index_q", select_modes(seq_len_q, modes, mode_select, generator), persistent=True)
+        self.register_buffer("index_kv", select_modes(seq_len_kv, modes, mode_select, generator), persistent=True)
+        # A constant fixed at construction (the reference's in_channels * out_channels), so pruning d_model later
+        # does not change what the block computes.
+        self.norm = float(d_model * d_model)
+        self.weight = _complex_uniform(n_heads, head_dim, head_dim, len(self.index_q), scale=1.0 / self.norm)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        batch, length, heads, _ = q.shape
+        q_ft = torch.fft.rfft(q.float(), dim=1)[:, self.index_q]  # [B, Mq, H, E]
+        k_ft = torch.fft.rfft(k.float(), dim=1)[:, self.index_kv]  # [B, Mk, H, E]
+        scores = torch.einsum("bxhe,byhe->bhxy", q_ft, k_ft)  # [B, H, Mq, Mk]
+        if self.activation == "tanh":
+            scores = torch.tanh(scores)
+        else:
+            scores = torch.complex(torch.softmax(scores.abs(), dim=-1), torch.zeros_like(scores.real))
+        attended = torch.einsum("bhxy,byhe->bxhe", scores, k_ft)  # [B, Mq, H, E]
+        mixed = torch.einsum("bxhi,hiox->bxho", attended, self.weight)  # [B, Mq, H, E]
+        # Unlike FourierBlock, the reference puts each result back at its own frequency index_q[m].
+        spectrum = mixed.new_zeros(batch, length // 2 + 1, heads, mixed.shape[-1]).index_copy(1, self.index_q, mixed)
+        out = torch.fft.irfft(spectrum / self.norm, n=length, dim=1)  # [B, L, H, E]
+        return out.to(q.dtype)
+
+
+class FourierAttentionLayer(AttentionLayer):
+    """``AttentionLayer`` without the projections a Fourier block never reads.
+
+    ``FourierBlock`` reads only ``q``; ``FourierCrossAttention`` reads ``q`` and ``k`` (``k`` doubles as values).
+    The reference still builds key/value projections there; they get no gradient and change nothing, so they are
+    left out (``uses_keys=False`` drops the key projection too). ``[B, L, d_model] x [B, S, d_model] -> [B, L, d_model]``.
+    """
+
+    def __init__(self, inner: nn.Module, d_model: int, n_heads: int, uses_keys: bool) -> None:
+        super().__init__(inner, d_model, n_heads)
+        del self.value
+        if not uses_keys:
+            del self.key
+        self.uses_keys = uses_keys
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        batch, length, _ = queries.shape
+        q = self.query(queries).view(batch, length, self.n_heads, -1)
+        k = self.key(keys).view(batch, keys.shape[1], self.n_heads, -1) if self.uses_keys else None
+        out = self.inner(q, k, None)
+        return self.out(out.reshape(batch, length, -1))

@@ -1,0 +1,251 @@
+"""Autoformer and FEDformer: shapes, and each vectorised mechanism against a plain loop version of the reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from tsprune.config import ModelConfig
+from tsprune.models.autoformer import Autoformer
+from tsprune.models.fedformer import FEDformer
+from tsprune.models.layers.autocorrelation import AutoCorrelation
+from tsprune.models.layers.decomposition import SeriesDecomposition
+from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention, select_modes
+
+torch.set_num_threads(1)
+
+TINY = dict(d_model=16, n_heads=2, e_layers=2, d_layers=1, d_ff=32, seq_len=24, label_len=12, pred_len=8,
+            moving_avg=5, factor=2, modes=5, dropout=0.0)
+
+
+def tiny_config(name: str, **overrides) -> ModelConfig:
+    return ModelConfig(name=name, **{**TINY, **overrides})
+
+
+def inputs(config: ModelConfig, batch: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    dec_len = config.label_len + config.pred_len
+    return (
+        torch.randn(batch, config.seq_len, config.enc_in, generator=g),
+        torch.randn(batch, config.seq_len, config.n_time_features, generator=g),
+        torch.randn(batch, dec_len, config.dec_in, generator=g),
+        torch.randn(batch, dec_len, config.n_time_features, generator=g),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("cls", [Autoformer, FEDformer])
+@pytest.mark.parametrize("overrides", [{}, {"enc_in": 3, "dec_in": 3, "c_out": 1}, {"label_len": 0, "d_layers": 2}])
+def test_model_shapes_train_and_eval(cls, overrides):
+    torch.manual_seed(0)
+    config = tiny_config(cls.__name__, **overrides)
+    model = cls(config)
+    batch = inputs(config)
+    out = model(*batch)
+    assert out.shape == (3, config.pred_len, config.c_out)
+    out.square().mean().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert model(*batch).shape == (3, config.pred_len, config.c_out)
+    # output_layers name real modules: the seasonal projection and each decoder layer's trend conv.
+    assert len(model.output_layers) == 1 + config.d_layers
+    for name in model.output_layers:
+        layer = model.get_submodule(name)
+        out_channels = layer.out_channels if isinstance(layer, torch.nn.Conv1d) else layer.out_features
+        assert isinstance(layer, (torch.nn.Linear, torch.nn.Conv1d)) and out_channels == config.c_out
+
+
+def test_registered():
+    from tsprune.models.registry import _REGISTRY
+
+    assert _REGISTRY["Autoformer"].cls is Autoformer and "factor" in _REGISTRY["Autoformer"].uses
+    assert _REGISTRY["FEDformer"].cls is FEDformer and "mode_seed" in _REGISTRY["FEDformer"].uses
+
+
+# ---------------------------------------------------------------------------------------------- decomposition
+
+
+def loop_moving_average(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Mean of the window around each step, the series extended by repeating its first/last value."""
+    length = x.shape[1]
+    back = (kernel - 1) // 2
+    front = kernel - 1 - back
+    out = torch.empty_like(x)
+    for t in range(length):
+        window = [x[:, min(max(s, 0), length - 1)] for s in range(t - front, t + back + 1)]
+        out[:, t] = torch.stack(window).mean(0)
+    return out
+
+
+@pytest.mark.parametrize("kernel", [1, 4, 5, 25])
+def test_series_decomposition_matches_loop(kernel):
+    x = torch.randn(2, 13, 3, dtype=torch.float64)
+    seasonal, trend = SeriesDecomposition(kernel)(x)
+    expected = loop_moving_average(x, kernel)
+    torch.testing.assert_close(trend, expected)
+    torch.testing.assert_close(seasonal, x - expected)
+
+
+# ---------------------------------------------------------------------------------------------- auto-correlation
+
+
+def loop_autocorrelation(q, k, v, factor: int, training: bool) -> torch.Tensor:
+    """The reference's algorithm, [B, H, E, L] layout, one torch.roll per delay (and per sample in eval)."""
+    batch, length = q.shape[:2]
+    source = k.shape[1]
+    if length > source:
+        zeros = torch.zeros_like(q[:, : length - source])
+        k, v = torch.cat([k, zeros], dim=1), torch.cat([v, zeros], dim=1)
+    else:
+        k, v = k[:, :length], v[:, :length]
+    q_ft = torch.fft.rfft(q.permute(0, 2, 3, 1), dim=-1)
+    k_ft = torch.fft.rfft(k.permute(0, 2, 3, 1), dim=-1)
+    corr = torch.fft.irfft(q_ft * torch.conj(k_ft), n=length, dim=-1)
+    values = v.permute(0, 2, 3, 1)
+    top_k = int(factor * math.log(length))
+    mean_value = corr.mean(dim=1).mean(dim=1)  # [B, L]
+    agg = torch.zeros_like(values)
+    if training:
+        index = torch.topk(mean_value.mean(dim=0), top_k)[1]
+        weights = torch.softmax(torch.stack([mean_value[:, index[i]] for i in range(top_k)], dim=-1), dim=-1)
+        for i in range(top_k):
+            agg = agg + torch.roll(values, -int(index[i]), -1) * weights[:, i].view(-1, 1, 1, 1)
+    else:
+        top, delay = torch.topk(mean_value, top_k, dim=-1)
+        weights = torch.softmax(top, dim=-1)
+        for b in range(batch):
+            for i in range(top_k):
+                agg[b] = agg[b] + torch.roll(values[b], -int(delay[b, i]), -1) * weights[b, i]
+    return agg.permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("length,source", [(20, 20), (21, 16), (14, 20)])
+def test_autocorrelation_matches_roll_loop(training, length, source):
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(3, length, 2, 4, generator=g, dtype=torch.float64)
+    k = torch.randn(3, source, 2, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(3, source, 2, 4, generator=g, dtype=torch.float64)
+    mech = AutoCorrelation(factor=2).train(training)
+    torch.testing.assert_close(mech(q, k, v), loop_autocorrelation(q, k, v, 2, training))
+
+
+def test_autocorrelation_train_shares_delays_eval_does_not():
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(4, 16, 2, 4, generator=g) for _ in range(3))
+    mech = AutoCorrelation(factor=1)
+    # A single sample in a batch of one behaves the same in both modes.
+    torch.testing.assert_close(mech.train()(q[:1], k[:1], v[:1]), mech.eval()(q[:1], k[:1], v[:1]))
+    assert not torch.allclose(mech.train()(q, k, v), mech.eval()(q, k, v))
+
+
+# ---------------------------------------------------------------------------------------------- Fourier blocks
+
+
+def loop_fourier_block(q: torch.Tensor, weight: torch.Tensor, index: list[int]) -> torch.Tensor:
+    """The official FourierBlock: a loop over kept modes, the m-th written into frequency slot m."""
+    batch, length, heads, dim = q.shape
+    x_ft = torch.fft.rfft(q.permute(0, 2, 3, 1), dim=-1)
+    out_ft = torch.zeros(batch, heads, dim, length // 2 + 1, dtype=x_ft.dtype)
+    for wi, i in enumerate(index):
+        out_ft[:, :, :, wi] = torch.einsum("bhi,hio->bho", x_ft[:, :, :, i], weight[:, :, :, wi])
+    return torch.fft.irfft(out_ft, n=length).permute(0, 3, 1, 2)  # back to [B, L, H, E] (no .view scramble)
+
+
+def loop_fourier_cross(q, k, weight, index_q: list[int], index_kv: list[int], norm: float) -> torch.Tensor:
+    """The official FourierCrossAttention with its per-mode copy loops (k used as values)."""
+    batch, length, heads, dim = q.shape
+    xq_ft = torch.fft.rfft(q.permute(0, 2, 3, 1), dim=-1)
+    xk_ft = torch.fft.rfft(k.permute(0, 2, 3, 1), dim=-1)
+    xq_sel = torch.zeros(batch, heads, dim, len(index_q), dtype=xq_ft.dtype)
+    for i, j in enumerate(index_q):
+        xq_sel[..., i] = xq_ft[..., j]
+    xk_sel = torch.zeros(batch, heads, dim, len(index_kv), dtype=xk_ft.dtype)
+    for i, j in enumerate(index_kv):
+        xk_sel[..., i] = xk_ft[..., j]
+    qk = torch.einsum("bhex,bhey->bhxy", xq_sel, xk_sel).tanh()
+    qkv = torch.einsum("bhxy,bhey->bhex", qk, xk_sel)
+    qkvw = torch.einsum("bhex,heox->bhox", qkv, weight)
+    out_ft = torch.zeros(batch, heads, dim, length // 2 + 1, dtype=xq_ft.dtype)
+    for i, j in enumerate(index_q):
+        out_ft[..., j] = qkvw[..., i]
+    return torch.fft.irfft(out_ft / norm, n=length).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("mode_select", ["random", "low"])
+@pytest.mark.parametrize("length", [20, 21])
+def test_fourier_block_matches_mode_loop(mode_select, length):
+    torch.manual_seed(0)
+    block = FourierBlock(16, 2, length, modes=6, mode_select=mode_select, generator=torch.Generator().manual_seed(3))
+    q = torch.randn(3, length, 2, 8)
+    index = block.index.tolist()
+    assert index == sorted(index) and len(index) == 6 and max(index) < length // 2
+    if mode_select == "low":
+        assert index == list(range(6))
+    expected = loop_fourier_block(q, block.weight.detach(), index)
+    torch.testing.assert_close(block(q, q, q), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode_select", ["random", "low"])
+def test_fourier_cross_attention_matches_mode_loop(mode_select):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(4)
+    block = FourierCrossAttention(16, 2, seq_len_q=18, seq_len_kv=24, modes=5, mode_select=mode_select, generator=gen)
+    # Enlarge the weights so the 1/(in*out) scaling does not make the comparison trivially ~0.
+    with torch.no_grad():
+        block.weight.mul_(256.0)
+    q, k = torch.randn(3, 18, 2, 8), torch.randn(3, 24, 2, 8)
+    expected = loop_fourier_cross(q, k, block.weight.detach(), block.index_q.tolist(), block.index_kv.tolist(), 256.0)
+    out = block(q, k, torch.randn_like(k))
+    assert out.abs().max() > 1e-3
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_mode_selection_reproducible_and_seeded():
+    a = select_modes(40, 7, "random", torch.Generator().manual_seed(11))
+    b = select_modes(40, 7, "random", torch.Generator().manual_seed(11))
+    c = select_modes(40, 7, "random", torch.Generator().manual_seed(12))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(select_modes(10, 64, "random", torch.Generator().manual_seed(0))) == 5  # min(modes, L // 2)
+
+
+def test_fedformer_modes_follow_seed_and_survive_reload(tmp_path):
+    from safetensors.torch import load_model, save_model
+
+    config = tiny_config("FEDformer", mode_seed=7)
+    torch.manual_seed(0)
+    model = FEDformer(config).eval()
+    torch.manual_seed(1)
+    same_seed = FEDformer(config)
+    other = FEDformer(dataclasses.replace(config, mode_seed=8)).eval()
+    buffers = dict(model.named_buffers())
+    assert set(buffers) == {n for n, _ in other.named_buffers()} and buffers
+    assert all(torch.equal(b, dict(same_seed.named_buffers())[n]) for n, b in buffers.items())
+    assert any(not torch.equal(b, dict(other.named_buffers())[n]) for n, b in buffers.items())
+    assert all(n in model.state_dict() for n in buffers)  # persistent: part of the checkpoint
+
+    batch = inputs(config)
+    with torch.no_grad():
+        expected = model(*batch)
+        other.load_state_dict(model.state_dict())
+        torch.testing.assert_close(other(*batch), expected, rtol=0, atol=0)
+
+        # Through safetensors (complex64 weights; the blocks shared across layers need save_model/load_model).
+        path = tmp_path / "model.safetensors"
+        save_model(model, str(path))
+        third = FEDformer(dataclasses.replace(config, mode_seed=9)).eval()
+        load_model(third, str(path))
+        torch.testing.assert_close(third(*batch), expected, rtol=0, atol=0)
+
+
+def test_fedformer_shares_blocks_across_layers_like_reference():
+    model = FEDformer(tiny_config("FEDformer", e_layers=3))
+    inner = [layer.attention.inner for layer in model.encoder.layers]
+    assert all(block is inner[0] for block in inner)
+    assert model.encoder.layers[0].attention.query is not model.encoder.layers[1].attention.query

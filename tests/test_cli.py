@@ -1,0 +1,116 @@
+"""The command line: train -> evaluate round trip, listings, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import DEVICE
+from tsprune.cli import app
+from tsprune.models.registry import model_names
+
+runner = CliRunner()
+TINY_ARGS = ["--d-model", "16", "--d-ff", "32", "--n-heads", "2", "--epochs", "1", "--max-steps", "3",
+             "--no-progress", "--device", DEVICE]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_listings():
+    result = invoke("datasets")
+    assert result.exit_code == 0 and "ETTh1" in result.output and "electricity" in result.output
+    result = invoke("models")
+    assert result.exit_code == 0
+    for name in model_names():
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_train_then_evaluate_reproduces_metrics(name, tmp_path):
+    out = tmp_path / name
+    result = invoke("train", "--model", name, "--dataset", "ETTh1", "--pred-len", "96", "--out", str(out), *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    for file in ("model.safetensors", "config.json", "metrics.json"):
+        assert (out / file).is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("mse", "mae", "mse_raw", "mae_raw", "train_seconds"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["params"] > 0 and metrics["epochs_run"] == 1
+    result = invoke("evaluate", str(out), "--json", "--device", DEVICE)
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.output)
+    for key in ("mse", "mae", "mse_raw", "mae_raw"):
+        assert again[key] == pytest.approx(metrics[key], rel=1e-6), key
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """A real process, to see the real exit code and everything printed."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    return subprocess.run([sys.executable, "-m", "tsprune.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)
+
+
+def bad_csvs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    rng = np.random.default_rng(0)
+    good = pd.DataFrame({"date": pd.date_range("2021-01-01", periods=400, freq="h"), "a": rng.normal(size=400),
+                         "OT": rng.normal(size=400)})
+    cases = {
+        "no_date": (good.drop(columns=["date"]), "no date column"),
+        "text": (good.assign(a=["oops"] * 400), "not numeric"),
+        "nan": (good.assign(a=good["a"].where(good.index != 9)), "NaN at row 9"),
+        "short": (good.head(50), "too few rows"),
+    }
+    paths = {}
+    for key, (frame, message) in cases.items():
+        path = tmp_path / f"{key}.csv"
+        frame.to_csv(path, index=False)
+        paths[key] = (path, message)
+    return paths
+
+
+def test_bad_inputs_exit_2_with_one_line_and_no_traceback(tmp_path):
+    calls = [(["--data-path", str(path)], message) for path, message in bad_csvs(tmp_path).values()]
+    calls += [
+        (["--data-path", str(tmp_path / "missing.csv")], "not found"),
+        (["--dataset", "ETTh7"], "unknown dataset"),
+        (["--dataset", "electricity"], "--data-path"),
+        (["--dataset", "ETTh1", "--model", "Nopeformer"], "unknown model"),
+    ]
+    for extra, message in calls:
+        proc = run_cli("train", "--seq-len", "24", "--label-len", "12", "--pred-len", "24", "--out",
+                       str(tmp_path / "never"), "--no-progress", *extra)
+        assert proc.returncode == 2, (extra, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr + proc.stdout
+        assert message in proc.stderr, (extra, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not (tmp_path / "never").exists()
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", "--model", "Transformer", "--out", str(out), *TINY_ARGS).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+
+    (out / "model.safetensors").write_bytes(b"\x80\x04definitely not safetensors")
+    proc = run_cli("evaluate", str(out))
+    assert proc.returncode == 2 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
+
+    foreign = tmp_path / "foreign"
+    assert invoke("train", "--model", "Informer", "--out", str(foreign), *TINY_ARGS).exit_code == 0
+    (foreign / "config.json").write_text(json.dumps(config))  # a Transformer config over Informer weights
+    proc = run_cli("evaluate", str(foreign))
+    assert proc.returncode == 2 and "does not match" in proc.stderr and "Traceback" not in proc.stderr
+
+    proc = run_cli("evaluate", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "not found" in proc.stderr

@@ -1,0 +1,78 @@
+"""The training loop: it learns, it is deterministic, its schedules are the study's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import DEVICE, TINY
+from tsprune import api
+from tsprune.config import TrainConfig
+from tsprune.data.dataset import prepare_data
+from tsprune.models.registry import build_model, model_names
+from tsprune.train import evaluate, fit, learning_rate, seed_everything
+
+
+def quick_config(name: str, **train):
+    return api.make_config(name, data={"dataset": "ETTh1", "pred_len": 24, "seq_len": 48, "label_len": 24},
+                           train={"epochs": 1, "max_steps": 25, "lr": 1e-3, "seed": 0, "device": DEVICE, **train},
+                           **TINY)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_short_training_lowers_validation_loss(name):
+    config = quick_config(name)
+    data = prepare_data(config.data)
+    config = api.bind_to_data(config, data)
+    seed_everything(0)
+    model = build_model(config.model).to(DEVICE)
+    before = evaluate(model, data, "val", 256, DEVICE)["mse"]
+    fit(model, data, config.train, torch.device(DEVICE), progress=False)
+    after = evaluate(model, data, "val", 256, DEVICE)["mse"]
+    assert after < before, f"{name}: val MSE {before:.4f} -> {after:.4f}"
+
+
+def test_same_seed_same_metrics_different_seed_differs():
+    first = api.train(quick_config("Informer", max_steps=5), progress=False).metrics
+    second = api.train(quick_config("Informer", max_steps=5), progress=False).metrics
+    other = api.train(quick_config("Informer", max_steps=5, seed=1), progress=False).metrics
+    assert first["mse"] == second["mse"] and first["mae"] == second["mae"]
+    assert first["mse"] != other["mse"]
+
+
+def test_metrics_cover_all_test_windows():
+    run = api.train(quick_config("Transformer", max_steps=2), progress=False)
+    data = prepare_data(run.config.data)
+    assert run.metrics["test_windows"] == data.n_windows("test")
+    # an odd batch size must give the same metrics: no window is dropped or counted twice
+    odd = evaluate(run.model, data, "test", 7)
+    assert odd["mse"] == pytest.approx(run.metrics["mse"], rel=1e-9)
+    assert odd["mae_raw"] == pytest.approx(run.metrics["mae_raw"], rel=1e-9)
+
+
+def test_learning_rate_schedules():
+    halve = TrainConfig(lr=1e-4, lr_schedule="halve", epochs=10)
+    assert [learning_rate(halve, e) for e in range(3)] == [1e-4, 5e-5, 2.5e-5]
+    assert learning_rate(TrainConfig(lr=1e-4, lr_schedule="constant"), 5) == 1e-4
+    cosine = TrainConfig(lr=1e-4, lr_schedule="cosine", epochs=4)
+    assert learning_rate(cosine, 0) == 1e-4 and learning_rate(cosine, 2) == pytest.approx(5e-5)
+
+
+def test_study_text_preset_sets_lr():
+    assert api.make_config("Transformer", preset="study-text").train.lr == 5e-4
+    assert api.make_config("Transformer").train.lr == 1e-4
+    assert api.make_config("Transformer", preset="study-text", train={"lr": 1e-3}).train.lr == 1e-3
+
+
+def test_early_stopping_restores_best_weights(monkeypatch):
+    config = quick_config("Transformer", epochs=6, max_steps=3, patience=2, lr=5e-2)
+    data = prepare_data(config.data)
+    config = api.bind_to_data(config, data)
+    seed_everything(0)
+    model = build_model(config.model)
+    result = fit(model, data, config.train, torch.device("cpu"), progress=False)
+    vals = [h["val_mse"] for h in result.history]
+    assert result.best_epoch == 1 + vals.index(min(vals))
+    assert evaluate(model, data, "val", 32)["mse"] == pytest.approx(min(vals), rel=1e-9)
+    if result.stopped_early:
+        assert result.epochs_run - result.best_epoch == 2

@@ -1,0 +1,126 @@
+"""Transformer and Informer: shapes, ProbSparse attention against plain attention, causality, distilling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import DEVICE
+from tsprune.models.informer import Informer
+from tsprune.models.layers.prob_attention import ProbAttention
+from tsprune.models.registry import default_config, get_spec
+from tsprune.models.transformer import Transformer
+
+MODELS = {"Transformer": Transformer, "Informer": Informer}
+
+
+def build(name: str, tiny: dict, **overrides) -> torch.nn.Module:
+    config = default_config(name, **{**tiny, **overrides})
+    return MODELS[name](config).to(DEVICE)
+
+
+def batch(config, size: int = 2) -> tuple[torch.Tensor, ...]:
+    dec_len = config.label_len + config.pred_len
+    return (
+        torch.randn(size, config.seq_len, config.enc_in, device=DEVICE),
+        torch.randn(size, config.seq_len, config.n_time_features, device=DEVICE),
+        torch.randn(size, dec_len, config.dec_in, device=DEVICE),
+        torch.randn(size, dec_len, config.n_time_features, device=DEVICE),
+    )
+
+
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """softmax(QK^T / sqrt(E)) V on ``[B, L, H, E]`` inputs, written out."""
+    scores = torch.einsum("blhe,bshe->bhls", q, k) / math.sqrt(q.shape[-1])
+    if causal:
+        mask = torch.ones(q.shape[1], k.shape[1], dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(mask, float("-inf"))
+    return torch.einsum("bhls,bshd->blhd", torch.softmax(scores, dim=-1), v)
+
+
+@pytest.mark.parametrize("name", ["Transformer", "Informer"])
+@pytest.mark.parametrize("enc_in, c_out", [(5, 5), (5, 1)])
+def test_forward_shape_and_backward(name, enc_in, c_out, tiny):
+    model = build(name, tiny, enc_in=enc_in, dec_in=enc_in, c_out=c_out, seq_len=48, label_len=24, pred_len=12)
+    out = model(*batch(model.config))
+    assert out.shape == (2, 12, c_out)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", ["Transformer", "Informer"])
+def test_registry_entry_and_output_layers(name):
+    spec = get_spec(name)
+    assert spec.cls is MODELS[name]
+    assert spec.summary and "d_layers" in spec.uses
+    model = MODELS[name](default_config(name, d_model=16, d_ff=32, n_heads=2))
+    modules = dict(model.named_modules())
+    assert all(isinstance(modules[layer], torch.nn.Linear) for layer in model.output_layers)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_prob_attention_equals_full_attention_when_every_query_is_selected(causal):
+    torch.manual_seed(0)
+    length, source = 9, (9 if causal else 13)
+    q = torch.randn(3, length, 2, 8)
+    k = torch.randn(3, source, 2, 8)
+    v = torch.randn(3, source, 2, 6)
+    attention = ProbAttention(causal=causal, factor=10)  # u = 10 * ceil(ln 9) >= 9: every query selected
+    torch.testing.assert_close(attention(q, k, v), reference_attention(q, k, v, causal))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_prob_attention_lazy_queries_get_mean_or_cumsum_of_values(causal):
+    torch.manual_seed(1)
+    length = 24  # factor 1: u = ceil(ln 24) = 4 of 24 queries get full attention
+    q, k, v = torch.randn(2, length, 3, 4), torch.randn(2, length, 3, 4), torch.randn(2, length, 3, 5)
+    out = ProbAttention(causal=causal, factor=1)(q, k, v)
+    lazy = v.cumsum(dim=1) if causal else v.mean(dim=1, keepdim=True).expand_as(v)
+    full = reference_attention(q, k, v, causal)
+    is_lazy = torch.isclose(out, lazy, atol=1e-5).all(dim=-1)  # [B, L, H]
+    is_full = torch.isclose(out, full, atol=1e-5).all(dim=-1)
+    assert (is_lazy | is_full).all()
+    assert ((~is_lazy).sum(dim=1) <= 4).all() and ((~is_lazy).sum(dim=1) >= 3).all()  # row 0 may match both
+
+
+def test_transformer_decoder_is_causal(tiny):
+    torch.manual_seed(2)
+    model = build("Transformer", tiny, dropout=0.0, seq_len=16, label_len=0, pred_len=10).eval()
+    x_enc, mark_enc, x_dec, mark_dec = batch(model.config, size=1)
+    changed = mark_dec.clone()
+    changed[:, 6] += 1.0  # a future calendar feature (its embedding is per step, unlike the conv token embedding)
+    with torch.no_grad():
+        before = model(x_enc, mark_enc, x_dec, mark_dec)
+        after = model(x_enc, mark_enc, x_dec, changed)
+        # The decoder itself, on embedded inputs: a change at step 6 leaves steps 0-5 alone.
+        enc_out = model.encoder(model.enc_embedding(x_enc, mark_enc))
+        dec_in = model.dec_embedding(x_dec, mark_dec)
+        dec_changed = dec_in.clone()
+        dec_changed[:, 6] += 1.0
+        dec_before, dec_after = model.decoder(dec_in, enc_out), model.decoder(dec_changed, enc_out)
+    torch.testing.assert_close(after[:, :6], before[:, :6])
+    assert not torch.allclose(after[:, 6:], before[:, 6:])
+    torch.testing.assert_close(dec_after[:, :6], dec_before[:, :6])
+    assert not torch.allclose(dec_after[:, 6:], dec_before[:, 6:])
+
+
+@pytest.mark.parametrize("distil, lengths", [(True, [96, 48, 24]), (False, [96, 96, 96])])
+def test_informer_distilling_halves_encoder_length(distil, lengths, tiny):
+    model = build("Informer", tiny, e_layers=3, distil=distil, seq_len=96, label_len=48, pred_len=24)
+    assert len(model.encoder.distil_layers or []) == (2 if distil else 0)
+    x_enc, mark_enc, x_dec, mark_dec = batch(model.config)
+    seen = []
+    hooks = [
+        layer.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[1])) for layer in model.encoder.layers
+    ]
+    with torch.no_grad():
+        enc_out = model.encoder(model.enc_embedding(x_enc, mark_enc))
+        out = model(x_enc, mark_enc, x_dec, mark_dec)
+    for hook in hooks:
+        hook.remove()
+    assert seen[:3] == lengths
+    assert enc_out.shape == (2, lengths[-1], tiny["d_model"])
+    assert out.shape == (2, 24, model.config.c_out)
