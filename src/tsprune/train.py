@@ -158,6 +158,9 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
             result.history.append({"epoch": epoch + 1, "lr": lr, "train_loss": float(np.mean(losses)), "val_mse": val,
                                    "seconds": time.perf_counter() - start})
             bar.update(task, description=f"epoch {epoch + 1}/{config.epochs} val {val:.4f}")
+            if progress:
+                bar.console.print(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val mse {val:.4f}, "
+                                  f"lr {lr:.2e}, {time.perf_counter() - start:.0f}s elapsed", highlight=False)
             result.epochs_run = epoch + 1
             if val < best_val:
                 best_val, best_state, bad_epochs = val, copy.deepcopy(model.state_dict()), 0
