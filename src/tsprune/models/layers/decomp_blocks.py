@@ -15,12 +15,9 @@ from torch import nn
 
 from tsprune.config import ModelConfig
 from tsprune.models.base import Forecaster
+from tsprune.models.layers.activations import activation_fn
 from tsprune.models.layers.decomposition import SeriesDecomposition
 from tsprune.models.layers.embed import CircularConv1d, DataEmbedding
-
-
-def _activation(name: str):
-    return F.relu if name == "relu" else F.gelu
 
 
 class SeasonalLayerNorm(nn.Module):
@@ -60,7 +57,7 @@ class EncoderLayer(nn.Module):
         self.decomp1 = SeriesDecomposition(moving_avg)
         self.decomp2 = SeriesDecomposition(moving_avg)
         self.dropout = nn.Dropout(dropout)
-        self.activation = _activation(activation)
+        self.activation = activation_fn(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attention(x, x, x))
@@ -113,7 +110,7 @@ class DecoderLayer(nn.Module):
         self.decomp3 = SeriesDecomposition(moving_avg)
         self.dropout = nn.Dropout(dropout)
         self.trend_projection = CircularConv1d(d_model, c_out, kernel_size=3, bias=False)
-        self.activation = _activation(activation)
+        self.activation = activation_fn(activation)
 
     def forward(self, x: torch.Tensor, cross: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x + self.dropout(self.self_attention(x, x, x))

@@ -7,20 +7,15 @@ All tensors are ``[batch, length, channels]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tsprune.config import ModelConfig
 from tsprune.models.base import Forecaster
+from tsprune.models.layers.activations import activation_fn
 from tsprune.models.layers.embed import CircularConv1d, DataEmbedding
-
-
-def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``relu`` or ``gelu`` (anything else falls back to gelu, as in the reference)."""
-    return F.relu if name == "relu" else F.gelu
 
 
 class EncoderLayer(nn.Module):
