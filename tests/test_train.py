@@ -8,6 +8,7 @@ import torch
 from conftest import DEVICE, TINY
 from tsprune import api
 from tsprune.config import TrainConfig
+from tsprune.errors import TsPruneError
 from tsprune.data.dataset import prepare_data
 from tsprune.models.registry import build_model, model_names
 from tsprune.train import evaluate, fit, learning_rate, seed_everything
@@ -76,3 +77,34 @@ def test_early_stopping_restores_best_weights(monkeypatch):
     assert evaluate(model, data, "val", 32)["mse"] == pytest.approx(min(vals), rel=1e-9)
     if result.stopped_early:
         assert result.epochs_run - result.best_epoch == 2
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path):
+    straight = api.train(quick_config("Informer", epochs=2, max_steps=3), progress=False)
+    # "crash" after the first epoch: a run that only had time for epoch 1 leaves its training state behind
+    out = tmp_path / "run"
+    config = quick_config("Informer", epochs=2, max_steps=3)
+    first_only = api.make_config("Informer", data=vars(config.data), train={**vars(config.train), "epochs": 1},
+                                 **TINY)
+    data = prepare_data(first_only.data)
+    bound = api.bind_to_data(first_only, data)
+    seed_everything(bound.train.seed)
+    model = build_model(bound.model)
+    state_dir = api.training_state_dir(out, api.bind_to_data(config, data))
+    fit(model, data, bound.train, torch.device("cpu"), progress=False, state_dir=state_dir)
+    assert (state_dir / "training_state.safetensors").is_file()
+
+    resumed = api.train(config, out=out, progress=False)
+    assert resumed.metrics["epochs_run"] == 2
+    assert [h["val_mse"] for h in resumed.metrics["history"]] == [h["val_mse"] for h in straight.metrics["history"]]
+    assert resumed.metrics["mse"] == straight.metrics["mse"]
+    assert not state_dir.exists()
+
+
+def test_stale_training_state_of_another_config_is_refused(tmp_path):
+    config = quick_config("Transformer")
+    data = prepare_data(config.data)
+    api.training_state_dir(tmp_path, api.bind_to_data(config, data))
+    other = api.bind_to_data(quick_config("Transformer", lr=0.5), data)
+    with pytest.raises(TsPruneError, match="another configuration"):
+        api.training_state_dir(tmp_path, other)

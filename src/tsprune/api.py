@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from tsprune.config import TRAIN_PRESETS, DataConfig, RunConfig, TrainConfig, replace_known
+from tsprune.config import TRAIN_PRESETS, DataConfig, RunConfig, TrainConfig, read_json, replace_known, write_json
 from tsprune.data.dataset import ForecastData, prepare_data
 from tsprune.errors import TsPruneError
 from tsprune.models.registry import default_config
@@ -56,7 +58,8 @@ def train(config: RunConfig, out: str | Path | None = None, progress: bool = Tru
     config = bind_to_data(config, data)
     seed_everything(config.train.seed)
     model = build_model(config.model).to(device)
-    result = fit(model, data, config.train, device, progress=progress)
+    state_dir = training_state_dir(Path(out), config) if out is not None else None
+    result = fit(model, data, config.train, device, progress=progress, state_dir=state_dir)
     started = time.perf_counter()
     metrics = evaluate_model(model, data, "test", config.train.batch_size, device)
     metrics.update({
@@ -75,7 +78,22 @@ def train(config: RunConfig, out: str | Path | None = None, progress: bool = Tru
     run = Run(config, model.cpu(), data.scaler, data.columns, data.freq, metrics)
     if out is not None:
         save_run(run, Path(out))
+        shutil.rmtree(state_dir, ignore_errors=True)  # the run is complete: nothing left to resume
     return run
+
+
+def training_state_dir(out: Path, config: RunConfig) -> Path:
+    """Where :func:`train` keeps its per-epoch state; an interrupted run with the same config resumes from it."""
+    state_dir = out / "training_state"
+    stamp = state_dir / "run_config.json"
+    if stamp.is_file():
+        if read_json(stamp) != json.loads(json.dumps(config.to_dict())):
+            raise TsPruneError(f"{out} holds an unfinished run with another configuration: use another --out or "
+                               f"delete {state_dir}")
+    else:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        write_json(stamp, config.to_dict())
+    return state_dir
 
 
 def load(path: str | Path) -> Run:

@@ -11,6 +11,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
+from tsprune.checkpoint import load_training_state, save_training_state
 from tsprune.config import TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
@@ -116,10 +118,12 @@ def _progress(enabled: bool) -> Progress:
 
 
 def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch.device,
-        after_step: Callable[[nn.Module], None] | None = None, progress: bool = True) -> TrainResult:
+        after_step: Callable[[nn.Module], None] | None = None, progress: bool = True,
+        state_dir: Path | None = None) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
     ``after_step`` runs after every optimiser step (fine-tuning re-applies pruning masks there).
+    ``state_dir`` saves the training state after every epoch and resumes from it when one is there.
     """
     config.validate()
     generator = torch.Generator().manual_seed(config.seed)
@@ -130,9 +134,21 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
     steps_per_epoch = data.n_batches("train", config.batch_size, drop_last=True)
     if config.max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, config.max_steps)
-    start = time.perf_counter()
+    first_epoch, elapsed_before = 0, 0.0
+    if state_dir is not None:
+        restored = load_training_state(state_dir, model, optimizer, generator)
+        if restored is not None:
+            counters, best_state = restored
+            first_epoch, best_val, bad_epochs = counters["epoch"], counters["best_val"], counters["bad_epochs"]
+            result.history, result.best_epoch = counters["history"], counters["best_epoch"]
+            elapsed_before = counters["seconds"]
+            if counters["stopped_early"] or first_epoch >= config.epochs:
+                result.stopped_early = counters["stopped_early"]
+                first_epoch = config.epochs  # already finished: only restore the best weights below
+    result.epochs_run = first_epoch
+    start = time.perf_counter() - elapsed_before
     with _progress(progress) as bar:
-        for epoch in range(config.epochs):
+        for epoch in range(first_epoch, config.epochs):
             lr = learning_rate(config, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -169,7 +185,13 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
                 bad_epochs += 1
                 if bad_epochs >= config.patience:
                     result.stopped_early = True
-                    break
+            if state_dir is not None:
+                save_training_state(state_dir, model, best_state, optimizer, generator, {
+                    "epoch": epoch + 1, "best_val": best_val, "bad_epochs": bad_epochs, "history": result.history,
+                    "best_epoch": result.best_epoch, "seconds": time.perf_counter() - start,
+                    "stopped_early": result.stopped_early})
+            if result.stopped_early:
+                break
     result.train_seconds = time.perf_counter() - start
     if best_state is not None:
         model.load_state_dict(best_state)
