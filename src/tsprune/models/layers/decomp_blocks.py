@@ -15,7 +15,7 @@ from torch import nn
 
 from tsprune.config import ModelConfig
 from tsprune.models.base import Forecaster
-from tsprune.models.layers.activations import activation_fn
+from tsprune.models.layers.feedforward import FeedForward
 from tsprune.models.layers.decomposition import SeriesDecomposition
 from tsprune.models.layers.embed import CircularConv1d, DataEmbedding
 
@@ -52,18 +52,15 @@ class EncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.attention = attention
-        self.linear1 = nn.Linear(d_model, d_ff, bias=False)
-        self.linear2 = nn.Linear(d_ff, d_model, bias=False)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias=False)
         self.decomp1 = SeriesDecomposition(moving_avg)
         self.decomp2 = SeriesDecomposition(moving_avg)
         self.dropout = nn.Dropout(dropout)
-        self.activation = activation_fn(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attention(x, x, x))
         x, _ = self.decomp1(x)
-        y = self.dropout(self.activation(self.linear1(x)))
-        y = self.dropout(self.linear2(y))
+        y = self.feed_forward(x)
         seasonal, _ = self.decomp2(x + y)
         return seasonal
 
@@ -103,22 +100,19 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.self_attention = self_attention
         self.cross_attention = cross_attention
-        self.linear1 = nn.Linear(d_model, d_ff, bias=False)
-        self.linear2 = nn.Linear(d_ff, d_model, bias=False)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias=False)
         self.decomp1 = SeriesDecomposition(moving_avg)
         self.decomp2 = SeriesDecomposition(moving_avg)
         self.decomp3 = SeriesDecomposition(moving_avg)
         self.dropout = nn.Dropout(dropout)
         self.trend_projection = CircularConv1d(d_model, c_out, kernel_size=3, bias=False)
-        self.activation = activation_fn(activation)
 
     def forward(self, x: torch.Tensor, cross: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x + self.dropout(self.self_attention(x, x, x))
         x, trend1 = self.decomp1(x)
         x = x + self.dropout(self.cross_attention(x, cross, cross))
         x, trend2 = self.decomp2(x)
-        y = self.dropout(self.activation(self.linear1(x)))
-        y = self.dropout(self.linear2(y))
+        y = self.feed_forward(x)
         x, trend3 = self.decomp3(x + y)
         return x, self.trend_projection(trend1 + trend2 + trend3)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from tsprune.config import ModelConfig
 from tsprune.models.base import Forecaster
-from tsprune.models.layers.activations import activation_fn
+from tsprune.models.layers.feedforward import FeedForward
 from tsprune.models.layers.embed import CircularConv1d, DataEmbedding
 
 
@@ -29,17 +29,14 @@ class EncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.attention = attention
-        self.linear1 = nn.Linear(d_model, d_ff)
-        self.linear2 = nn.Linear(d_ff, d_model)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
-        self.activation = activation_fn(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm1(x + self.dropout(self.attention(x, x, x)))
-        y = self.dropout(self.activation(self.linear1(x)))
-        y = self.dropout(self.linear2(y))
+        y = self.feed_forward(x)
         return self.norm2(x + y)
 
 
@@ -107,19 +104,16 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.self_attention = self_attention
         self.cross_attention = cross_attention
-        self.linear1 = nn.Linear(d_model, d_ff)
-        self.linear2 = nn.Linear(d_ff, d_model)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
-        self.activation = activation_fn(activation)
 
     def forward(self, x: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
         x = self.norm1(x + self.dropout(self.self_attention(x, x, x)))
         x = self.norm2(x + self.dropout(self.cross_attention(x, cross, cross)))
-        y = self.dropout(self.activation(self.linear1(x)))
-        y = self.dropout(self.linear2(y))
+        y = self.feed_forward(x)
         return self.norm3(x + y)
 
 
