@@ -22,6 +22,15 @@ def tiny() -> dict:
     return dict(TINY)
 
 
+def random_inputs(config, batch: int = 2, seed: int = 0, device: str = DEVICE) -> tuple[torch.Tensor, ...]:
+    """Random ``(x_enc, x_mark_enc, x_dec, x_mark_dec)`` shaped for ``config``, reproducible from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    dec_len = config.label_len + config.pred_len
+    shapes = [(batch, config.seq_len, config.enc_in), (batch, config.seq_len, config.n_time_features),
+              (batch, dec_len, config.dec_in), (batch, dec_len, config.n_time_features)]
+    return tuple(torch.randn(*shape, generator=gen).to(device) for shape in shapes)
+
+
 def write_csv(path, frame) -> str:
     frame.to_csv(path, index=False)
     return str(path)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from conftest import random_inputs
 from tsprune.config import ModelConfig
 from tsprune.models.autoformer import Autoformer
 from tsprune.models.fedformer import FEDformer
@@ -26,14 +27,7 @@ def tiny_config(name: str, **overrides) -> ModelConfig:
 
 
 def inputs(config: ModelConfig, batch: int = 3, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    dec_len = config.label_len + config.pred_len
-    return (
-        torch.randn(batch, config.seq_len, config.enc_in, generator=g),
-        torch.randn(batch, config.seq_len, config.n_time_features, generator=g),
-        torch.randn(batch, dec_len, config.dec_in, generator=g),
-        torch.randn(batch, dec_len, config.n_time_features, generator=g),
-    )
+    return random_inputs(config, batch, seed, device="cpu")
 
 
 # ---------------------------------------------------------------------------------------------- models

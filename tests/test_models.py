@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import DEVICE, TINY
+from conftest import DEVICE, TINY, random_inputs
 from tsprune.config import DataConfig, RunConfig, TrainConfig
 from tsprune.data.dataset import Scaler
 from tsprune.models.registry import build_model, default_config, model_names
@@ -17,15 +17,6 @@ MODELS = model_names()
 def tiny_config(name: str, pred_len: int = 96, enc_in: int = 7, c_out: int = 7, **extra):
     return default_config(name, **{**TINY, **extra}, enc_in=enc_in, dec_in=enc_in, c_out=c_out, seq_len=96,
                           label_len=48, pred_len=pred_len, n_time_features=4)
-
-
-def random_inputs(config, batch: int = 2, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    dec_len = config.label_len + config.pred_len
-    return (torch.randn(batch, config.seq_len, config.enc_in, generator=gen).to(DEVICE),
-            (torch.rand(batch, config.seq_len, config.n_time_features, generator=gen) - 0.5).to(DEVICE),
-            torch.randn(batch, dec_len, config.dec_in, generator=gen).to(DEVICE),
-            (torch.rand(batch, dec_len, config.n_time_features, generator=gen) - 0.5).to(DEVICE))
 
 
 def test_all_five_models_are_registered():

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import DEVICE
+from conftest import DEVICE, random_inputs
 from tsprune.models.informer import Informer
 from tsprune.models.layers.prob_attention import ProbAttention
 from tsprune.models.registry import default_config, get_spec
@@ -22,13 +22,7 @@ def build(name: str, tiny: dict, **overrides) -> torch.nn.Module:
 
 
 def batch(config, size: int = 2) -> tuple[torch.Tensor, ...]:
-    dec_len = config.label_len + config.pred_len
-    return (
-        torch.randn(size, config.seq_len, config.enc_in, device=DEVICE),
-        torch.randn(size, config.seq_len, config.n_time_features, device=DEVICE),
-        torch.randn(size, dec_len, config.dec_in, device=DEVICE),
-        torch.randn(size, dec_len, config.n_time_features, device=DEVICE),
-    )
+    return random_inputs(config, size, seed=int(torch.randint(0, 2**31 - 1, ()).item()))
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
