@@ -114,3 +114,33 @@ def evaluate(run: Run | str | Path, split: str = "test", device: str = "auto", b
         return evaluate_model(model, data, split, batch_size or run.config.train.batch_size, device_t)
     finally:
         run.model.cpu()
+
+
+def prune(source: Run | str | Path, method: str = "magnitude", density: float = 0.5, out: str | Path | None = None,
+          *, overwrite: bool = False, progress: bool = False, **options: Any) -> Run:
+    """Prune a trained run (``magnitude``, ``magnitude-layerwise`` or ``depgraph``) to ``density``, optionally
+    fine-tune it (``finetune_epochs=N``), and measure it against the dense model in the same process.
+
+    ``options`` are :class:`tsprune.config.PruneConfig` fields. The returned run's ``metrics`` hold test MSE/MAE,
+    densities, FLOPs, latency and speedup; with ``out`` it is also written as a run directory.
+    """
+    from tsprune.config import PruneConfig
+    from tsprune.prune.pipeline import prune_run
+
+    if "batch_sizes" in options and options["batch_sizes"] is not None:
+        options["batch_sizes"] = tuple(int(b) for b in options["batch_sizes"])
+    config = replace_known(PruneConfig(method=method, density=density), options)
+    return prune_run(source, config, out, overwrite=overwrite, progress=progress)
+
+
+def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), device: str = "auto",
+            threads: int | None = None, repeats: int = 20, latency: bool = True) -> dict[str, Any]:
+    """Parameters, non-zero parameters, FLOPs (operator level, attention and FFT included) and measured latency
+    of a run on its own real test windows."""
+    from tsprune.measure import measure as measure_model
+
+    if not isinstance(run, Run):
+        run = load_run(run)
+    configure_threads(threads)
+    return measure_model(run.model, run.data(), tuple(batch_sizes), resolve_device(device), repeats=repeats,
+                         threads=threads, latency=latency)

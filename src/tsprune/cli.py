@@ -160,6 +160,104 @@ def evaluate(
     print_metrics(metrics, title=f"{run.config.model.name} {run_dir} ({split})", stored=stored)
 
 
+PRUNE, FINETUNE, MEASURE = "Pruning", "Fine-tuning", "Measurement"
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise TsPruneError(f"--batch-sizes must be comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise TsPruneError(f"--batch-sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+@app.command()
+@user_errors
+def prune(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    out: Annotated[Path, typer.Option(help="Directory for the pruned run.")],
+    method: Annotated[str, typer.Option(help="magnitude | magnitude-layerwise | depgraph.", rich_help_panel=PRUNE)]
+    = "magnitude",
+    density: Annotated[float, typer.Option(help="Fraction kept: of prunable weights (magnitude) or of parameters "
+                                                "(depgraph).", rich_help_panel=PRUNE)] = 0.5,
+    iterative: Annotated[bool, typer.Option(help="Magnitude: prune along 0.8^i to the target, fine-tuning "
+                                                 "between steps.", rich_help_panel=PRUNE)] = False,
+    include_embeddings: Annotated[bool, typer.Option(rich_help_panel=PRUNE)] = False,
+    include_fourier: Annotated[bool, typer.Option(help="Also prune FEDformer's complex Fourier weights.",
+                                                  rich_help_panel=PRUNE)] = False,
+    scope: Annotated[str, typer.Option(help="Depgraph: global | uniform.", rich_help_panel=PRUNE)] = "global",
+    heads: Annotated[str, typer.Option(help="Depgraph: dims (equal per head) | heads (whole heads).",
+                                       rich_help_panel=PRUNE)] = "dims",
+    round_to: Annotated[Optional[int], typer.Option(rich_help_panel=PRUNE)] = None,
+    timeout: Annotated[float, typer.Option(help="Depgraph time limit in seconds.", rich_help_panel=PRUNE)] = 900.0,
+    finetune_epochs: Annotated[int, typer.Option(rich_help_panel=FINETUNE)] = 0,
+    finetune_lr: Annotated[Optional[float], typer.Option(rich_help_panel=FINETUNE)] = None,
+    finetune_max_steps: Annotated[Optional[int], typer.Option(rich_help_panel=FINETUNE)] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Latency batch sizes.", rich_help_panel=MEASURE)] = "1,32",
+    repeats: Annotated[int, typer.Option(help="Timed passes per batch size.", rich_help_panel=MEASURE)] = 20,
+    threads: Annotated[Optional[int], typer.Option(rich_help_panel=MEASURE)] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Prune a trained run, optionally fine-tune it, and measure it against the dense model."""
+    from tsprune import api
+
+    run = api.prune(run_dir, method, density, out, overwrite=overwrite, progress=not as_json,
+                    iterative=iterative, include_embeddings=include_embeddings, include_fourier=include_fourier,
+                    scope=scope, heads=heads, round_to=round_to, timeout_s=timeout, finetune_epochs=finetune_epochs,
+                    finetune_lr=finetune_lr, finetune_max_steps=finetune_max_steps,
+                    batch_sizes=_batch_sizes(batch_sizes), latency_repeats=repeats, threads=threads, device=device)
+    m = run.metrics
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in m.items() if k not in ("latency", "latency_dense")}, indent=2))
+        return
+    table = Table("metric", "pruned", "dense", title=f"{run.config.model.name} {method} {density} -> {out}")
+    table.add_row("test mse", f"{m['mse']:.4f}", f"{m['dense_mse']:.4f}")
+    table.add_row("test mae", f"{m['mae']:.4f}", f"{m['dense_mae']:.4f}")
+    table.add_row("params", f"{m['params']:,}", f"{m['params_dense']:,}")
+    table.add_row("density prunable / total", f"{m['density_prunable']:.4f} / {m['density_total']:.4f}", "1 / 1")
+    table.add_row("FLOPs (batch 1)", f"{m['flops']:,}", f"{m['flops_dense']:,}")
+    table.add_row("FLOPs effective (non-zero weights)", f"{m['flops_effective']:,}", f"{m['flops_dense']:,}")
+    table.add_row(f"latency ms (batch {m['speedup_batch_size']})", f"{m['latency_ms']:.2f}",
+                  f"{m['latency_dense_ms']:.2f}")
+    table.add_row("speedup", f"{m['speedup']:.2f}x", "1x")
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def measure(
+    run_dir: Annotated[Path, typer.Argument(help="Any run directory (dense or pruned).")],
+    batch_sizes: Annotated[str, typer.Option(help="Latency batch sizes.")] = "1,32",
+    repeats: Annotated[int, typer.Option(help="Timed passes per batch size.")] = 20,
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print a run's parameters, FLOPs (attention and FFT included) and measured latency."""
+    from tsprune import api
+
+    if repeats < 1:
+        raise TsPruneError(f"--repeats must be at least 1, got {repeats}")
+    result = api.measure(run_dir, _batch_sizes(batch_sizes), device=device, threads=threads, repeats=repeats)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table("quantity", "value", title=f"{run_dir}")
+    table.add_row("params", f"{result['params']:,}")
+    table.add_row("non-zero params", f"{result['nonzero_params']:,}")
+    table.add_row("FLOPs per forward (batch 1)", f"{result['flops']:,}")
+    table.add_row("FLOPs effective (non-zero weights)", f"{result['flops_effective']:,}")
+    for size, timing in result["latency"].items():
+        table.add_row(f"latency batch {size} (median, IQR)", f"{timing['median_ms']:.2f} ms ({timing['iqr_ms']:.2f})")
+    env = result["environment"]
+    table.add_row("environment", f"torch {env.get('torch')}, {env.get('device')}, {env.get('threads')} threads")
+    console.print(table)
+
+
 @app.command()
 @user_errors
 def demo(

@@ -121,6 +121,57 @@ class TrainConfig:
             raise TsPruneError(f"max_steps must be at least 1, got {self.max_steps}")
 
 
+PRUNE_METHODS = ("magnitude", "magnitude-layerwise", "depgraph")
+
+
+@dataclass
+class PruneConfig:
+    """How to prune a trained run, fine-tune it and measure it.
+
+    ``magnitude`` is the study's global unstructured magnitude pruning, ``magnitude-layerwise`` gives every tensor
+    the same density, ``depgraph`` removes channels (Torch-Pruning, L2 importance; ``scope`` global or uniform per
+    layer, ``heads`` keeps equal dims per head or removes whole heads). ``density`` is the fraction of prunable
+    weights kept (unstructured) or of parameters kept (depgraph).
+    """
+
+    method: str = "magnitude"
+    density: float = 0.5
+    include_embeddings: bool = False
+    include_fourier: bool = False
+    iterative: bool = False  # magnitude: prune along 0.8^i down to density, fine-tuning after each step
+    scope: str = "global"  # depgraph: global | uniform
+    heads: str = "dims"  # depgraph: dims (equal channels per head) | heads (whole heads)
+    round_to: int | None = None  # depgraph: keep channel counts multiples of this
+    timeout_s: float = 900.0  # depgraph: a pruner that runs longer is stopped and reported
+    finetune_epochs: int = 0
+    finetune_lr: float | None = None  # default: the run's training lr
+    finetune_max_steps: int | None = None
+    batch_sizes: tuple[int, ...] = (1, 32)  # latency is measured at each
+    latency_repeats: int = 20
+    threads: int | None = None
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.method not in PRUNE_METHODS:
+            raise TsPruneError(f"unknown pruning method {self.method!r}: use one of {', '.join(PRUNE_METHODS)}")
+        if not 0.0 < self.density <= 1.0:
+            raise TsPruneError(f"density must be in (0, 1], got {self.density}")
+        if self.scope not in ("global", "uniform"):
+            raise TsPruneError(f"scope must be global or uniform, got {self.scope!r}")
+        if self.heads not in ("dims", "heads"):
+            raise TsPruneError(f"heads must be dims or heads, got {self.heads!r}")
+        if self.finetune_epochs < 0:
+            raise TsPruneError(f"finetune_epochs must be at least 0, got {self.finetune_epochs}")
+        if self.iterative and self.method == "depgraph":
+            raise TsPruneError("iterative pruning is for the magnitude methods; depgraph is one-shot")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise TsPruneError(f"batch sizes must be positive, got {self.batch_sizes}")
+        if self.latency_repeats < 1:
+            raise TsPruneError(f"latency_repeats must be at least 1, got {self.latency_repeats}")
+        if self.round_to is not None and self.round_to < 1:
+            raise TsPruneError(f"round_to must be at least 1, got {self.round_to}")
+
+
 # Named training presets. ``study-text`` is the learning rate the study's paper reports; the default
 # (``study-code``) is what its released code and the published baselines ran.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {

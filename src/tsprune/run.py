@@ -38,6 +38,8 @@ class Run:
     freq: str
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    # Shapes and attention settings of a structurally pruned model (None: the dense architecture of ``config``).
+    architecture: dict[str, Any] | None = None
 
     def data(self, **overrides: Any) -> ForecastData:
         """The run's data pipeline (stored scaler statistics), optionally with DataConfig fields overridden."""
@@ -63,6 +65,7 @@ def save_run(run: Run, out: Path, extra_config: dict[str, Any] | None = None) ->
     tmp.replace(out / WEIGHTS)
     payload = {"format": FORMAT, **run.config.to_dict(),
                "pipeline": {"columns": run.columns, "freq": run.freq, "scaler": run.scaler.to_dict()},
+               **({"architecture": run.architecture} if run.architecture is not None else {}),
                **(extra_config or {})}
     write_json(out / CONFIG, payload)
     write_json(out / METRICS, run.metrics)
@@ -86,6 +89,13 @@ def load_run(path: str | Path) -> Run:
     except (KeyError, TypeError) as exc:
         raise TsPruneError(f"{path / CONFIG} lacks the data pipeline ({exc}); the run directory is corrupt") from None
     model = build_model(config.model)
+    architecture = raw.get("architecture")
+    if architecture is not None:
+        from tsprune.prune.structured import apply_architecture  # only pruned runs need the pruning package
+
+        if not isinstance(architecture, dict):
+            raise TsPruneError(f"{path / CONFIG} has a malformed architecture entry; the run directory is corrupt")
+        apply_architecture(model, architecture)
     weights = path / WEIGHTS
     if not weights.is_file():
         raise TsPruneError(f"{weights} not found: the run has no checkpoint")
@@ -100,4 +110,4 @@ def load_run(path: str | Path) -> Run:
         detail = " ".join(line.strip() for line in first[:3])
         raise TsPruneError(f"{weights} does not match the architecture in config.json: {detail[:300]}") from None
     metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
-    return Run(config, model, scaler, columns, freq, metrics, path)
+    return Run(config, model, scaler, columns, freq, metrics, path, architecture)

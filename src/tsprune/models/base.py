@@ -21,6 +21,16 @@ class Forecaster(nn.Module):
     # them directly). Pruning leaves them dense: cutting them would change what the model predicts, not how well.
     output_layers: tuple[str, ...] = ()
 
+    # Qualified names of the embedding modules (value/token embedding, calendar-feature embedding): the layers that
+    # read the raw inputs. Pruning leaves them dense unless asked, as the study does. Like ``output_layers`` these
+    # are the weight-holding leaf modules (``nn.Linear``/``nn.Conv1d``); a model whose set depends on its config
+    # (e.g. no calendar embedding when ``n_time_features == 0``) sets it per instance.
+    embedding_layers: tuple[str, ...] = ()
+
+    # Parameters used outside any Linear/Conv/norm layer (learned positions, routers), with the dimension that
+    # holds their ``d_model`` channels, so structured pruning removes channels from them too.
+    unwrapped_parameters: dict[str, int] = {}
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

@@ -64,7 +64,9 @@ class TwoStageAttention(nn.Module):
         t = self.norm2(t + self.dropout(self.mlp1(t)))
         # Cross-dimension stage on [B*L, D, d_model]; segment l of every sample uses router set l.
         s = t.reshape(batch, dims, segs, d_model).transpose(1, 2).reshape(batch * segs, dims, d_model)
-        routers = self.routers.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * segs, -1, d_model)
+        # Row b*L + l holds router set l. ``repeat`` rather than ``expand``: dependency tracers (Torch-Pruning) read
+        # an expand as a grouped-query-attention head repeat.
+        routers = self.routers.repeat(batch, 1, 1)  # [B*L, n_routers, d_model]
         buffer = self.dim_sender(routers, s, s)  # [B*L, n_routers, d_model]
         received = self.dim_receiver(s, buffer, buffer)  # [B*L, D, d_model]
         s = self.norm3(s + self.dropout(received))
@@ -139,7 +141,8 @@ class DecoderLayer(nn.Module):
         x = self.self_attention(x)
         batch, dims, segs, d_model = x.shape
         q = x.reshape(batch * dims, segs, d_model)
-        kv = cross.reshape(batch * dims, cross.shape[2], d_model)  # each channel attends to its own encoder segments
+        # Each channel attends to its own encoder segments (the encoder width may differ after structured pruning).
+        kv = cross.reshape(batch * dims, cross.shape[2], cross.shape[3])
         q = self.norm1(q + self.dropout(self.cross_attention(q, kv, kv)))
         q = self.norm2(q + self.mlp(q))
         out = q.reshape(batch, dims, segs, d_model)
@@ -172,6 +175,8 @@ class Crossformer(Forecaster):
     # One prediction head per decoder layer (e_layers + 1 of them); this is the default e_layers=3, and each
     # instance sets its own.
     output_layers: tuple[str, ...] = tuple(f"decoder.{i}.predict" for i in range(4))
+    # The segment embedding; the learned position tables are plain parameters, not layers.
+    embedding_layers: tuple[str, ...] = ("value_embedding",)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -201,6 +206,9 @@ class Crossformer(Forecaster):
         self.decoder = nn.ModuleList(DecoderLayer(out_seg_num, config) for _ in range(config.e_layers + 1))
         # Depends on e_layers, so it is set per instance.
         self.output_layers = tuple(f"decoder.{i}.predict" for i in range(config.e_layers + 1))
+        # Positions and routers carry d_model channels on their last dimension.
+        self.unwrapped_parameters = {name: -1 for name, _ in self.named_parameters()
+                                     if name.endswith("routers") or name in ("enc_position", "dec_position")}
 
     def forward(
         self,
@@ -222,7 +230,7 @@ class Crossformer(Forecaster):
             x = block(x)
             scales.append(x)
 
-        y = self.dec_position.expand(batch, -1, -1, -1)
+        y = self.dec_position.repeat(batch, 1, 1, 1)  # not expand: see TwoStageAttention
         forecast: torch.Tensor | None = None
         for layer, cross in zip(self.decoder, scales):
             y, prediction = layer(y, cross)

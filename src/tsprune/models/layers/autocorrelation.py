@@ -36,9 +36,12 @@ class AutoCorrelation(nn.Module):
     softmax-normalised, weight the values rolled by each lag.
     """
 
-    def __init__(self, factor: int = 1) -> None:
+    def __init__(self, factor: int = 1, channels: int | None = None) -> None:
         super().__init__()
         self.factor = factor
+        # Divisor of the channel average of the correlation: None = the current width (the reference's mean).
+        # Structured pruning fixes it at the trained width so removing channels does not rescale the scores.
+        self.channels = channels
 
     def top_k(self, length: int) -> int:
         # The reference's int(factor * ln L), kept within [1, L] so very short windows still aggregate something.
@@ -60,7 +63,10 @@ class AutoCorrelation(nn.Module):
         k_ft = torch.fft.rfft(k.float() if low_precision else k, dim=1)
         # n=length keeps all L lags for odd L as well (the reference's default n drops one there).
         corr = torch.fft.irfft(q_ft * torch.conj(k_ft), n=length, dim=1)  # [B, L, H, E]
-        mean_corr = corr.mean(dim=(2, 3))  # [B, L]: one score per sample and lag
+        if self.channels is None:
+            mean_corr = corr.mean(dim=(2, 3))  # [B, L]: one score per sample and lag
+        else:
+            mean_corr = corr.sum(dim=(2, 3)) / self.channels
 
         top_k = self.top_k(length)
         if self.training:

@@ -164,6 +164,9 @@ class DecompositionForecaster(Forecaster):
         self.decomp = SeriesDecomposition(c.moving_avg)
         self.enc_embedding = DataEmbedding(c.enc_in, c.d_model, c.n_time_features, c.dropout, positional=False)
         self.dec_embedding = DataEmbedding(c.dec_in, c.d_model, c.n_time_features, c.dropout, positional=False)
+        # Per instance: without calendar features there is no calendar embedding.
+        self.embedding_layers = (*self.enc_embedding.layer_names("enc_embedding"),
+                                 *self.dec_embedding.layer_names("dec_embedding"))
         self.encoder = Encoder(
             [EncoderLayer(attn, c.d_model, c.d_ff, c.moving_avg, c.dropout, c.activation) for attn in encoder_attention],
             norm=SeasonalLayerNorm(c.d_model),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -42,8 +41,10 @@ class PositionalEmbedding(nn.Module):
 class CircularConv1d(nn.Module):
     """Conv1d over time with circular padding, on ``[batch, length, channels]`` inputs.
 
-    Padding is an explicit ``F.pad(mode='circular')`` before an unpadded convolution, numerically the same as
-    ``padding_mode='circular'`` but a graph that dependency tracers (Torch-Pruning) understand.
+    The wrap-around is a gather along time (``index_select`` with indices ``-p .. L+p-1`` mod ``L``) before an
+    unpadded convolution: numerically the same as ``padding_mode='circular'``, but an op that dependency tracers
+    (Torch-Pruning) read as channel-preserving. ``F.pad(mode='circular')`` records slice copies that make
+    DepGraph's index closure loop forever.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True) -> None:
@@ -54,7 +55,9 @@ class CircularConv1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.transpose(1, 2)  # [B, C, L]
         if self.pad:
-            x = F.pad(x, (self.pad, self.pad), mode="circular")
+            length = x.shape[-1]
+            index = torch.arange(-self.pad, length + self.pad, device=x.device) % length
+            x = x.index_select(-1, index)
         return self.conv(x).transpose(1, 2)
 
 
@@ -94,6 +97,14 @@ class DataEmbedding(nn.Module):
         self.position = PositionalEmbedding() if positional else None
         self.temporal = TimeFeatureEmbedding(n_time_features, d_model) if n_time_features > 0 else None
         self.dropout = nn.Dropout(dropout)
+
+    def layer_names(self, prefix: str) -> tuple[str, ...]:
+        """Qualified names (under ``prefix``, this module's own name) of the weight layers it holds.
+
+        The calendar embedding exists only when there are calendar features, so the answer depends on the config.
+        """
+        names = ("value.proj.conv",) + (("temporal.proj",) if self.temporal is not None else ())
+        return tuple(f"{prefix}.{name}" for name in names)
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None) -> torch.Tensor:
         out = self.value(x)

@@ -153,6 +153,9 @@ class EncoderDecoderForecaster(Forecaster):
         c = config
         self.enc_embedding = DataEmbedding(c.enc_in, c.d_model, c.n_time_features, c.dropout, positional=True)
         self.dec_embedding = DataEmbedding(c.dec_in, c.d_model, c.n_time_features, c.dropout, positional=True)
+        # Per instance: without calendar features there is no calendar embedding.
+        self.embedding_layers = (*self.enc_embedding.layer_names("enc_embedding"),
+                                 *self.dec_embedding.layer_names("dec_embedding"))
         n_encoder = len(encoder_attention)
         self.encoder = Encoder(
             [EncoderLayer(attn, c.d_model, c.d_ff, c.dropout, c.activation) for attn in encoder_attention],

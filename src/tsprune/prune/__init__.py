@@ -1,0 +1,1 @@
+"""Pruning of trained forecasters: unstructured magnitude pruning (``unstructured``) and structured pruning."""

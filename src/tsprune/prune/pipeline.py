@@ -1,0 +1,185 @@
+"""Prune a trained run end to end: apply a named method, optionally fine-tune, evaluate, measure against the dense
+model in the same process, and write a new run directory atomically.
+
+Methods live in one registry (``METHODS``): each takes the model, the run's data and the config and returns the
+pruned model plus what it achieved; everything around it (fine-tuning, evaluation, measurement, saving) is shared.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tsprune.config import PruneConfig, TrainConfig
+from tsprune.data.dataset import ForecastData
+from tsprune.errors import TsPruneError
+from tsprune.measure import example_inputs, measure
+from tsprune.prune import structured, unstructured
+from tsprune.run import Run, environment, load_run, save_run
+from tsprune.train import configure_threads, evaluate, fit, resolve_device, seed_everything
+
+
+class TargetUnreachable(TsPruneError):
+    """A structured density target this model cannot reach (recorded as a failure, not a crash)."""
+
+
+@dataclass
+class Pruned:
+    """What a method returns: the pruned model, its masks (unstructured) and facts to record."""
+
+    model: nn.Module
+    masks: dict[str, torch.Tensor] | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    architecture: dict[str, Any] | None = None
+
+
+def _magnitude(scope: str) -> Callable[[nn.Module, ForecastData, PruneConfig, TrainConfig, torch.device], Pruned]:
+    def method(model: nn.Module, data: ForecastData, config: PruneConfig, train: TrainConfig,
+               device: torch.device) -> Pruned:
+        steps = [config.density]
+        if config.iterative:  # walk the study's schedule down to the target, fine-tuning after each step
+            steps = [d for d in unstructured.STUDY_SCHEDULE if d > config.density + 1e-9 and d < 1.0] + steps
+        masks: dict[str, torch.Tensor] = {}
+        for i, density in enumerate(steps):
+            masks, _ = unstructured.prune_magnitude(model, density, scope, config.include_embeddings,
+                                                    config.include_fourier)
+            if config.iterative and config.finetune_epochs and i < len(steps) - 1:
+                unstructured.finetune(model, masks, data, train, device)
+        return Pruned(model, masks, {"iterative_steps": len(steps)})
+
+    return method
+
+
+def _depgraph(model: nn.Module, data: ForecastData, config: PruneConfig, train: TrainConfig,
+              device: torch.device) -> Pruned:
+    inputs = example_inputs(data, 2, device=device)  # real windows for the trace
+    pruned, result = structured.prune_to_density(model, inputs, config.density, config.scope, config.heads,
+                                                 config.round_to, timeout_s=config.timeout_s)
+    if not result.reached:
+        raise TargetUnreachable(result.reason)
+    facts = {"channel_ratio": result.channel_ratio, "search_trials": len(result.trials),
+             "density_params": result.density}
+    return Pruned(pruned, None, facts, structured.architecture(pruned))
+
+
+METHODS: dict[str, Callable[..., Pruned]] = {
+    "magnitude": _magnitude("global"),
+    "magnitude-layerwise": _magnitude("layer"),
+    "depgraph": _depgraph,
+}
+
+
+def _finetune_config(run: Run, config: PruneConfig) -> TrainConfig:
+    train = run.config.train
+    return dataclasses.replace(train, epochs=max(config.finetune_epochs, 1),
+                               lr=config.finetune_lr if config.finetune_lr is not None else train.lr,
+                               max_steps=config.finetune_max_steps if config.finetune_max_steps else train.max_steps)
+
+
+def _cost(model: nn.Module, data: ForecastData, config: PruneConfig, device: torch.device) -> dict[str, Any]:
+    return measure(model, data, config.batch_sizes, device, repeats=config.latency_repeats, threads=config.threads)
+
+
+def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,
+              overwrite: bool = False, progress: bool = False) -> Run:
+    """Prune ``source`` (a run or run directory) as ``config`` says and return the pruned run.
+
+    With ``out`` the run directory is written to a temporary sibling and renamed when complete, so an
+    interruption or error never leaves half a run behind; an existing ``out`` is refused unless ``overwrite``.
+    """
+    config.validate()
+    out_path = Path(out) if out is not None else None
+    if out_path is not None and out_path.exists() and not overwrite:
+        raise TsPruneError(f"{out_path} already exists: choose another --out or pass --overwrite")
+    run = source if isinstance(source, Run) else load_run(source)
+    configure_threads(config.threads)
+    device = resolve_device(config.device)
+    data = run.data()
+    train = _finetune_config(run, config)
+    seed_everything(train.seed)
+    started = time.perf_counter()
+
+    dense = run.model.to(device).eval()
+    dense_cost = _cost(dense, data, config, device)
+    dense_metrics = evaluate(dense, data, "test", train.batch_size, device)
+    dense.cpu()
+
+    pruned = METHODS[config.method](copy.deepcopy(dense).to(device), data, config, train, device)
+    model = pruned.model
+    fit_result = None
+    if config.finetune_epochs:
+        if pruned.masks is not None:
+            fit_result = unstructured.finetune(model, pruned.masks, data, train, device, progress=progress)
+        else:
+            fit_result = fit(model, data, train, device, progress=progress)
+    metrics = evaluate(model, data, "test", train.batch_size, device)
+    cost = _cost(model, data, config, device)
+
+    params = dict(unstructured.prunable_parameters(model, config.include_embeddings, config.include_fourier))
+    report = unstructured.density_report(model, params)
+    if config.method == "depgraph":  # the target refers to all parameters: nothing is masked, channels are gone
+        report = {**report, "density_prunable": cost["params"] / dense_cost["params"],
+                  "density_total": cost["params"] / dense_cost["params"]}
+    largest = str(max(config.batch_sizes))
+    metrics.update({
+        "method": config.method,
+        "target_density": config.density,
+        "density_prunable": report["density_prunable"],
+        "density_total": report["density_total"],
+        "params": cost["params"],
+        "nonzero_params": cost["nonzero_params"],
+        "params_dense": dense_cost["params"],
+        "flops": cost["flops"],
+        "flops_dense": dense_cost["flops"],
+        "flops_ratio": cost["flops"] / dense_cost["flops"],
+        "flops_effective": cost["flops_effective"],
+        "flops_effective_ratio": cost["flops_effective"] / dense_cost["flops"],
+        "latency_ms": cost["latency_ms"],
+        "latency_dense_ms": dense_cost["latency_ms"],
+        "speedup": dense_cost["latency_ms"] / cost["latency_ms"],
+        "latency": cost["latency"],
+        "latency_dense": dense_cost["latency"],
+        "speedup_by_batch_size": {size: dense_cost["latency"][size]["median_ms"] / cost["latency"][size]["median_ms"]
+                                  for size in cost["latency"]},
+        "speedup_batch_size": int(largest),
+        "finetuned": bool(config.finetune_epochs),
+        "finetune_epochs": config.finetune_epochs,
+        "finetune_history": fit_result.history if fit_result is not None else [],
+        "dense_mse": dense_metrics["mse"],
+        "dense_mae": dense_metrics["mae"],
+        "source": str(run.path) if run.path is not None else None,
+        "prune_seconds": time.perf_counter() - started,
+        "device": str(device),
+        "environment": {**environment(), **cost["environment"]},
+        **pruned.facts,
+    })
+    result = Run(run.config, model.cpu(), run.scaler, run.columns, run.freq, metrics)
+    result.architecture = pruned.architecture or getattr(run, "architecture", None)
+    if out_path is not None:
+        _write_atomically(result, out_path, config, overwrite)
+    return result
+
+
+def _write_atomically(run: Run, out: Path, config: PruneConfig, overwrite: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        extra = {"prune": dataclasses.asdict(config)}
+        save_run(run, staging, extra)
+        if out.exists() and overwrite:
+            shutil.rmtree(out)
+        staging.replace(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    run.path = out

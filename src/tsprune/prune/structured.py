@@ -1,0 +1,359 @@
+"""Structured pruning with Torch-Pruning's DepGraph: remove whole channels and head dimensions so the model becomes
+physically smaller.
+
+DepGraph traces autograd and couples every layer that must lose the same channels (a projection's outputs, the
+LayerNorms and residual adds it feeds, the next projection's inputs). Our layers are written so the trace reads them
+right (circular padding as a gather, routers repeated rather than expanded, no buffers of width ``d_model``); what
+a trace cannot see is handled here by custom pruners:
+
+* FEDformer's Fourier blocks: complex per-head weights ``[H, E_in, E_out, modes]`` lose the head dimensions their
+  query (and key) projections lose on ``E_in``, and those the output projection loses on ``E_out``.
+* Crossformer's segment merging: its LayerNorm and Linear see ``win_size`` copies of ``d_model`` side by side, so a
+  removed channel ``c`` removes features ``i * d_model + c`` for every window position ``i``.
+* Crossformer's routers and positional parameters: plain parameters pruned on their last (``d_model``) dimension.
+
+Attention keeps equal head dimensions per head (default) or loses whole heads (``heads="heads"``); either way every
+``AttentionLayer`` gets its ``n_heads`` written back, and attention temperatures are frozen at their trained value
+``1/sqrt(E)`` so removing dimensions does not silently rescale the softmax.
+
+The target is a *parameter* density; the channel ratio that reaches it is found by bisection (each trial prunes a
+fresh copy), and the achieved density is reported. A pruner that hangs (DepGraph can loop on graphs it misreads) is
+stopped by a time limit and reported as a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import signal
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from tsprune.errors import TsPruneError
+from tsprune.models.crossformer import SegmentMerging
+from tsprune.models.layers.attention import AttentionLayer
+from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
+
+SCOPES = ("global", "uniform")
+HEAD_MODES = ("dims", "heads")
+
+
+class PruningTimeout(TsPruneError):
+    """DepGraph did not finish within the time limit."""
+
+
+@dataclass
+class StructuredResult:
+    """What a structured pruning call achieved (the pruned model is modified in place)."""
+
+    target_density: float
+    density: float  # achieved: parameters after / before
+    channel_ratio: float  # the DepGraph pruning ratio that produced it
+    params_before: int
+    params_after: int
+    reached: bool
+    reason: str = ""
+    trials: list[dict[str, float]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------- custom pruners
+
+
+def _keep(size: int, idxs: Sequence[int]) -> torch.Tensor:
+    drop = set(int(i) for i in idxs)
+    return torch.tensor([i for i in range(size) if i not in drop], dtype=torch.long)
+
+
+def _per_head_keep(heads: int, head_dim: int, idxs: Sequence[int]) -> torch.Tensor:
+    """Flat indices ``h * E + e`` to remove -> ``[heads, E']`` kept indices; every head must lose as many."""
+    keep = _keep(heads * head_dim, idxs).view(-1)
+    per_head = [keep[(keep // head_dim) == h] % head_dim for h in range(heads)]
+    sizes = {len(k) for k in per_head}
+    if len(sizes) != 1:
+        raise TsPruneError(f"Fourier block pruned unevenly across heads ({sorted(sizes)} dims kept)")
+    return torch.stack(per_head)
+
+
+class FourierPruner(tp.pruner.BasePruningFunc):
+    """Prunes the head dimensions of a Fourier block's complex weight ``[H, E_in, E_out, M]``.
+
+    In-channels are the flattened ``H * E_in`` of its query (and key) input, out-channels the ``H * E_out`` its output
+    projection reads; removal is per head with the same count in each head (the weight is one tensor per head).
+    """
+
+    def _prune(self, layer: nn.Module, idxs: Sequence[int], dim: int) -> nn.Module:
+        weight = layer.weight.data
+        heads, head_dim = weight.shape[0], weight.shape[dim]
+        keep = _per_head_keep(heads, head_dim, idxs).to(weight.device)  # [H, E']
+        view = [heads, 1, 1, 1]
+        view[dim] = keep.shape[1]
+        size = list(weight.shape)
+        size[dim] = keep.shape[1]
+        index = keep.view(view).expand(size)  # the kept dims of each head, broadcast over the other axes
+        layer.weight = nn.Parameter(torch.gather(weight, dim, index))
+        return layer
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        return self._prune(layer, idxs, 1)
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        return self._prune(layer, idxs, 2)
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return layer.weight.shape[0] * layer.weight.shape[1]
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.weight.shape[0] * layer.weight.shape[2]
+
+
+class SegmentMergingPruner(tp.pruner.BasePruningFunc):
+    """Crossformer's segment merging: ``win_size`` copies of ``d_model`` enter its LayerNorm and Linear side by side."""
+
+    def prune_in_channels(self, layer: SegmentMerging, idxs: Sequence[int]) -> SegmentMerging:
+        d_model = layer.proj.in_features // layer.win_size
+        keep = _keep(d_model, idxs)
+        wide = torch.cat([keep + i * d_model for i in range(layer.win_size)]).to(layer.proj.weight.device)
+        layer.proj.weight = nn.Parameter(layer.proj.weight.data[:, wide])
+        layer.proj.in_features = len(wide)
+        layer.norm.weight = nn.Parameter(layer.norm.weight.data[wide])
+        layer.norm.bias = nn.Parameter(layer.norm.bias.data[wide])
+        layer.norm.normalized_shape = (len(wide),)
+        return layer
+
+    def prune_out_channels(self, layer: SegmentMerging, idxs: Sequence[int]) -> SegmentMerging:
+        keep = _keep(layer.proj.out_features, idxs).to(layer.proj.weight.device)
+        layer.proj.weight = nn.Parameter(layer.proj.weight.data[keep])
+        if layer.proj.bias is not None:
+            layer.proj.bias = nn.Parameter(layer.proj.bias.data[keep])
+        layer.proj.out_features = len(keep)
+        return layer
+
+    def get_in_channels(self, layer: SegmentMerging) -> int:
+        return layer.proj.in_features // layer.win_size
+
+    def get_out_channels(self, layer: SegmentMerging) -> int:
+        return layer.proj.out_features
+
+
+CUSTOM_PRUNERS: dict[type, tp.pruner.BasePruningFunc] = {
+    FourierBlock: FourierPruner(),
+    FourierCrossAttention: FourierPruner(),
+    SegmentMerging: SegmentMergingPruner(),
+}
+
+
+# --------------------------------------------------------------------------------------------- pruning
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`PruningTimeout` after ``seconds`` (main thread only; elsewhere no limit can be set)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(*_: Any) -> None:
+        raise PruningTimeout(f"structured pruning did not finish within {seconds:.0f} s (DepGraph may be looping)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Settings of inner attention mechanisms that depend on the width unless fixed; saved with a pruned architecture.
+FROZEN_SETTINGS = ("scale", "channels")
+
+
+def freeze_attention_scales(model: nn.Module) -> None:
+    """Fix what attention derives from its width at the trained value, so removing channels changes nothing else:
+    the softmax temperature ``1/sqrt(E)`` and Auto-Correlation's channel-average divisor ``H * E``."""
+    for layer in model.modules():
+        if not isinstance(layer, AttentionLayer):
+            continue
+        if hasattr(layer.inner, "scale") and layer.inner.scale is None:
+            layer.inner.scale = 1.0 / math.sqrt(layer.query.out_features // layer.n_heads)
+        if hasattr(layer.inner, "channels") and layer.inner.channels is None:
+            layer.inner.channels = layer.query.out_features
+
+
+def _attention_layers(model: nn.Module) -> list[AttentionLayer]:
+    return [m for m in model.modules() if isinstance(m, AttentionLayer)]
+
+
+def _pruner(model: nn.Module, inputs: tuple, ratio: float, scope: str, heads: str, round_to: int | None):
+    num_heads: dict[nn.Module, int] = {}
+    for layer in _attention_layers(model):
+        for name in ("query", "key", "value"):
+            if hasattr(layer, name):
+                num_heads[getattr(layer, name)] = layer.n_heads
+        if isinstance(layer.inner, tuple(CUSTOM_PRUNERS)):
+            num_heads[layer.inner] = layer.n_heads  # its outputs are per head too
+    unwrapped = [(model.get_parameter(name), dim % model.get_parameter(name).dim())
+                 for name, dim in getattr(model, "unwrapped_parameters", {}).items()]
+    ignored = [model.get_submodule(name) for name in model.output_layers]
+    whole_heads = heads == "heads"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Torch-Pruning warns about every unwrapped parameter it sees
+        return tp.pruner.MetaPruner(
+            model,
+            inputs,
+            importance=tp.importance.GroupMagnitudeImportance(p=2),  # the study's L2 magnitude
+            global_pruning=scope == "global",
+            pruning_ratio=ratio,
+            max_pruning_ratio=0.95,  # never empty a layer
+            ignored_layers=ignored,
+            round_to=round_to,
+            num_heads=num_heads,
+            prune_num_heads=whole_heads,
+            prune_head_dims=not whole_heads,
+            head_pruning_ratio=ratio if whole_heads else 0.0,
+            customized_pruners=dict(CUSTOM_PRUNERS),
+            unwrapped_parameters=unwrapped or None,
+            root_module_types=[nn.Conv1d, nn.Linear, *CUSTOM_PRUNERS],
+            forward_fn=lambda m, x: m(*x),
+        )
+
+
+def prune_channels(model: nn.Module, inputs: tuple, ratio: float, scope: str = "global", heads: str = "dims",
+                   round_to: int | None = None, timeout_s: float | None = 600) -> nn.Module:
+    """Remove a fraction ``ratio`` of channels from ``model`` in place (one DepGraph step) and return it."""
+    if scope not in SCOPES:
+        raise TsPruneError(f"unknown structured scope {scope!r}: use one of {', '.join(SCOPES)}")
+    if heads not in HEAD_MODES:
+        raise TsPruneError(f"unknown head mode {heads!r}: use one of {', '.join(HEAD_MODES)}")
+    if heads == "heads" and any(isinstance(a.inner, tuple(CUSTOM_PRUNERS)) for a in _attention_layers(model)):
+        raise TsPruneError("whole-head pruning is not supported for Fourier blocks: use heads='dims'")
+    freeze_attention_scales(model)
+    was_training = model.training
+    with time_limit(timeout_s), torch.enable_grad():
+        pruner = _pruner(model, inputs, ratio, scope, heads, round_to)
+        if ratio > 0:
+            pruner.step()
+    for layer in _attention_layers(model):  # heads removed by the pruner are written back to the layers
+        layer.n_heads = pruner.num_heads.get(layer.query, layer.n_heads)
+    model.train(was_training)
+    return model
+
+
+def prune_to_density(model: nn.Module, inputs: tuple, density: float, scope: str = "global", heads: str = "dims",
+                     round_to: int | None = None, tolerance: float = 0.005, max_trials: int = 14,
+                     timeout_s: float | None = 600) -> tuple[nn.Module, StructuredResult]:
+    """Prune a copy of ``model`` until its parameter count is at most ``density`` of the original (within
+    ``tolerance`` below it); returns the pruned copy and what was achieved. ``model`` is left untouched.
+
+    The channel ratio is searched upwards in steps of 0.1, then bisected inside the step that crosses the target.
+    (A plain bisection over [0, 1] is unsafe: near full removal DepGraph skips groups it cannot empty, so the
+    parameter count stops falling with the ratio.)
+    """
+    if not 0.0 < density <= 1.0:
+        raise TsPruneError(f"density must be in (0, 1], got {density}")
+    before = count_params(model)
+    trials: list[dict[str, float]] = []
+
+    def attempt(ratio: float) -> tuple[nn.Module, float]:
+        pruned = prune_channels(copy.deepcopy(model), inputs, ratio, scope, heads, round_to, timeout_s)
+        achieved = count_params(pruned) / before
+        trials.append({"channel_ratio": round(ratio, 6), "density": achieved})
+        return pruned, achieved
+
+    def result(pruned: nn.Module, ratio: float, reason: str = "") -> tuple[nn.Module, StructuredResult]:
+        after = count_params(pruned)
+        return pruned, StructuredResult(density, after / before, ratio, before, after, not reason, reason, trials)
+
+    if density >= 1.0:
+        return result(copy.deepcopy(model), 0.0)
+    low, closest = 0.0, (copy.deepcopy(model), 1.0, 0.0)
+    for step in range(1, 10):
+        ratio = step / 10
+        pruned, achieved = attempt(ratio)
+        if achieved < closest[1]:
+            closest = (pruned, achieved, ratio)
+        if achieved <= density:
+            best, best_density, high = pruned, achieved, ratio
+            break
+        low = ratio
+    else:
+        return result(closest[0], closest[2], f"density {density} is out of reach for this model: at most "
+                                               f"{1 - closest[1]:.1%} of its parameters can be removed")
+    for _ in range(max_trials):
+        if best_density >= density - tolerance:
+            break
+        middle = (low + high) / 2
+        pruned, achieved = attempt(middle)
+        if achieved <= density:
+            high, best, best_density = middle, pruned, achieved
+        else:
+            low = middle
+    return result(best, high)
+
+
+# --------------------------------------------------------------------------------------------- architecture
+
+
+def architecture(model: nn.Module) -> dict[str, Any]:
+    """What a dense rebuild needs to become this pruned model: every tensor's shape and the attention settings."""
+    shapes = {name: list(t.shape) for name, t in model.state_dict().items()}
+    attention = {name: {"n_heads": m.n_heads, **{key: getattr(m.inner, key) for key in FROZEN_SETTINGS
+                                                 if getattr(m.inner, key, None) is not None}}
+                 for name, m in model.named_modules() if isinstance(m, AttentionLayer)}
+    return {"shapes": shapes, "attention": attention}
+
+
+def apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
+    """Reshape a freshly built dense model to a saved pruned ``architecture`` (weights are then loaded)."""
+    try:
+        return _apply_architecture(model, arch)
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise TsPruneError(f"the saved pruned architecture does not fit this model ({exc}); "
+                           "the run directory is corrupt or from another version") from None
+
+
+def _apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
+    shapes = arch.get("shapes", {})
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        for pname, param in list(module.named_parameters(recurse=False)):
+            shape = shapes.get(prefix + pname)
+            if shape is not None and list(param.shape) != shape:
+                setattr(module, pname, nn.Parameter(param.new_empty(shape), requires_grad=param.requires_grad))
+        for bname, buffer in list(module.named_buffers(recurse=False)):
+            shape = shapes.get(prefix + bname)
+            if buffer is not None and shape is not None and list(buffer.shape) != shape:
+                setattr(module, bname, buffer.new_empty(shape))
+        _sync_sizes(module)
+    for name, settings in arch.get("attention", {}).items():
+        layer = model.get_submodule(name)
+        layer.n_heads = int(settings["n_heads"])
+        for key in FROZEN_SETTINGS:
+            if settings.get(key) is not None:
+                setattr(layer.inner, key, settings[key])
+    return model
+
+
+def _sync_sizes(module: nn.Module) -> None:
+    """Make a layer's size attributes agree with its (reshaped) tensors."""
+    if isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif isinstance(module, nn.Conv1d):
+        module.out_channels, module.in_channels = module.weight.shape[:2]
+    elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+        module.normalized_shape = tuple(module.weight.shape)
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        source = module.running_mean if module.running_mean is not None else module.weight
+        module.num_features = source.shape[0]

@@ -1,0 +1,181 @@
+"""Cost measurement: exact FLOP counts on hand-computable blocks, sparsity accounting, and ``measure`` on every
+forecaster with real windows. Latency is checked for consistency only, never against wall-clock values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import TINY
+from tsprune.config import DataConfig
+from tsprune.data.dataset import prepare_data
+from tsprune.measure import count_flops, count_params, example_inputs, flop_formulas, measure, measure_latency
+from tsprune.models.layers.attention import AttentionLayer, FullAttention
+from tsprune.models.layers.fourier import FourierBlock
+from tsprune.models.registry import build_model, default_config, model_names
+
+aten = torch.ops.aten
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare_data(DataConfig(dataset="ETTh1"))
+
+
+class Apply(nn.Module):
+    """A module around a plain function, to count one operator alone."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+
+
+def test_linear_flops_are_exact():
+    batch, length, d_in, d_out = 2, 5, 6, 4
+    result = count_flops(nn.Linear(d_in, d_out), (torch.randn(batch, length, d_in),))
+    assert result["flops"] == 2 * batch * length * d_in * d_out
+    assert result["flops_dense_equivalent"] == result["flops"] == result["flops_effective"]
+
+
+def test_attention_block_flops_match_hand_count():
+    batch, length, source, d_model, heads = 2, 5, 7, 8, 2
+    head_dim = d_model // heads
+    layer = AttentionLayer(FullAttention(), d_model, heads)
+    q, kv = torch.randn(batch, length, d_model), torch.randn(batch, source, d_model)
+    result = count_flops(layer, (q, kv, kv))
+    projections = 2 * (2 * batch * length * d_model * d_model) + 2 * (2 * batch * source * d_model * d_model)
+    attention = 2 * batch * heads * length * source * head_dim * 2  # QK^T, then AV (E == Ev)
+    assert result["flops"] == projections + attention
+    # The fused CPU kernel is what runs here and it is counted (upstream has no formula for it).
+    assert result["flops_by_operator"]["aten._scaled_dot_product_flash_attention_for_cpu"] == attention
+    assert set(result["flops_by_module"]) == {"query", "key", "value", "out"}
+
+
+def test_attention_kernels_of_every_device_have_formulas():
+    registry = FlopCounterMode(display=False, custom_mapping=flop_formulas()).flop_registry
+    for op in (aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
+               aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_cudnn_attention):
+        assert op in registry
+
+
+def test_fourier_block_counts_ffts_and_complex_einsum():
+    batch, length, d_model, heads, modes = 2, 16, 8, 2, 3
+    head_dim = d_model // heads
+    block = FourierBlock(d_model, heads, length, modes, mode_select="low")
+    q = torch.randn(batch, length, heads, head_dim)
+    by_op = count_flops(block, (q,))["flops_by_operator"]
+    transforms = batch * heads * head_dim
+    real_fft = round(2.5 * length * math.log2(length) * transforms)
+    assert by_op["aten._fft_r2c"] == real_fft
+    assert by_op["aten._fft_c2r"] == real_fft
+    # [B, M, H, E] x [H, E, E, M]: B*M*H*E*E complex multiply-adds, 8 real FLOPs each.
+    assert by_op["aten.bmm"] == 4 * (2 * batch * modes * heads * head_dim * head_dim)
+
+
+def test_complex_fft_and_complex_matmul():
+    x = torch.randn(3, 8, dtype=torch.cfloat)
+    assert count_flops(Apply(lambda t: torch.fft.fft(t, dim=1)), (x,))["flops"] == 5 * 8 * 3 * 3
+    real = count_flops(Apply(lambda t: t @ t.T), (x.real.contiguous(),))["flops"]
+    assert real == 2 * 3 * 8 * 3
+    assert count_flops(Apply(lambda t: t @ t.T), (x,))["flops"] == 4 * real
+
+
+def test_flops_effective_discounts_zero_weights():
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4))
+    x = torch.randn(1, 4, 8)
+    dense = count_flops(model, (x,))
+    assert dense["flops_effective"] == dense["flops"]
+    with torch.no_grad():
+        model[0].weight[:3] = 0.0  # half of the first layer's weights
+    result = count_flops(model, (x,))
+    first = dense["flops_by_module"]["0"]
+    assert first == 2 * 4 * 8 * 6
+    assert result["flops"] == dense["flops"]
+    assert result["flops_effective"] == dense["flops"] - first // 2
+
+
+def test_flops_effective_of_half_zero_linear_is_half():
+    layer = nn.Linear(10, 6)
+    with torch.no_grad():
+        layer.weight[:, ::2] = 0.0
+    result = count_flops(layer, (torch.randn(3, 10),))
+    assert result["flops_effective"] * 2 == result["flops"]
+
+
+def test_count_params_sees_zeros_and_prune_masks():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    with torch.no_grad():
+        for layer in model:
+            layer.weight.fill_(1.0)
+            layer.bias.fill_(1.0)
+        model[0].weight[0, :] = 0.0  # 4 zeros
+    assert count_params(model) == {"params": 12 + 3 + 6 + 2, "nonzero_params": 23 - 4}
+    prune.l1_unstructured(model[1], "weight", amount=3)  # weight_orig + weight_mask; 3 of 6 masked
+    assert count_params(model) == {"params": 23, "nonzero_params": 23 - 4 - 3}
+
+
+def test_count_flops_leaves_model_state_alone():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5)).train()
+    model[0].bias.requires_grad_(False)
+    count_flops(model, (torch.randn(2, 4),))
+    assert model.training
+    assert model[0].weight.requires_grad and not model[0].bias.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------- inputs & latency
+
+
+def test_example_inputs_are_real_windows_repeated_when_short(data, monkeypatch):
+    first = data.batch("test", torch.arange(4))
+    assert all(torch.equal(got, want) for got, want in zip(example_inputs(data, 4), first.inputs(), strict=True))
+    monkeypatch.setattr(data, "n_windows", lambda split: 3)
+    x_enc = example_inputs(data, 7)[0]
+    assert x_enc.shape[0] == 7
+    assert torch.equal(x_enc[3:6], x_enc[:3]) and torch.equal(x_enc[6], x_enc[0])
+
+
+def test_latency_pins_and_restores_threads():
+    before = torch.get_num_threads()
+    result = measure_latency(nn.Linear(4, 2), (torch.randn(5, 4),), repeats=3, warmup=1, threads=1)
+    assert torch.get_num_threads() == before
+    assert result["threads"] == 1 and result["batch_size"] == 5 and result["repeats"] == 3
+    assert result["p25_ms"] <= result["median_ms"] <= result["p75_ms"]
+    assert result["iqr_ms"] == pytest.approx(result["p75_ms"] - result["p25_ms"])
+
+
+# ---------------------------------------------------------------------------------------------- every model
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_measure_every_model(name, data):
+    config = default_config(name, **TINY, enc_in=7, dec_in=7, c_out=7)
+    model = build_model(config).train()
+    threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
+    result = measure(model, data, batch_sizes=(1, 3), repeats=3, warmup=1, threads=1)
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.random.get_rng_state(), rng)  # Informer's key sampling ran on a forked RNG
+    assert model.training
+
+    assert 0 < result["flops"] < float("inf") and result["flops_batch_size"] == 1
+    assert result["flops_dense_equivalent"] == result["flops"]
+    assert 0 < result["flops_effective"] <= result["flops"]
+    assert 0 < result["nonzero_params"] <= result["params"]
+    assert set(result["latency"]) == {"1", "3"}
+    for size, timing in result["latency"].items():
+        assert timing["batch_size"] == int(size) and timing["threads"] == 1
+        assert 0 < timing["p25_ms"] <= timing["median_ms"] <= timing["p75_ms"] < float("inf")
+    assert result["latency_ms"] == result["latency"]["3"]["median_ms"]
+    assert result["environment"]["threads"] == 1 and result["environment"]["torch"] == torch.__version__
+    # The count does not depend on which keys Informer samples, nor on repeated calls.
+    assert measure(model, data, latency=False)["flops"] == result["flops"]

@@ -1,0 +1,118 @@
+"""`tsprune prune` / `tsprune measure` and the API behind them: every method writes a complete run directory with
+the promised metrics, reloads exactly, and bad input fails cleanly without leaving half a run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import DEVICE
+from tsprune import api
+from tsprune.cli import app
+from tsprune.prune.unstructured import masks_from_zeros, prunable_parameters
+
+runner = CliRunner()
+SMALL = {"d_model": 16, "d_ff": 32, "n_heads": 2, "e_layers": 1, "d_layers": 1, "modes": 8, "n_routers": 2}
+FAST = ["--batch-sizes", "1,4", "--repeats", "2", "--threads", "1", "--device", DEVICE]
+PRUNE_KEYS = {"method", "target_density", "density_prunable", "density_total", "flops", "flops_ratio", "latency_ms",
+              "speedup", "finetuned", "mse", "mae", "flops_effective", "environment"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, str]:
+    """One briefly trained tiny run per model family used below."""
+    root = tmp_path_factory.mktemp("dense")
+    runs = {}
+    for name in ("Transformer", "FEDformer", "Crossformer"):
+        config = api.make_config(name, data={"dataset": "ETTh1"}, train={"epochs": 1, "max_steps": 2, "threads": 1,
+                                                                          "device": DEVICE}, **SMALL)
+        api.train(config, out=root / name, progress=False)
+        runs[name] = str(root / name)
+    return runs
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_magnitude_prune_with_finetuning_writes_a_run_that_reloads(trained, tmp_path):
+    out = tmp_path / "t-0.262"
+    result = invoke("prune", trained["Transformer"], "--method", "magnitude", "--density", "0.262",
+                    "--finetune-epochs", "1", "--finetune-max-steps", "2", "--out", str(out), "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert PRUNE_KEYS <= set(metrics)
+    assert metrics["density_prunable"] == pytest.approx(0.262, abs=0.005)
+    assert metrics["density_total"] > metrics["density_prunable"]  # biases, norms and output layers stay
+    assert metrics["flops_ratio"] == 1.0 and metrics["flops_effective"] < metrics["flops"]
+    assert metrics["finetuned"] and len(metrics["finetune_history"]) == 1
+    run = api.load(out)
+    weights = prunable_parameters(run.model)
+    mask = masks_from_zeros(weights)
+    kept = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+    assert kept == pytest.approx(metrics["density_prunable"])  # fine-tuning kept the pruned weights at zero
+    assert api.evaluate(out, device=DEVICE)["mse"] == pytest.approx(metrics["mse"], rel=1e-6)
+    assert json.loads((out / "config.json").read_text())["prune"]["method"] == "magnitude"
+
+
+@pytest.mark.parametrize("name", ["FEDformer", "Crossformer"])
+def test_depgraph_prune_saves_the_reduced_architecture(name, trained, tmp_path):
+    out = tmp_path / "dg"
+    result = invoke("prune", trained[name], "--method", "depgraph", "--density", "0.5", "--out", str(out),
+                    "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["params"] < metrics["params_dense"] and metrics["flops_ratio"] < 1.0
+    assert metrics["density_total"] == pytest.approx(metrics["params"] / metrics["params_dense"])
+    assert "architecture" in json.loads((out / "config.json").read_text())
+    evaluated = invoke("evaluate", str(out), "--json", "--device", DEVICE)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["mse"] == pytest.approx(metrics["mse"], rel=1e-6)
+
+
+def test_layerwise_and_iterative_magnitude(trained):
+    layerwise = api.prune(trained["Transformer"], "magnitude-layerwise", 0.5, batch_sizes=(2,), latency_repeats=1,
+                          threads=1, device=DEVICE)
+    for weight in prunable_parameters(layerwise.model).values():
+        assert int(torch.count_nonzero(weight)) == round(0.5 * weight.numel())
+    iterative = api.prune(trained["Transformer"], "magnitude", 0.512, iterative=True, finetune_epochs=1,
+                          finetune_max_steps=1, batch_sizes=(2,), latency_repeats=1, threads=1, device=DEVICE)
+    assert iterative.metrics["iterative_steps"] == 3  # 0.8, 0.64, 0.512
+    assert iterative.metrics["density_prunable"] == pytest.approx(0.512, abs=0.005)
+
+
+def test_measure_command(trained):
+    result = invoke("measure", trained["FEDformer"], "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.output)
+    assert measured["flops"] > 0 and measured["flops_by_operator"].get("aten._fft_r2c", 0) > 0
+    assert set(measured["latency"]) == {"1", "4"} and measured["environment"]["threads"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--density", "0"], "density must be in (0, 1]"),
+    (["--density", "1.5"], "density must be in (0, 1]"),
+    (["--method", "random"], "unknown pruning method"),
+    (["--method", "depgraph", "--density", "0.001"], "out of reach"),
+    (["--batch-sizes", "1,x"], "--batch-sizes"),
+])
+def test_bad_prune_input_fails_cleanly(args, message, trained, tmp_path):
+    out = tmp_path / "pruned"
+    result = invoke("prune", trained["Transformer"], "--out", str(out), *FAST, *args)  # later options win
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_not_a_run_and_existing_output(trained, tmp_path):
+    result = invoke("prune", str(tmp_path), "--out", str(tmp_path / "x"), *FAST)
+    assert result.exit_code == 2 and "not found" in result.output
+    existing = tmp_path / "taken"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("results")
+    result = invoke("prune", trained["Transformer"], "--out", str(existing), *FAST)
+    assert result.exit_code == 2 and "already exists" in result.output
+    assert (existing / "keep.txt").read_text() == "results"
