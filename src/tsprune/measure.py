@@ -26,12 +26,13 @@ is the plain count: the dense model of the same architecture (same shapes).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -285,19 +286,53 @@ def measure_latency(
     finally:
         if threads is not None:
             torch.set_num_threads(previous)
+    return _summary(times, inputs, used, device)
+
+
+def compare_latency(
+    models: Mapping[str, nn.Module], inputs: Sequence[Tensor], repeats: int = 20, warmup: int = 3,
+    threads: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Latency of several models on the same inputs, timed in alternation (pass 1 of each, pass 2 of each, ...).
+
+    On a shared or thermally drifting machine, timing one model after the other lets a load change masquerade as
+    a speedup; interleaved passes see the same conditions, so their ratio is the honest one. Same fields as
+    :func:`measure_latency` per model.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    device = _device_of(inputs)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    try:
+        used = torch.get_num_threads()
+        with contextlib.ExitStack() as stack:
+            for model in models.values():
+                stack.enter_context(_inference(model, device))
+            for _ in range(warmup):
+                for model in models.values():
+                    model(*inputs)
+            for _ in range(repeats):
+                for name, model in models.items():
+                    _synchronize(device)
+                    start = time.perf_counter()
+                    model(*inputs)
+                    _synchronize(device)
+                    times[name].append(time.perf_counter() - start)
+    finally:
+        if threads is not None:
+            torch.set_num_threads(previous)
+    return {name: _summary(values, inputs, used, device) for name, values in times.items()}
+
+
+def _summary(times: list[float], inputs: Sequence[Tensor], threads: int, device: torch.device) -> dict[str, Any]:
     levels = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
     p25, median, p75 = (torch.tensor(times, dtype=torch.float64).quantile(levels) * 1e3).tolist()
-    return {
-        "median_ms": median,
-        "p25_ms": p25,
-        "p75_ms": p75,
-        "iqr_ms": p75 - p25,
-        "repeats": repeats,
-        "batch_size": int(inputs[0].shape[0]),
-        "threads": used,
-        "device": str(device),
-        "torch": torch.__version__,
-    }
+    return {"median_ms": median, "p25_ms": p25, "p75_ms": p75, "iqr_ms": p75 - p25, "repeats": len(times),
+            "batch_size": int(inputs[0].shape[0]), "threads": threads, "device": str(device),
+            "torch": torch.__version__}
 
 
 # --------------------------------------------------------------------------------------------------- everything

@@ -49,6 +49,13 @@ class Run:
             raise TsPruneError(f"the data's columns {data.columns} differ from the run's {self.columns}")
         return data
 
+    def predict(self, history: Any = None, device: str = "auto") -> Any:
+        """Forecast the ``pred_len`` steps after ``history`` (a DataFrame with a date column and the run's columns;
+        default: the run's own data) in original units: a DataFrame of future timestamps and forecast channels."""
+        from tsprune.forecast import predict, read_history
+
+        return predict(self, read_history(self) if history is None else history, device)
+
 
 def environment() -> dict[str, Any]:
     return {"tsprune": __version__, "torch": torch.__version__, "python": platform.python_version(),

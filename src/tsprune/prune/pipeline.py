@@ -23,7 +23,7 @@ from torch import nn
 from tsprune.config import PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
-from tsprune.measure import example_inputs, measure
+from tsprune.measure import compare_latency, example_inputs, measure
 from tsprune.prune import structured, unstructured
 from tsprune.run import Run, environment, load_run, save_run
 from tsprune.train import configure_threads, evaluate, fit, resolve_device, seed_everything
@@ -87,15 +87,35 @@ def _finetune_config(run: Run, config: PruneConfig) -> TrainConfig:
 
 
 def _cost(model: nn.Module, data: ForecastData, config: PruneConfig, device: torch.device) -> dict[str, Any]:
-    return measure(model, data, config.batch_sizes, device, repeats=config.latency_repeats, threads=config.threads)
+    """Parameters and FLOPs; latency is measured later, dense and pruned in alternation."""
+    return measure(model, data, config.batch_sizes, device, threads=config.threads, latency=False)
+
+
+def dense_baseline(run: Run, config: PruneConfig, data: ForecastData | None = None) -> dict[str, Any]:
+    """The dense model's cost and test metrics, measured as :func:`prune_run` measures a pruned one.
+
+    Pass the result to several :func:`prune_run` calls (same process, same settings) to measure the dense model
+    once; speedups stay same-process comparisons.
+    """
+    configure_threads(config.threads)
+    device = resolve_device(config.device)
+    data = data if data is not None else run.data()
+    dense = run.model.to(device).eval()
+    try:
+        cost = _cost(dense, data, config, device)
+        metrics = evaluate(dense, data, "test", run.config.train.batch_size, device)
+    finally:
+        dense.cpu()
+    return {"cost": cost, "metrics": metrics, "batch_sizes": list(config.batch_sizes), "device": str(device)}
 
 
 def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,
-              overwrite: bool = False, progress: bool = False) -> Run:
+              overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None) -> Run:
     """Prune ``source`` (a run or run directory) as ``config`` says and return the pruned run.
 
     With ``out`` the run directory is written to a temporary sibling and renamed when complete, so an
     interruption or error never leaves half a run behind; an existing ``out`` is refused unless ``overwrite``.
+    ``baseline`` (from :func:`dense_baseline` on the same run and settings) skips re-measuring the dense model.
     """
     config.validate()
     out_path = Path(out) if out is not None else None
@@ -109,12 +129,11 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     seed_everything(train.seed)
     started = time.perf_counter()
 
-    dense = run.model.to(device).eval()
-    dense_cost = _cost(dense, data, config, device)
-    dense_metrics = evaluate(dense, data, "test", train.batch_size, device)
-    dense.cpu()
+    if baseline is None or baseline.get("batch_sizes") != list(config.batch_sizes):
+        baseline = dense_baseline(run, config, data)
+    dense_cost, dense_metrics = baseline["cost"], baseline["metrics"]
 
-    pruned = METHODS[config.method](copy.deepcopy(dense).to(device), data, config, train, device)
+    pruned = METHODS[config.method](copy.deepcopy(run.model).to(device), data, config, train, device)
     model = pruned.model
     fit_result = None
     if config.finetune_epochs:
@@ -124,13 +143,26 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
             fit_result = fit(model, data, train, device, progress=progress)
     metrics = evaluate(model, data, "test", train.batch_size, device)
     cost = _cost(model, data, config, device)
+    # Dense and pruned are timed in alternation on the same real windows: a same-conditions ratio.
+    dense = run.model.to(device)
+    try:
+        paired = {str(size): compare_latency({"dense": dense, "pruned": model},
+                                             example_inputs(data, size, device=device), config.latency_repeats,
+                                             threads=config.threads)
+                  for size in config.batch_sizes}
+    finally:
+        run.model.cpu()
+    cost["latency"] = {size: timing["pruned"] for size, timing in paired.items()}
+    dense_cost = {**dense_cost, "latency": {size: timing["dense"] for size, timing in paired.items()}}
+    largest = str(max(config.batch_sizes))
+    cost["latency_ms"] = cost["latency"][largest]["median_ms"]
+    dense_cost["latency_ms"] = dense_cost["latency"][largest]["median_ms"]
 
     params = dict(unstructured.prunable_parameters(model, config.include_embeddings, config.include_fourier))
     report = unstructured.density_report(model, params)
     if config.method == "depgraph":  # the target refers to all parameters: nothing is masked, channels are gone
         report = {**report, "density_prunable": cost["params"] / dense_cost["params"],
                   "density_total": cost["params"] / dense_cost["params"]}
-    largest = str(max(config.batch_sizes))
     metrics.update({
         "method": config.method,
         "target_density": config.density,
