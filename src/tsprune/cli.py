@@ -260,6 +260,58 @@ def measure(
 
 @app.command()
 @user_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (dense, pruned, fine-tuned or structurally pruned).")],
+    out: Annotated[Path, typer.Option(help="CSV file for the forecast.")],
+    data_path: Annotated[Optional[str], typer.Option(help="CSV to forecast from (default: the run's own data).")]
+    = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Built-in dataset to forecast from.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw history and forecast to this image.")] = None,
+    channels: Annotated[Optional[str], typer.Option(help="Comma-separated channels to plot (default: target).")]
+    = None,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Forecast the pred_len steps after the end of the data, in original units, with continuing timestamps."""
+    from tsprune import api
+    from tsprune.forecast import predict as forecast_after, read_history
+
+    run = api.load(run_dir)
+    history = read_history(run, dataset, data_path)
+    forecast = forecast_after(run, history, device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    forecast.to_csv(out, index=False)
+    console.print(f"wrote {len(forecast)} forecast rows to {out}")
+    if plot is not None:
+        from tsprune.plots import plot_forecast
+
+        names = [c.strip() for c in channels.split(",")] if channels else None
+        console.print(f"wrote {plot_forecast(history, forecast, plot, names)}")
+
+
+@app.command()
+@user_errors
+def plot(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more runs of the same data (e.g. dense and pruned).")],
+    out: Annotated[Path, typer.Option(help="Image file (png, svg, pdf).")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    windows: Annotated[int, typer.Option(help="Evenly spaced windows to draw.")] = 3,
+    channel: Annotated[Optional[str], typer.Option(help="Channel to draw (default: target).")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Comma-separated legend labels, one per run.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Predictions vs ground truth on chosen windows, several runs overlaid."""
+    from tsprune import api
+    from tsprune.plots import plot_windows
+
+    names = [label.strip() for label in labels.split(",")] if labels else None
+    if names is not None and len(names) != len(run_dirs):
+        raise TsPruneError(f"--labels has {len(names)} names for {len(run_dirs)} runs")
+    runs = [api.load(path) for path in run_dirs]
+    console.print(f"wrote {plot_windows(runs, out, names or [str(p) for p in run_dirs], split, windows, channel, device)}")
+
+
+@app.command()
+@user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the runs and the report.")] = Path("demo"),
     epochs: Annotated[int, typer.Option()] = 1,
