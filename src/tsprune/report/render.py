@@ -1,0 +1,225 @@
+"""Write the report: every figure as PNG and SVG, ``report.md`` and a self-contained ``report.html``.
+
+The HTML embeds the PNGs as base64 and carries its own CSS, so it can be mailed or archived as one file. A figure
+that fails to draw becomes a figure saying so (with a warning): a corner case in plotting must not cost the
+report of a sweep that took hours.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+from tsprune.report import tables
+from tsprune.report.figures import FIGURES
+from tsprune.report.style import STYLE, note_figure
+
+PNG_DPI = 150
+
+CAPTIONS = {
+    "mse_vs_density": "Test MSE against density (share of all parameters kept, log scale) on the main grid, "
+                      "before fine-tuning. Lines are seed means with the min–max spread shaded; solid lines are "
+                      "unstructured methods, dashed structured ones; dotted horizontals are each model's dense MSE.",
+    "speedup_vs_flops": "Measured latency speedup against FLOPs reduction (real FLOPs for structured pruning, "
+                        "FLOPs of non-zero weights for unstructured). Points on the dash-dotted diagonal turn "
+                        "every FLOP saved into time saved; masked weights on a dense engine stay near 1×.",
+    "finetune": "Test MSE of pruned models with and without fine-tuning at every setting where a fine-tuned run "
+                "exists; dashed segments mark the dense model's MSE.",
+    "dataset_size": "Dense-model test MSE against the share of the training split used, one panel per model size.",
+    "model_size": "Dense-model test MSE against parameter count, one line through each model's sizes.",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    format: Callable[[object], str]
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    caption: str
+    columns: list[Column]
+    frame: pd.DataFrame
+    empty: str
+
+
+def figure_names() -> list[str]:
+    """The stems of the figure files, in report order."""
+    return list(FIGURES)
+
+
+def build_report(frame: pd.DataFrame, out_dir: Path, title: str = "tsprune sweep report") -> Path:
+    """Write report.md, report.html and figures/*.png|svg for a sweep results table; returns report.md's path."""
+    data = tables.prepare(frame)
+    out_dir = Path(out_dir)
+    figure_dir = out_dir / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    for name in FIGURES:
+        save_figure(data, name, figure_dir)
+    report_tables = build_tables(data)
+    header = tables.header(data)
+    markdown_path = out_dir / "report.md"
+    markdown_path.write_text(to_markdown(title, header, report_tables), encoding="utf-8")
+    (out_dir / "report.html").write_text(to_html(title, header, report_tables, figure_dir), encoding="utf-8")
+    return markdown_path
+
+
+def save_figure(data: pd.DataFrame, name: str, figure_dir: Path) -> None:
+    """Draw one figure under the report style and save it twice; SVGs carry no date so reruns are identical."""
+    with matplotlib.rc_context(STYLE):
+        try:
+            fig = FIGURES[name](data)
+        except Exception as error:  # noqa: BLE001 - any plotting bug becomes a visible note, see module doc
+            warnings.warn(f"figure {name!r} failed: {error!r}", RuntimeWarning, stacklevel=2)
+            fig = note_figure(name, f"this figure failed to draw:\n{tables.error_gist(repr(error), 120)}")
+        fig.savefig(figure_dir / f"{name}.png", dpi=PNG_DPI, metadata={"Software": None})
+        fig.savefig(figure_dir / f"{name}.svg", metadata={"Date": None})
+
+
+# --------------------------------------------------------------------------------------------------- tables
+
+
+def number(digits: int = 4) -> Callable[[object], str]:
+    return lambda v: "—" if pd.isna(v) else f"{float(v):.{digits}g}"
+
+
+def fixed(digits: int, suffix: str = "") -> Callable[[object], str]:
+    return lambda v: "—" if pd.isna(v) else f"{float(v):.{digits}f}{suffix}"
+
+
+def signed_percent(value: object) -> str:
+    return "—" if pd.isna(value) else f"{float(value) * 100:+.1f}%"
+
+
+def count(value: object) -> str:
+    return "—" if pd.isna(value) else f"{int(value)}"
+
+
+def text(value: object) -> str:
+    return "—" if value is None or (not isinstance(value, str) and pd.isna(value)) else tables.format_value(value)
+
+
+def build_tables(data: pd.DataFrame) -> list[Table]:
+    task = [Column("model", "model", text), Column("dataset", "dataset", text), Column("pred_len", "horizon", text),
+            Column("method", "method", text)]
+    grid = tables.grid_description(data)
+    best = Table(
+        "Lowest density within 5% of dense MSE",
+        f"Per task and method, the lowest target density whose seed-mean test MSE stays within "
+        f"{tables.TOLERANCE:.0%} of the dense MSE (main grid: {grid}; no fine-tuning). '—' means no density did.",
+        task + [Column("target_density", "target density", number(3)),
+                Column("density_total", "density (all params)", number(3)), Column("mse", "MSE", number()),
+                Column("dense_mse", "dense MSE", number()), Column("mse_change", "ΔMSE", signed_percent),
+                Column("speedup", "speedup", fixed(2, "×")), Column("flops_ratio", "FLOPs ratio", number(3)),
+                Column("flops_effective_ratio", "effective FLOPs ratio", number(3)), Column("runs", "runs", count)],
+        tables.best_within(data), "No pruned runs on the main grid.")
+    summary = Table(
+        "Summary", f"Seed means per task, method, target density and fine-tuning epochs (main grid: {grid}).",
+        task + [Column("target_density", "target density", number(3)),
+                Column("finetune_epochs", "fine-tune epochs", text), Column("mse", "MSE", number()),
+                Column("density_total", "density (all params)", number(3)),
+                Column("flops_ratio", "FLOPs ratio", number(3)),
+                Column("flops_effective_ratio", "effective FLOPs ratio", number(3)),
+                Column("speedup", "speedup", fixed(2, "×")), Column("runs", "runs", count)],
+        tables.summary(data), "No completed runs on the main grid.")
+    failed = Table(
+        "Failed runs", "Runs that did not finish, with the last line of their error.",
+        [Column("model", "model", text), Column("dataset", "dataset", text), Column("pred_len", "horizon", text),
+         Column("size", "size", text), Column("method", "method", text),
+         Column("target_density", "target density", number(3)), Column("seed", "seed", text),
+         Column("status", "status", text), Column("error", "error", text), Column("run_id", "run", text)],
+        tables.failed(data), "No failed runs.")
+    return [best, summary, failed]
+
+
+def cells(table: Table) -> list[list[str]]:
+    return [[column.format(row[column.key]) for column in table.columns] for _, row in table.frame.iterrows()]
+
+
+# --------------------------------------------------------------------------------------------------- markdown
+
+
+def md_cell(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(table: Table) -> str:
+    rows = cells(table)
+    if not rows:
+        return f"_{table.empty}_"
+    lines = ["| " + " | ".join(md_cell(c.header) for c in table.columns) + " |",
+             "|" + "|".join("---" if c.format is text else "---:" for c in table.columns) + "|"]
+    lines += ["| " + " | ".join(md_cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(title: str, header: list[tuple[str, str]], report_tables: list[Table]) -> str:
+    parts = [f"# {title}", "", *(f"- **{label}**: {md_cell(value)}" for label, value in header), "", "## Figures", ""]
+    for name in FIGURES:
+        parts += [f"### {name.replace('_', ' ')}", "", f"![{name}](figures/{name}.png)", "", CAPTIONS[name], "",
+                  f"SVG: [figures/{name}.svg](figures/{name}.svg)", ""]
+    for table in report_tables:
+        parts += [f"## {table.title}", "", table.caption, "", md_table(table), ""]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------- html
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 2rem auto;
+       max-width: 1200px; padding: 0 1rem; line-height: 1.45; }
+h1 { font-size: 1.6rem; border-bottom: 2px solid #ddd; padding-bottom: .3rem; }
+h2 { font-size: 1.25rem; margin-top: 2.2rem; } h3 { font-size: 1.05rem; }
+dl.meta { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem; }
+dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; font-family: ui-monospace, monospace; }
+figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption, p.caption { color: #555; font-size: .92rem; }
+table { border-collapse: collapse; font-size: .88rem; margin: .6rem 0; }
+th, td { border-bottom: 1px solid #e3e3e3; padding: .3rem .6rem; text-align: right; vertical-align: top; }
+th { background: #f5f5f5; } td.text, th.text { text-align: left; }
+tr:hover td { background: #fafafa; } td.error { font-family: ui-monospace, monospace; max-width: 40rem; }
+nav a { margin-right: 1rem; }
+"""
+
+
+def html_table(table: Table) -> str:
+    rows = cells(table)
+    if not rows:
+        return f'<p class="caption"><em>{html.escape(table.empty)}</em></p>'
+
+    def css(column: Column) -> str:
+        return ("text error" if column.key == "error" else "text") if column.format is text else "num"
+
+    head = "".join(f'<th class="{css(c)}">{html.escape(c.header)}</th>' for c in table.columns)
+    body = "\n".join("<tr>" + "".join(f'<td class="{css(c)}">{html.escape(v)}</td>' for c, v in zip(table.columns, row))
+                     + "</tr>" for row in rows)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def to_html(title: str, header: list[tuple[str, str]], report_tables: list[Table], figure_dir: Path) -> str:
+    meta = "\n".join(f"<dt>{html.escape(label)}</dt><dd>{html.escape(value)}</dd>" for label, value in header)
+    nav = " ".join(f'<a href="#{name}">{name.replace("_", " ")}</a>' for name in FIGURES)
+    head = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+            f"<style>{CSS}</style>\n</head>\n<body>")
+    parts = [head, f"<h1>{html.escape(title)}</h1>", f'<dl class="meta">\n{meta}\n</dl>', f"<nav>{nav}</nav>",
+             "<h2>Figures</h2>"]
+    for name in FIGURES:
+        encoded = base64.b64encode((figure_dir / f"{name}.png").read_bytes()).decode("ascii")
+        parts.append(f'<figure id="{name}">\n<h3>{name.replace("_", " ")}</h3>\n'
+                     f'<img alt="{name}" src="data:image/png;base64,{encoded}">\n'
+                     f"<figcaption>{html.escape(CAPTIONS[name])}</figcaption>\n</figure>")
+    for table in report_tables:
+        parts += [f"<h2>{html.escape(table.title)}</h2>", f'<p class="caption">{html.escape(table.caption)}</p>',
+                  html_table(table)]
+    parts.append("</body>\n</html>\n")
+    return "\n".join(parts)

@@ -1,0 +1,233 @@
+"""From the sweep results table (one row per run) to the numbers the report shows.
+
+Everything here is plain pandas and returns numeric frames; ``render`` formats them and ``figures`` plots them.
+The selections (``done``, ``main_grid``, ``untuned``) are shared by both, so a figure and a table never disagree
+about which runs they summarise.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+# Methods that remove whole channels/heads (the model really shrinks); every other pruning method only masks weights.
+STRUCTURED_METHODS = frozenset({"depgraph"})
+
+# Keys of one forecasting task: a table or panel never averages MSE across these.
+TASK = ["model", "dataset", "pred_len"]
+
+NUMERIC_COLUMNS = (
+    "pred_len", "seed", "train_fraction", "target_density", "finetune_epochs", "mse", "mae", "mse_raw", "mae_raw",
+    "dense_mse", "dense_mae", "params", "nonzero_params", "params_dense", "density_prunable", "density_total",
+    "flops", "flops_dense", "flops_ratio", "flops_effective", "flops_effective_ratio", "latency_ms",
+    "latency_dense_ms", "speedup", "train_seconds", "prune_seconds", "wall_seconds", "epochs_run", "threads",
+)
+TEXT_COLUMNS = (
+    "run_id", "parent_id", "kind", "status", "error", "model", "dataset", "size", "method", "engine", "torch",
+    "device", "git_rev", "tsprune_version",
+)
+ENVIRONMENT = ("torch", "threads", "device", "git_rev", "tsprune_version")
+
+TOLERANCE = 0.05
+
+
+def is_structured(method: str) -> bool:
+    """Structured methods are drawn dashed and compared on real FLOPs, unstructured ones on effective FLOPs."""
+    return method in STRUCTURED_METHODS
+
+
+def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with every column the report reads, numbers as floats and blanks filled with the sweep's defaults.
+
+    Old or partial tables (a missing column, ``None`` for a dense row's method, no size) then need no special
+    case anywhere else.
+    """
+    out = frame.copy().reset_index(drop=True)
+    for column in NUMERIC_COLUMNS:
+        out[column] = pd.to_numeric(out[column], errors="coerce") if column in out else np.nan
+        out[column] = out[column].astype(float)
+    for column in TEXT_COLUMNS:
+        values = out[column] if column in out else pd.Series([None] * len(out), index=out.index, dtype=object)
+        out[column] = values.astype(object).where(values.notna(), None)
+    kind = out["kind"].fillna(out["method"].map(lambda m: "dense" if m == "dense" else None)).fillna("prune")
+    out["kind"] = kind.astype(object)
+    out["method"] = out["method"].fillna(out["kind"].map(lambda k: "dense" if k == "dense" else "unknown"))
+    dense = out["kind"] == "dense"
+    out.loc[dense, "target_density"] = out.loc[dense, "target_density"].fillna(1.0)
+    out["finetune_epochs"] = out["finetune_epochs"].fillna(0.0)
+    out["train_fraction"] = out["train_fraction"].fillna(1.0)
+    out["size"] = out["size"].fillna("default")
+    out["dataset"] = out["dataset"].fillna("?")
+    out["model"] = out["model"].fillna("?")
+    out["engine"] = out["engine"].fillna("dense")
+    out["status"] = out["status"].fillna("unknown").astype(str).str.lower()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- selections
+
+
+def done(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs that finished; failed ones only appear in the failed-runs table."""
+    return frame[frame["status"] == "done"]
+
+
+def main_size(frame: pd.DataFrame) -> str | None:
+    """The model size most runs use (the first listed on a tie): the size of the pruning grid."""
+    sizes = frame["size"].dropna()
+    return None if sizes.empty else str(sizes.value_counts(sort=False).idxmax())
+
+
+def main_fraction(frame: pd.DataFrame) -> float:
+    """The largest training fraction: the pruning grid trains on all the data it has."""
+    fractions = frame["train_fraction"].dropna()
+    return float(fractions.max()) if not fractions.empty else 1.0
+
+
+def main_grid(frame: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows at the main size and the largest train fraction, chosen on ``reference`` (default: ``frame``).
+
+    Pass the whole table as ``reference`` when ``frame`` is already filtered, so the grid stays the same.
+    """
+    reference = frame if reference is None else reference
+    size, fraction = main_size(reference), main_fraction(reference)
+    keep = (frame["size"] == size) & np.isclose(frame["train_fraction"], fraction)
+    return frame[keep]
+
+
+def untuned(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Dense rows plus the pruned rows with the fewest fine-tuning epochs (0 unless every run was fine-tuned).
+
+    Returns the rows and that epoch count, so a title can say when "before fine-tuning" is not available.
+    """
+    pruned = frame["kind"] == "prune"
+    epochs = frame.loc[pruned, "finetune_epochs"]
+    least = float(epochs.min()) if not epochs.empty else 0.0
+    return frame[~pruned | (frame["finetune_epochs"] == least)], int(least)
+
+
+def grid_description(frame: pd.DataFrame) -> str:
+    """One line saying which runs the main-grid figures and tables use."""
+    return f"model size '{main_size(frame) or '?'}', {main_fraction(frame):.0%} of the training data"
+
+
+def density_x(frame: pd.DataFrame) -> pd.Series:
+    """Fraction of *all* parameters kept (non-zero), so masked and shrunk models compare on what they keep."""
+    return frame["density_total"].fillna(frame["target_density"])
+
+
+def flops_reduction(frame: pd.DataFrame) -> pd.Series:
+    """Dense FLOPs over pruned FLOPs: real FLOPs for structured methods, non-zero-weight FLOPs for unstructured."""
+    structured = frame["method"].map(is_structured).astype(bool)
+    ratio = frame["flops_ratio"].where(structured, frame["flops_effective_ratio"])
+    return 1.0 / ratio.where(ratio > 0)
+
+
+# --------------------------------------------------------------------------------------------------- tables
+
+
+def best_within(frame: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame:
+    """Per task and method, the lowest target density whose seed-mean MSE is within ``tolerance`` of dense.
+
+    The dense MSE is the seed mean of the pruned runs' own ``dense_mse`` (their parents), falling back to the
+    dense rows of the grid. Densities are not assumed monotone: the lowest qualifying one wins. A method where no
+    density qualifies keeps one row with a blank density, so "nothing kept accuracy" is visible.
+    """
+    grid, _ = untuned(main_grid(done(frame), frame))
+    grid = grid[grid["mse"].notna()]
+    dense_ref = grid[grid["kind"] == "dense"].groupby(TASK, dropna=False)["mse"].mean().rename("dense_ref")
+    pruned = grid[grid["kind"] == "prune"]
+    columns = TASK + ["method", "target_density", "density_total", "mse", "dense_mse", "mse_change", "speedup",
+                      "flops_ratio", "flops_effective_ratio", "runs"]
+    if pruned.empty:
+        return pd.DataFrame(columns=columns)
+    stats = (pruned.groupby(TASK + ["method", "target_density"], dropna=False)
+             .agg(density_total=("density_total", "mean"), mse=("mse", "mean"), dense_mse=("dense_mse", "mean"),
+                  speedup=("speedup", "mean"), flops_ratio=("flops_ratio", "mean"),
+                  flops_effective_ratio=("flops_effective_ratio", "mean"), runs=("mse", "size"))
+             .reset_index().join(dense_ref, on=TASK))
+    stats["dense_mse"] = stats["dense_mse"].fillna(stats["dense_ref"])
+    stats["mse_change"] = stats["mse"] / stats["dense_mse"] - 1.0
+    stats["ok"] = stats["mse"] <= (1.0 + tolerance) * stats["dense_mse"]
+    rows = []
+    for key, group in stats.groupby(TASK + ["method"], dropna=False, sort=True):
+        good = group[group["ok"]]
+        if good.empty:
+            rows.append(dict(zip(TASK + ["method"], key)))
+        else:
+            rows.append(good.loc[good["target_density"].idxmin()].to_dict())
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Seed means per task, method, target density and fine-tuning on the main grid: the sweep in one table."""
+    grid = main_grid(done(frame), frame)
+    keys = TASK + ["method", "target_density", "finetune_epochs"]
+    columns = keys + ["mse", "density_total", "flops_ratio", "flops_effective_ratio", "speedup", "runs"]
+    if grid.empty:
+        return pd.DataFrame(columns=columns)
+    table = (grid.groupby(keys, dropna=False)
+             .agg(mse=("mse", "mean"), density_total=("density_total", "mean"), flops_ratio=("flops_ratio", "mean"),
+                  flops_effective_ratio=("flops_effective_ratio", "mean"), speedup=("speedup", "mean"),
+                  runs=("mse", "size"))
+             .reset_index())
+    table["_dense_last"] = table["method"] != "dense"
+    table = table.sort_values(TASK + ["_dense_last", "method", "target_density", "finetune_epochs"],
+                              ascending=[True, True, True, True, True, False, True])
+    return table.drop(columns="_dense_last").reset_index(drop=True)[columns]
+
+
+def failed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs that did not finish, with the gist of their error (the last line of a traceback)."""
+    columns = ["run_id", "status", "model", "dataset", "pred_len", "size", "method", "target_density", "seed",
+               "error"]
+    rows = frame[frame["status"] != "done"]
+    table = rows.reindex(columns=columns).copy()
+    table["error"] = rows["error"].map(error_gist)
+    return table.reset_index(drop=True)
+
+
+def error_gist(error: object, limit: int = 240) -> str:
+    """A one-line error message: tracebacks shrink to their final line, long messages are cut."""
+    if error is None or (isinstance(error, float) and math.isnan(error)):
+        return ""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    text = lines[-1] if lines[0].startswith("Traceback") else " ".join(lines)
+    text = re.sub(r"\s+", " ", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def header(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """Counts and the environment the runs recorded, as (label, value) pairs for the top of the report."""
+    counts = frame["status"].value_counts()
+    other = int(len(frame) - counts.get("done", 0) - counts.get("failed", 0))
+    runs = f"{len(frame)} ({counts.get('done', 0)} done, {counts.get('failed', 0)} failed"
+    runs += f", {other} other)" if other else ")"
+    pairs = [("Runs", runs)]
+    for column, label in (("model", "Models"), ("dataset", "Datasets"), ("pred_len", "Horizons"),
+                          ("method", "Methods"), ("size", "Model sizes"), ("train_fraction", "Train fractions")):
+        pairs.append((label, distinct(frame[column])))
+    pairs.append(("Main grid", grid_description(frame)))
+    pairs.extend((column, distinct(frame[column])) for column in ENVIRONMENT)
+    return pairs
+
+
+def distinct(values: pd.Series, limit: int = 6) -> str:
+    """The distinct non-blank values in order of appearance, e.g. ``"2.13.0, 2.12.1"``; "—" when none."""
+    seen = [format_value(v) for v in pd.unique(values.dropna())]
+    if not seen:
+        return "—"
+    more = f" (+{len(seen) - limit} more)" if len(seen) > limit else ""
+    return ", ".join(seen[:limit]) + more
+
+
+def format_value(value: object) -> str:
+    """Whole floats print as integers (``96.0`` is a horizon of 96, ``2.0`` two threads)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
