@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from tsprune.models.fedformer import FEDformer
 from tsprune.models.layers.autocorrelation import AutoCorrelation
 from tsprune.models.layers.decomposition import SeriesDecomposition
 from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention, select_modes
+from tsprune.models.reference import ReferenceAutoCorrelation, ReferenceFourierBlock, ReferenceFourierCrossAttention
 
 torch.set_num_threads(1)
 
@@ -89,36 +89,6 @@ def test_series_decomposition_matches_loop(kernel):
 # ---------------------------------------------------------------------------------------------- auto-correlation
 
 
-def loop_autocorrelation(q, k, v, factor: int, training: bool) -> torch.Tensor:
-    """The reference's algorithm, [B, H, E, L] layout, one torch.roll per delay (and per sample in eval)."""
-    batch, length = q.shape[:2]
-    source = k.shape[1]
-    if length > source:
-        zeros = torch.zeros_like(q[:, : length - source])
-        k, v = torch.cat([k, zeros], dim=1), torch.cat([v, zeros], dim=1)
-    else:
-        k, v = k[:, :length], v[:, :length]
-    q_ft = torch.fft.rfft(q.permute(0, 2, 3, 1), dim=-1)
-    k_ft = torch.fft.rfft(k.permute(0, 2, 3, 1), dim=-1)
-    corr = torch.fft.irfft(q_ft * torch.conj(k_ft), n=length, dim=-1)
-    values = v.permute(0, 2, 3, 1)
-    top_k = int(factor * math.log(length))
-    mean_value = corr.mean(dim=1).mean(dim=1)  # [B, L]
-    agg = torch.zeros_like(values)
-    if training:
-        index = torch.topk(mean_value.mean(dim=0), top_k)[1]
-        weights = torch.softmax(torch.stack([mean_value[:, index[i]] for i in range(top_k)], dim=-1), dim=-1)
-        for i in range(top_k):
-            agg = agg + torch.roll(values, -int(index[i]), -1) * weights[:, i].view(-1, 1, 1, 1)
-    else:
-        top, delay = torch.topk(mean_value, top_k, dim=-1)
-        weights = torch.softmax(top, dim=-1)
-        for b in range(batch):
-            for i in range(top_k):
-                agg[b] = agg[b] + torch.roll(values[b], -int(delay[b, i]), -1) * weights[b, i]
-    return agg.permute(0, 3, 1, 2)
-
-
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("length,source", [(20, 20), (21, 16), (14, 20)])
 def test_autocorrelation_matches_roll_loop(training, length, source):
@@ -127,7 +97,8 @@ def test_autocorrelation_matches_roll_loop(training, length, source):
     k = torch.randn(3, source, 2, 4, generator=g, dtype=torch.float64)
     v = torch.randn(3, source, 2, 4, generator=g, dtype=torch.float64)
     mech = AutoCorrelation(factor=2).train(training)
-    torch.testing.assert_close(mech(q, k, v), loop_autocorrelation(q, k, v, 2, training))
+    # The reference's algorithm: one roll (training) or gather (inference) per delay, [B, H, E, L] layout.
+    torch.testing.assert_close(mech(q, k, v), ReferenceAutoCorrelation(2).train(training)(q, k, v))
 
 
 def test_autocorrelation_train_shares_delays_eval_does_not():
@@ -142,36 +113,6 @@ def test_autocorrelation_train_shares_delays_eval_does_not():
 # ---------------------------------------------------------------------------------------------- Fourier blocks
 
 
-def loop_fourier_block(q: torch.Tensor, weight: torch.Tensor, index: list[int]) -> torch.Tensor:
-    """The official FourierBlock: a loop over kept modes, the m-th written into frequency slot m."""
-    batch, length, heads, dim = q.shape
-    x_ft = torch.fft.rfft(q.permute(0, 2, 3, 1), dim=-1)
-    out_ft = torch.zeros(batch, heads, dim, length // 2 + 1, dtype=x_ft.dtype)
-    for wi, i in enumerate(index):
-        out_ft[:, :, :, wi] = torch.einsum("bhi,hio->bho", x_ft[:, :, :, i], weight[:, :, :, wi])
-    return torch.fft.irfft(out_ft, n=length).permute(0, 3, 1, 2)  # back to [B, L, H, E] (no .view scramble)
-
-
-def loop_fourier_cross(q, k, weight, index_q: list[int], index_kv: list[int], norm: float) -> torch.Tensor:
-    """The official FourierCrossAttention with its per-mode copy loops (k used as values)."""
-    batch, length, heads, dim = q.shape
-    xq_ft = torch.fft.rfft(q.permute(0, 2, 3, 1), dim=-1)
-    xk_ft = torch.fft.rfft(k.permute(0, 2, 3, 1), dim=-1)
-    xq_sel = torch.zeros(batch, heads, dim, len(index_q), dtype=xq_ft.dtype)
-    for i, j in enumerate(index_q):
-        xq_sel[..., i] = xq_ft[..., j]
-    xk_sel = torch.zeros(batch, heads, dim, len(index_kv), dtype=xk_ft.dtype)
-    for i, j in enumerate(index_kv):
-        xk_sel[..., i] = xk_ft[..., j]
-    qk = torch.einsum("bhex,bhey->bhxy", xq_sel, xk_sel).tanh()
-    qkv = torch.einsum("bhxy,bhey->bhex", qk, xk_sel)
-    qkvw = torch.einsum("bhex,heox->bhox", qkv, weight)
-    out_ft = torch.zeros(batch, heads, dim, length // 2 + 1, dtype=xq_ft.dtype)
-    for i, j in enumerate(index_q):
-        out_ft[..., j] = qkvw[..., i]
-    return torch.fft.irfft(out_ft / norm, n=length).permute(0, 3, 1, 2)
-
-
 @pytest.mark.parametrize("mode_select", ["random", "low"])
 @pytest.mark.parametrize("length", [20, 21])
 def test_fourier_block_matches_mode_loop(mode_select, length):
@@ -182,7 +123,7 @@ def test_fourier_block_matches_mode_loop(mode_select, length):
     assert index == sorted(index) and len(index) == 6 and max(index) < length // 2
     if mode_select == "low":
         assert index == list(range(6))
-    expected = loop_fourier_block(q, block.weight.detach(), index)
+    expected = ReferenceFourierBlock(block)(q).detach()  # the official loop over kept modes
     torch.testing.assert_close(block(q, q, q), expected, rtol=1e-4, atol=1e-6)
 
 
@@ -195,7 +136,7 @@ def test_fourier_cross_attention_matches_mode_loop(mode_select):
     with torch.no_grad():
         block.weight.mul_(256.0)
     q, k = torch.randn(3, 18, 2, 8), torch.randn(3, 24, 2, 8)
-    expected = loop_fourier_cross(q, k, block.weight.detach(), block.index_q.tolist(), block.index_kv.tolist(), 256.0)
+    expected = ReferenceFourierCrossAttention(block)(q, k).detach()  # the official per-mode copy loops
     out = block(q, k, torch.randn_like(k))
     assert out.abs().max() > 1e-3
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-6)
