@@ -1,9 +1,12 @@
 """Training-step and inference speed of the five forecasters at their default ETTh1/96 configuration.
 
-    python benchmarks/train_speed.py [--models Transformer,Autoformer] [--steps 10] [--threads 2] [--json out.json]
+    python benchmarks/train_speed.py [--models Transformer,Autoformer] [--steps 10] [--threads 2]
+        [--layouts ours,reference] [--json out.json]
 
 Prints parameters, median seconds per training step (batch 32, forward + backward + Adam) and median milliseconds
-per inference batch of 32. Measures only; asserts nothing about time.
+per inference batch of 32, for our layers and (``--layouts ours,reference``) for the straightforward reference
+layout of the same model (``tsprune.models.reference``: same weights, same function). The layouts are timed in
+alternation, step by step, so their ratio is measured under the same machine load. Measures only; asserts nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import torch
 import typer
@@ -21,24 +24,45 @@ from rich.table import Table
 
 from tsprune import api
 from tsprune.data.dataset import prepare_data
+from tsprune.models.reference import reference_layout
 from tsprune.models.registry import build_model, model_names
 from tsprune.train import configure_threads, resolve_device
 
 cli = typer.Typer(add_completion=False)
 
 
-def median_seconds(fn, steps: int, warmup: int, device: torch.device) -> float:
-    times = []
+def alternating_medians(fns: dict[str, Callable[[], None]], steps: int, warmup: int,
+                        device: torch.device) -> dict[str, float]:
+    """Median seconds of each function, timed one call of each in turn (same conditions for all)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def step_functions(model: torch.nn.Module, batch) -> tuple[Callable[[], None], Callable[[], None]]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train_step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(*batch.inputs()), batch.y).backward()
+        optimizer.step()
+
+    def infer() -> None:
+        model.eval()
+        with torch.inference_mode():
+            model(*batch.inputs())
+
+    return train_step, infer
 
 
 @cli.command()
@@ -49,12 +73,14 @@ def main(
     batch_size: Annotated[int, typer.Option()] = 32,
     threads: Annotated[Optional[int], typer.Option()] = None,
     device: Annotated[str, typer.Option()] = "auto",
+    layouts: Annotated[str, typer.Option(help="ours, reference or ours,reference.")] = "ours",
     json_out: Annotated[Optional[Path], typer.Option("--json")] = None,
 ) -> None:
     configure_threads(threads)
     dev = resolve_device(device)
     console = Console()
-    table = Table("model", "params", "train step (s)", "inference (ms/batch)",
+    chosen = [layout.strip() for layout in layouts.split(",")]
+    table = Table("model", "params", "layout", "train step (s)", "inference (ms/batch)", "train speedup vs reference",
                   title=f"ETTh1/96 defaults, batch {batch_size}, {torch.get_num_threads()} threads, {dev}")
     records = []
     for name in models.split(","):
@@ -62,28 +88,21 @@ def main(
         data = prepare_data(config.data)
         config = api.bind_to_data(config, data)
         torch.manual_seed(0)
-        model = build_model(config.model).to(dev)
+        ours = build_model(config.model).to(dev)
+        candidates = {"ours": ours, "reference": reference_layout(ours)}
         batch = data.batch("train", torch.arange(batch_size) * 7, dev)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-        def train_step() -> None:
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            torch.nn.functional.mse_loss(model(*batch.inputs()), batch.y).backward()
-            optimizer.step()
-
-        def infer() -> None:
-            model.eval()
-            with torch.inference_mode():
-                model(*batch.inputs())
-
-        step_s = median_seconds(train_step, steps, warmup, dev)
-        infer_ms = 1000 * median_seconds(infer, steps, warmup, dev)
-        params = sum(p.numel() for p in model.parameters())
-        table.add_row(config.model.name, f"{params:,}", f"{step_s:.3f}", f"{infer_ms:.1f}")
-        records.append({"model": config.model.name, "params": params, "train_step_s": step_s,
-                        "inference_ms": infer_ms, "batch_size": batch_size, "threads": torch.get_num_threads(),
-                        "device": str(dev), "torch": torch.__version__})
+        fns = {layout: step_functions(candidates[layout], batch) for layout in chosen}
+        train_s = alternating_medians({k: v[0] for k, v in fns.items()}, steps, warmup, dev)
+        infer_s = alternating_medians({k: v[1] for k, v in fns.items()}, steps, warmup, dev)
+        params = sum(p.numel() for p in ours.parameters())
+        for layout in chosen:
+            ratio = train_s["reference"] / train_s[layout] if "reference" in train_s else None
+            table.add_row(config.model.name, f"{params:,}", layout, f"{train_s[layout]:.3f}",
+                          f"{1000 * infer_s[layout]:.1f}", f"{ratio:.2f}x" if ratio else "-")
+            records.append({"model": config.model.name, "layout": layout, "params": params,
+                            "train_step_s": train_s[layout], "inference_ms": 1000 * infer_s[layout],
+                            "train_speedup_vs_reference": ratio, "batch_size": batch_size,
+                            "threads": torch.get_num_threads(), "device": str(dev), "torch": torch.__version__})
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps(records, indent=2))
