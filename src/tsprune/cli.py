@@ -313,16 +313,107 @@ def plot(
 @app.command()
 @user_errors
 def demo(
-    out: Annotated[Path, typer.Option(help="Directory for the runs and the report.")] = Path("demo"),
-    epochs: Annotated[int, typer.Option()] = 1,
-    max_steps: Annotated[int, typer.Option(help="Training steps per epoch.")] = 40,
-    threads: Annotated[Optional[int], typer.Option()] = None,
+    out: Annotated[Path, typer.Option(help="Directory for the sweep and the report.")] = Path("demo"),
+    workers: Annotated[int, typer.Option(help="Concurrent runs.")] = 2,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: cores // workers).")]
+    = None,
+    progress: Annotated[bool, typer.Option(help="Live progress bar.")] = True,
 ) -> None:
-    """Train the five forecasters small and briefly on ETTh1/96 and write a report (a few minutes on a laptop)."""
+    """Run the paper-mini sweep (five small models on ETTh1/96, pruned every way) and write its report."""
     from tsprune.demo import run_demo
 
-    report = run_demo(Path(out), epochs=epochs, max_steps=max_steps, threads=threads, console=console)
-    console.print(f"[green]report written:[/green] {report}")
+    report = run_demo(Path(out), workers=workers, threads=threads, progress=progress, console=err_console)
+    console.print(f"[green]report written:[/green] {report} (and {report.with_suffix('.html')})")
+
+
+@app.command()
+@user_errors
+def report(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `tsprune sweep run`.")],
+    out: Annotated[Path, typer.Option(help="Report directory (report.md, report.html, figures/).")] = Path("report"),
+    title: Annotated[str, typer.Option()] = "tsprune sweep report",
+) -> None:
+    """Write the study's figures and tables for a sweep: markdown, self-contained HTML, PNG and SVG."""
+    from tsprune.report import build_report
+    from tsprune.sweep.store import load_results
+
+    frame = load_results(sweep_dir)
+    if frame.empty:
+        raise TsPruneError(f"{sweep_dir} has no records: run `tsprune sweep run SPEC --dir {sweep_dir}` first")
+    path = build_report(frame, out, title=title)
+    console.print(f"[green]report written:[/green] {path} (and {path.with_suffix('.html')})")
+
+
+sweep_app = typer.Typer(no_args_is_help=True, help="Plan and run sweeps (models x datasets x horizons x methods x "
+                        "densities x fine-tuning x seeds, dataset-size and model-size studies).")
+app.add_typer(sweep_app, name="sweep")
+SPEC_HELP = "A sweep spec: a YAML file, or a preset (paper, paper-mini)."
+
+
+@sweep_app.command("plan")
+@user_errors
+def sweep_plan(spec: Annotated[str, typer.Argument(help=SPEC_HELP)]) -> None:
+    """Count the dense trainings and pruning runs of a sweep and estimate its cost."""
+    from tsprune.sweep import load_spec, plan_sweep
+    from tsprune.sweep.cost import estimate
+    from tsprune.sweep.tables import plan_lines, plan_table
+
+    loaded = load_spec(spec)
+    planned = plan_sweep(loaded)
+    for line in plan_lines(planned, estimate(planned), spec):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(plan_table(planned))
+
+
+@sweep_app.command("run")
+@user_errors
+def sweep_run(
+    spec: Annotated[str, typer.Argument(help=SPEC_HELP)],
+    sweep_dir: Annotated[Path, typer.Option("--dir", help="Sweep directory (records, runs, results.parquet).")],
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    workers: Annotated[Optional[int], typer.Option(help="Concurrent runs (local default 1; ray default: one per "
+                                                        "CPU); each gets cores // workers threads unless --threads.")]
+    = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray: auto or ray://HOST:PORT (default: a local Ray "
+                                                        "runtime).")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Run failed runs again.")] = False,
+    gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs each run asks for.")] = 0.0,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: cores // workers).")]
+    = None,
+    progress: Annotated[bool, typer.Option(help="Live progress bar (off: one log line per run).")] = True,
+) -> None:
+    """Run a sweep, or resume it: runs already recorded in --dir are skipped."""
+    from tsprune.sweep import load_spec, run_sweep
+
+    outcome = run_sweep(load_spec(spec), sweep_dir, executor=executor, workers=workers, address=address,
+                        retry_failed=retry_failed, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
+                        console=err_console)
+    console.print(f"{outcome.done} run(s) done, {outcome.failed} failed, {outcome.skipped} already recorded, in "
+                  f"{outcome.seconds:.0f}s; results: {outcome.results}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def results(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `tsprune sweep run`.")],
+    sql: Annotated[Optional[str], typer.Option(help="DuckDB SQL over a view named `runs`.")] = None,
+    export: Annotated[Optional[Path], typer.Option(help="Write the table to a .parquet or .csv file.")] = None,
+) -> None:
+    """Summarise a sweep's results, query them with SQL, or export them."""
+    from tsprune.sweep.store import export as export_results
+    from tsprune.sweep.store import load_results, query
+    from tsprune.sweep.tables import frame_text, summary_table
+
+    if export is not None:
+        console.print(f"wrote {export_results(sweep_dir, export)}", highlight=False, soft_wrap=True)
+    if sql is not None:
+        console.print(frame_text(query(sweep_dir, sql)), highlight=False, soft_wrap=True, markup=False)
+    elif export is None:
+        frame = load_results(sweep_dir)
+        if frame.empty:
+            raise TsPruneError(f"{sweep_dir} has no records yet: run `tsprune sweep run SPEC --dir {sweep_dir}`")
+        wide = console if console.is_terminal else Console(width=160)  # logs and pipes get the whole table
+        wide.print(summary_table(frame, title=f"{sweep_dir}: {len(frame)} runs"))
 
 
 def print_metrics(metrics: dict[str, Any], title: str, stored: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,72 @@
+"""A rough cost model for ``tsprune sweep plan``: CPU-seconds per run from a per-model step cost scaled by the model
+size, the training steps and the evaluation windows. It is an estimate to size a sweep, not a promise: calibrated
+on small models on a busy 2-core machine, it can be off by a factor of a few either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tsprune.config import ModelConfig
+from tsprune.sweep.plan import DenseRun, Plan, PruneRun
+
+# Relative cost of one training step of each model at equal size (Transformer = 1).
+MODEL_WEIGHT = {"Transformer": 1.0, "Informer": 0.9, "Autoformer": 1.4, "FEDformer": 1.6, "Crossformer": 1.2}
+# Full training windows of the built-in datasets at look-back 96 (approximate); unknown data: ETTh1's.
+TRAIN_WINDOWS = {"ETTh1": 8450, "ETTh2": 8450, "ETTm1": 34370, "ETTm2": 34370, "weather": 36700,
+                 "exchange_rate": 5120, "national_illness": 600}
+EVAL_SHARE = 0.6  # validation + test windows per training window, roughly
+STEP_OVERHEAD_S = 0.05  # a training step of a tiny model (batch 32, one core)
+STEP_REFERENCE_S = 3.0  # extra for a default-size model (d_model 512, d_ff 2048, 3 layers)
+DEPGRAPH_TRIALS = 12  # bisection trials, each a trace-and-prune of a model copy (~ a few steps)
+MEASURE_S = 2.0  # FLOP count and latency timing of one pruned model, beyond evaluation
+SETUP_S = 2.0  # reading the data, building and saving a model
+
+
+@dataclass(frozen=True)
+class Estimate:
+    dense_cpu_s: float
+    prune_cpu_s: float
+
+    @property
+    def cpu_minutes(self) -> float:
+        return (self.dense_cpu_s + self.prune_cpu_s) / 60
+
+
+def step_seconds(model: ModelConfig, pred_len: int) -> float:
+    """One optimiser step at batch 32: compute grows with width x (width + FFN) x layers and the horizon."""
+    layers = model.e_layers + model.d_layers
+    scale = (model.d_model / 512) * ((model.d_model + model.d_ff) / 2560) * (layers / 3) * ((96 + pred_len) / 192)
+    return MODEL_WEIGHT.get(model.name, 1.0) * (STEP_OVERHEAD_S + STEP_REFERENCE_S * scale)
+
+
+def _windows(run: DenseRun) -> int:
+    return TRAIN_WINDOWS.get(run.labels.dataset, TRAIN_WINDOWS["ETTh1"])
+
+
+def dense_seconds(run: DenseRun) -> float:
+    config = run.config
+    step = step_seconds(config.model, config.data.pred_len)
+    per_epoch = int(_windows(run) * config.data.train_fraction) // config.train.batch_size
+    steps = min(per_epoch, config.train.max_steps or per_epoch)
+    eval_steps = _windows(run) * EVAL_SHARE / config.train.batch_size / 3  # a forward pass is ~1/3 of a step
+    return SETUP_S + config.train.epochs * (steps + eval_steps / 2) * step + eval_steps / 2 * step
+
+
+def prune_seconds(run: PruneRun) -> float:
+    config, parent = run.config, run.parent
+    dense = parent.config
+    step = step_seconds(dense.model, dense.data.pred_len)
+    test_steps = _windows(parent) * EVAL_SHARE / 2 / dense.train.batch_size / 3
+    seconds = test_steps * step + MEASURE_S + run.config.latency_repeats * len(config.batch_sizes) * step / 3
+    if config.method == "depgraph":
+        seconds += DEPGRAPH_TRIALS * step
+    if config.finetune_epochs:
+        per_epoch = int(_windows(parent) * dense.data.train_fraction) // dense.train.batch_size
+        steps = min(per_epoch, config.finetune_max_steps or dense.train.max_steps or per_epoch)
+        seconds += config.finetune_epochs * (steps * step + test_steps * step)
+    return seconds
+
+
+def estimate(plan: Plan) -> Estimate:
+    return Estimate(sum(dense_seconds(run) for run in plan.dense), sum(prune_seconds(run) for run in plan.prune))

@@ -1,0 +1,196 @@
+"""Executors run the work of a sweep and hand every record back to the driver (``Reporter``), which alone writes the
+store. ``local`` runs in this process or in a pool of spawned processes; ``ray`` (``ray_executor``) runs on a Ray
+cluster. Both train a dense run before the prune runs that start from it.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tsprune.errors import TsPruneError
+from tsprune.sweep.plan import DenseRun, PruneRun
+from tsprune.sweep.store import SweepStore
+from tsprune.sweep.tasks import execute_dense, execute_prune, make_record, now_utc, parent_failed
+
+
+@dataclass
+class Work:
+    """What is left to do: dense runs to train, prune runs ready now (their dense run is done) and prune runs
+    waiting for a dense run of this sweep."""
+
+    store: SweepStore
+    dense: list[DenseRun] = field(default_factory=list)
+    ready: list[PruneRun] = field(default_factory=list)
+    waiting: dict[str, list[PruneRun]] = field(default_factory=dict)
+    keep_pruned: bool = False
+
+    def keep_dir(self, run: PruneRun) -> Path | None:
+        return self.store.run_dir(run.run_id) if self.keep_pruned else None
+
+
+class Reporter(Protocol):
+    def started(self, run: DenseRun | PruneRun) -> None: ...
+
+    def finished(self, run: DenseRun | PruneRun, record: dict[str, Any],
+                 files: dict[str, bytes] | None = None) -> None: ...
+
+
+class Executor(Protocol):
+    def run(self, work: Work, report: Reporter) -> None: ...
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def thread_budget(cores: int, workers: int) -> int:
+    """Threads per run so that ``workers`` concurrent runs share ``cores`` without oversubscribing them."""
+    return max(1, cores // workers)
+
+
+def check_counts(workers: int | None, threads: int | None) -> None:
+    for option, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise TsPruneError(f"{option} must be at least 1, got {value}")
+
+
+def settle_dense(run: DenseRun, record: dict[str, Any], work: Work, report: Reporter) -> list[PruneRun]:
+    """Report a finished dense run; return its prune runs, or record them failed when it failed."""
+    report.finished(run, record)
+    children = work.waiting.pop(run.run_id, [])
+    if record["status"] == "done":
+        return children
+    for child in children:
+        report.finished(child, parent_failed(child, record))
+    return []
+
+
+class LocalExecutor:
+    """``workers`` 1: every run in this process, each dense run followed by its prune runs. More: a pool of spawned
+    processes, never more runs handed out than there are workers. Each run uses ``threads`` torch threads
+    (default ``cores // workers``)."""
+
+    def __init__(self, workers: int | None = None, address: str | None = None, gpus_per_run: float = 0.0,
+                 threads: int | None = None) -> None:
+        if address is not None:
+            raise TsPruneError("--address is for the ray executor: add --executor ray")
+        if gpus_per_run:
+            raise TsPruneError("--gpus-per-run is for the ray executor; the local executor uses the spec's device")
+        self.workers = workers or 1
+        check_counts(self.workers, threads)
+        self.threads = threads or thread_budget(available_cores(), self.workers)
+
+    def run(self, work: Work, report: Reporter) -> None:
+        if self.workers == 1:
+            self._serial(work, report)
+        else:
+            self._pool(work, report)
+
+    def _serial(self, work: Work, report: Reporter) -> None:
+        for run in work.ready:
+            self._prune_here(run, work, report)
+        for dense in work.dense:
+            report.started(dense)
+            record = execute_dense(dense, work.store.run_dir(dense.run_id), self.threads)
+            for run in settle_dense(dense, record, work, report):
+                self._prune_here(run, work, report)
+
+    def _prune_here(self, run: PruneRun, work: Work, report: Reporter) -> None:
+        report.started(run)
+        report.finished(run, execute_prune(run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run)))
+
+    def _pool(self, work: Work, report: Reporter) -> None:
+        # Prune runs go first (their dense run is loaded in some worker already); a finished dense run's prune
+        # runs jump the queue so results arrive early and the worker caches stay warm.
+        queue: collections.deque[DenseRun | PruneRun] = collections.deque([*work.ready, *work.dense])
+        in_flight: dict[Future, DenseRun | PruneRun] = {}
+        pool = self._new_pool()
+        try:
+            while queue or in_flight:
+                while queue and len(in_flight) < self.workers:
+                    run = queue.popleft()
+                    in_flight[pool.submit(*self._call(run, work))] = run
+                    report.started(run)
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    run = in_flight.pop(future, None)
+                    if run is None:  # already settled as lost when another worker crashed
+                        continue
+                    try:
+                        record = future.result()
+                    except BrokenProcessPool:  # a worker died (killed, out of memory): fail what was in flight
+                        record = _crashed(run)
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = self._new_pool()
+                        for lost, other in list(in_flight.items()):
+                            in_flight.pop(lost)
+                            self._settle(other, _crashed(other), work, report, queue)
+                    self._settle(run, record, work, report, queue)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _settle(self, run: DenseRun | PruneRun, record: dict[str, Any], work: Work, report: Reporter,
+                queue: collections.deque) -> None:
+        if isinstance(run, DenseRun):
+            queue.extendleft(reversed(settle_dense(run, record, work, report)))
+        else:
+            report.finished(run, record)
+
+    def _call(self, run: DenseRun | PruneRun, work: Work) -> tuple[Callable[..., dict[str, Any]], ...]:
+        if isinstance(run, DenseRun):
+            return execute_dense, run, work.store.run_dir(run.run_id), self.threads
+        return execute_prune, run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _crashed(run: DenseRun | PruneRun) -> dict[str, Any]:
+    now = now_utc()
+    return make_record(run, "failed", {}, "WorkerCrashed: the worker process died (killed, or out of memory)", now,
+                       now, 0.0, None)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: leave when the driver is gone (``kill -9``), so no orphan keeps writing into the sweep."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _local(**options: Any) -> Executor:
+    return LocalExecutor(**options)
+
+
+def _ray(**options: Any) -> Executor:
+    from tsprune.sweep.ray_executor import RayExecutor
+
+    return RayExecutor(**options)
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": _local, "ray": _ray}
+
+
+def make_executor(name: str, **options: Any) -> Executor:
+    """The executor ``name`` with ``workers``, ``address``, ``gpus_per_run`` and ``threads`` options."""
+    if name not in EXECUTORS:
+        raise TsPruneError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name](**options)

@@ -1,0 +1,162 @@
+"""Expand a :class:`SweepSpec` into the runs it stands for: dense trainings, and prune runs that each name the dense
+run they start from. A run's id is a short hash of its full configuration, so the same run always gets the same id
+(that is what lets an interrupted sweep skip what it already did) and two different runs never share one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+from tsprune.config import PruneConfig, RunConfig
+from tsprune.errors import TsPruneError
+from tsprune.sweep.spec import DatasetEntry, SweepSpec
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The axis values that identify a run in tables (its configuration holds everything else)."""
+
+    model: str
+    dataset: str
+    pred_len: int
+    seed: int
+    size: str
+    train_fraction: float
+    method: str = "dense"
+    target_density: float = 1.0
+    finetune_epochs: int = 0
+    engine: str = "dense"
+
+    def describe(self) -> str:
+        head = f"{self.model} {self.dataset}/{self.pred_len} seed {self.seed} {self.size} frac {self.train_fraction:g}"
+        if self.method == "dense":
+            return f"{head} dense"
+        finetune = f" +ft{self.finetune_epochs}" if self.finetune_epochs else ""
+        return f"{head} {self.method} {self.target_density:.3g}{finetune}"
+
+
+@dataclass(frozen=True)
+class DenseRun:
+    """Train one dense forecaster (``config.train.threads`` is left to the worker)."""
+
+    kind: ClassVar[str] = "dense"
+    labels: Labels
+    config: RunConfig
+    parent_id: ClassVar[None] = None
+
+    def identity(self) -> dict[str, Any]:
+        """The full configuration the id is the hash of."""
+        return {"kind": "dense", "config": self.config.to_dict()}
+
+    @cached_property
+    def run_id(self) -> str:
+        return config_hash(self.identity())
+
+
+@dataclass(frozen=True)
+class PruneRun:
+    """Prune dense run ``parent`` as ``config`` says (``config.threads`` None: the worker's thread budget)."""
+
+    kind: ClassVar[str] = "prune"
+    parent: DenseRun
+    labels: Labels
+    config: PruneConfig
+    engine: str = "dense"
+
+    @property
+    def parent_id(self) -> str:
+        return self.parent.run_id
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "prune", "parent": self.parent_id, "engine": self.engine,
+                "prune": dataclasses.asdict(self.config)}
+
+    @cached_property
+    def run_id(self) -> str:
+        return config_hash(self.identity())
+
+
+@dataclass
+class Plan:
+    """Every run of a sweep, dense runs first; prune runs grouped under their parent."""
+
+    dense: list[DenseRun] = field(default_factory=list)
+    prune: list[PruneRun] = field(default_factory=list)
+
+    def children(self) -> dict[str, list[PruneRun]]:
+        groups: dict[str, list[PruneRun]] = defaultdict(list)
+        for run in self.prune:
+            groups[run.parent_id].append(run)
+        return groups
+
+    def __len__(self) -> int:
+        return len(self.dense) + len(self.prune)
+
+
+def config_hash(payload: dict[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of ``payload`` as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def dense_config(spec: SweepSpec, entry: DatasetEntry, model: str, pred_len: int, size: str, fraction: float,
+                 seed: int) -> RunConfig:
+    from tsprune import api
+
+    data = {"dataset": entry.dataset, "data_path": entry.data_path, **spec.data, **entry.data,
+            "pred_len": pred_len, "train_fraction": fraction}
+    train = {**spec.train, "seed": seed, "device": spec.device}
+    return api.make_config(model, data=data, train=train, **spec.model_sizes[size])
+
+
+def plan_sweep(spec: SweepSpec) -> Plan:
+    """All runs of ``spec``. Prune runs start from the first model size at the largest train fraction only,
+    unless ``prune_studies`` is set (then from every size and fraction)."""
+    plan = Plan()
+    first_size, top_fraction = next(iter(spec.model_sizes)), max(spec.train_fractions)
+    for entry in spec.datasets:
+        for pred_len in entry.pred_lens or spec.pred_lens:
+            for model in spec.models:
+                for size in spec.model_sizes:
+                    for fraction in spec.train_fractions:
+                        for seed in spec.seeds:
+                            config = dense_config(spec, entry, model, pred_len, size, fraction, seed)
+                            labels = Labels(model, entry.label, pred_len, seed, size, fraction)
+                            dense = DenseRun(labels, config)
+                            plan.dense.append(dense)
+                            if spec.prune_studies or (size == first_size and fraction == top_fraction):
+                                plan.prune.extend(_prune_runs(spec, dense))
+    _check_unique(plan)
+    return plan
+
+
+def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
+    runs = []
+    for engine in spec.engines:
+        for method, densities in spec.methods.items():
+            for density in densities:
+                for epochs in spec.finetune_epochs:
+                    if epochs and not spec.finetunes_at(density):
+                        continue
+                    config = PruneConfig(method=method, density=density, finetune_epochs=epochs,
+                                         batch_sizes=spec.measure.batch_sizes, latency_repeats=spec.measure.repeats,
+                                         threads=spec.measure.threads, device=spec.device, **spec.prune)
+                    labels = dataclasses.replace(dense.labels, method=method, target_density=density,
+                                                 finetune_epochs=epochs, engine=engine)
+                    runs.append(PruneRun(dense, labels, config, engine))
+    return runs
+
+
+def _check_unique(plan: Plan) -> None:
+    seen: dict[str, Labels] = {}
+    for run in [*plan.dense, *plan.prune]:
+        if run.run_id in seen:
+            raise TsPruneError(f"two runs of the sweep have the same configuration ({seen[run.run_id].describe()} "
+                               f"and {run.labels.describe()}): make the model sizes or axis values distinct")
+        seen[run.run_id] = run.labels

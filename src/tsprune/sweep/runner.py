@@ -1,0 +1,106 @@
+"""Run a sweep: plan it, work out what the sweep directory still lacks, hand that to an executor, record every
+outcome as it arrives, and refresh the results table.
+
+Resuming is the same call again: a run with a record is skipped (a failed one too, unless ``retry_failed``); a run
+without one — never started, or interrupted by Ctrl-C, ``kill -9`` or a reboot — is done again, a dense training
+continuing from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tsprune.config import write_json
+from tsprune.sweep.executors import Work, make_executor
+from tsprune.sweep.plan import DenseRun, Plan, PruneRun, plan_sweep
+from tsprune.sweep.progress import SweepProgress
+from tsprune.sweep.spec import SweepSpec
+from tsprune.sweep.store import SweepStore, write_results
+from tsprune.sweep.tasks import parent_failed
+
+
+@dataclass
+class SweepOutcome:
+    planned: int
+    skipped: int  # recorded before this call
+    done: int  # finished now
+    failed: int  # failed now
+    seconds: float
+    results: Path
+
+
+class StoreReporter:
+    """The driver's side of an executor: writes each record (and any run files) and advances the progress."""
+
+    def __init__(self, store: SweepStore, records: dict[str, dict[str, Any]], progress: SweepProgress) -> None:
+        self.store, self.records, self.progress = store, records, progress
+
+    def started(self, run: DenseRun | PruneRun) -> None:
+        self.progress.started(run)
+
+    def finished(self, run: DenseRun | PruneRun, record: dict[str, Any], files: dict[str, bytes] | None = None) -> None:
+        previous = self.records.get(run.run_id)
+        record["attempt"] = (previous or {}).get("attempt", 0) + 1
+        if files:  # the run directory first: a record always vouches for files that are there
+            self.store.write_run_files(run.run_id, files)
+        self.store.write_record(record)
+        self.records[run.run_id] = record
+        self.progress.finished(record, run.labels.describe())
+
+
+def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any]], retry_failed: bool,
+                 keep_pruned: bool) -> tuple[Work, list[tuple[PruneRun, dict[str, Any]]]]:
+    """What is left of ``plan`` given the ``records``, plus the records to write at once (prune runs whose dense
+    run failed and is not retried)."""
+
+    def todo(run_id: str) -> bool:
+        record = records.get(run_id)
+        return record is None or (retry_failed and record.get("status") != "done")
+
+    work, at_once = Work(store, keep_pruned=keep_pruned), []
+    children = plan.children()
+    for dense in plan.dense:
+        waiting = [run for run in children.get(dense.run_id, []) if todo(run.run_id)]
+        record = records.get(dense.run_id)
+        if record is not None and record.get("status") == "done" and store.dense_complete(dense.run_id):
+            work.ready.extend(waiting)
+        elif record is not None and record.get("status") != "done" and not retry_failed:
+            at_once.extend((run, parent_failed(run, record)) for run in waiting)
+        elif todo(dense.run_id) or waiting:  # never done, to retry, or its directory is gone but still needed
+            work.dense.append(dense)
+            work.waiting[dense.run_id] = waiting
+    return work, at_once
+
+
+def run_sweep(spec: SweepSpec, sweep_dir: str | Path, executor: str = "local", workers: int | None = None,
+              address: str | None = None, retry_failed: bool = False, gpus_per_run: float = 0.0,
+              threads: int | None = None, progress: bool = True, console: Console | None = None) -> SweepOutcome:
+    """Run (or resume) ``spec`` in ``sweep_dir`` and return counts; records land in ``sweep_dir/records``.
+
+    ``workers`` runs at a time, each with ``threads`` torch threads (default: cores // workers).
+    """
+    runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run, threads=threads)
+    plan = plan_sweep(spec)
+    store = SweepStore(sweep_dir)
+    started = time.perf_counter()
+    with store.lock():
+        store.prepare()
+        write_json(store.root / "spec.json", spec.to_dict())  # the latest spec run here, for the record
+        records = store.records()
+        work, at_once = pending_work(plan, store, records, retry_failed, spec.keep_pruned)
+        todo = len(work.dense) + len(work.ready) + sum(map(len, work.waiting.values())) + len(at_once)
+        in_flight = "running" if executor == "local" else "submitted"
+        with SweepProgress(todo, len(plan) - todo, progress, console, in_flight) as bar:
+            reporter = StoreReporter(store, records, bar)
+            try:
+                for run, record in at_once:
+                    reporter.finished(run, record)
+                runner.run(work, reporter)
+            finally:
+                results = write_results(store.root)
+    return SweepOutcome(len(plan), len(plan) - todo, bar.done, bar.failed, time.perf_counter() - started, results)

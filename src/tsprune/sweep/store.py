@@ -1,0 +1,235 @@
+"""The sweep directory: one JSON record per finished run, the dense run directories, and a table over the records.
+
+    SWEEP_DIR/records/<run_id>.json   written atomically (temp file, fsync, rename) by the driver only
+    SWEEP_DIR/runs/<run_id>/          dense run directories (resumable training), pruned ones with keep_pruned
+    SWEEP_DIR/results.parquet         the consolidated table, rewritten by DuckDB after each sweep run
+
+Records are the source of truth: a record is there completely or not at all, so a sweep killed at any moment
+resumes by redoing exactly the runs that have no record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tsprune.errors import TsPruneError
+
+RECORD_FORMAT = "tsprune-sweep-record/1"
+RUN_FILES = ("model.safetensors", "config.json", "metrics.json")
+
+# Column -> pandas dtype of the results table, in display order.
+COLUMNS: dict[str, str] = {
+    "run_id": "str", "parent_id": "str", "kind": "str", "status": "str", "error": "str",
+    "model": "str", "dataset": "str", "pred_len": "Int64", "seed": "Int64", "size": "str",
+    "train_fraction": "float64", "method": "str", "target_density": "float64", "finetune_epochs": "Int64",
+    "engine": "str",
+    "mse": "float64", "mae": "float64", "mse_raw": "float64", "mae_raw": "float64", "dense_mse": "float64",
+    "dense_mae": "float64", "params": "Int64", "nonzero_params": "Int64", "params_dense": "Int64",
+    "density_prunable": "float64", "density_total": "float64", "flops": "Int64", "flops_dense": "Int64",
+    "flops_ratio": "float64", "flops_effective": "Int64", "flops_effective_ratio": "float64",
+    "latency_ms": "float64", "latency_dense_ms": "float64", "speedup": "float64",
+    "train_seconds": "float64", "prune_seconds": "float64", "wall_seconds": "float64", "epochs_run": "Int64",
+    "attempt": "Int64", "config_json": "str", "torch": "str", "threads": "Int64", "device": "str", "host": "str",
+    "git_rev": "str", "tsprune_version": "str", "started_at": "str", "finished_at": "str",
+}
+LABELS = ("model", "dataset", "pred_len", "seed", "size", "train_fraction", "method", "target_density",
+          "finetune_epochs", "engine")
+METRICS = ("mse", "mae", "mse_raw", "mae_raw", "dense_mse", "dense_mae", "params", "nonzero_params", "params_dense",
+           "density_prunable", "density_total", "flops", "flops_dense", "flops_ratio", "flops_effective",
+           "flops_effective_ratio", "latency_ms", "latency_dense_ms", "speedup", "train_seconds", "prune_seconds",
+           "epochs_run")
+RUN_FIELDS = ("run_id", "parent_id", "kind", "status", "error", "wall_seconds", "attempt", "torch", "threads",
+              "device", "host", "git_rev", "tsprune_version", "started_at", "finished_at")
+
+
+class SweepStore:
+    """Reads and writes one sweep directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.records_dir = self.root / "records"
+        self.runs_dir = self.root / "runs"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory for one sweep process (released by the OS even on ``kill -9``)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                message = f"another sweep is running in {self.root}: wait for it or use another --dir"
+                raise TsPruneError(message) from None
+            yield
+
+    def prepare(self) -> None:
+        """Create the folders and remove what an interrupted writer left behind (temp files, staging dirs)."""
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.records_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        for leftover in self.runs_dir.glob(".*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Every readable record by run id (an unreadable one counts as missing: its run is redone)."""
+        found = {}
+        for path in sorted(self.records_dir.glob("*.json")) if self.records_dir.is_dir() else []:
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(record, dict) and record.get("format") == RECORD_FORMAT and record.get("run_id") == path.stem:
+                found[path.stem] = record
+        return found
+
+    def write_record(self, record: dict[str, Any]) -> Path:
+        path = self.records_dir / f"{record['run_id']}.json"
+        _write_atomically(path, (json.dumps(record, indent=1) + "\n").encode())
+        return path
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def dense_complete(self, run_id: str) -> bool:
+        return run_dir_complete(self.run_dir(run_id))
+
+    def read_run_files(self, run_id: str) -> dict[str, bytes]:
+        return {name: (self.run_dir(run_id) / name).read_bytes() for name in RUN_FILES}
+
+    def write_run_files(self, run_id: str, files: dict[str, bytes]) -> Path:
+        """Write a run directory received as bytes (from a remote worker) via a staging folder and a rename."""
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.runs_dir))
+        for name, payload in files.items():
+            (staging / name).write_bytes(payload)
+        target = self.run_dir(run_id)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.replace(target)
+        return target
+
+
+def run_dir_complete(folder: Path) -> bool:
+    """A finished run directory: all its files there and no training state left to resume."""
+    return all((folder / name).is_file() for name in RUN_FILES) and not (folder / "training_state").exists()
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # make the rename itself durable (survives a power cut)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+# --- the table ----------------------------------------------------------------------------------------------------
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """One table row from one record; a dense row is its own baseline (density 1, FLOP ratio 1, speedup 1)."""
+    metrics = record.get("metrics") or {}
+    row: dict[str, Any] = {key: record.get(key) for key in RUN_FIELDS}
+    row.update({key: (record.get("labels") or {}).get(key) for key in LABELS})
+    row.update({key: metrics.get(key) for key in METRICS})
+    row["config_json"] = json.dumps(record.get("config"), sort_keys=True)
+    if record.get("kind") == "dense" and record.get("status") == "done":
+        row.update(dense_mse=row["mse"], dense_mae=row["mae"], params_dense=row["params"],
+                   nonzero_params=row["params"], density_prunable=1.0, density_total=1.0, flops_ratio=1.0,
+                   flops_effective_ratio=1.0, speedup=1.0)
+    return row
+
+
+def _fill_dense_costs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Dense rows take the dense FLOPs and latency their prune runs measured (the median over them)."""
+    done = frame[(frame["kind"] == "prune") & (frame["status"] == "done")]
+    if done.empty:
+        return frame
+    by_parent = done.groupby("parent_id").agg(flops=("flops_dense", "first"),
+                                              latency=("latency_dense_ms", "median"))
+    dense = (frame["kind"] == "dense") & frame["run_id"].isin(by_parent.index)
+    parents = frame.loc[dense, "run_id"]
+    for column in ("flops", "flops_dense", "flops_effective"):
+        frame.loc[dense, column] = parents.map(by_parent["flops"]).astype("Int64").to_numpy()
+    for column in ("latency_ms", "latency_dense_ms"):
+        frame.loc[dense, column] = parents.map(by_parent["latency"]).to_numpy()
+    return frame
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([flatten(record) for record in records], columns=list(COLUMNS))
+    frame = frame.astype(COLUMNS)
+    return _fill_dense_costs(frame).sort_values(["kind", "model", "dataset", "pred_len", "size", "train_fraction",
+                                                 "seed", "method", "finetune_epochs", "target_density"],
+                                                ascending=[True] * 9 + [False], ignore_index=True)
+
+
+def load_results(sweep_dir: str | Path) -> pd.DataFrame:
+    """The sweep's results: one row per recorded run (columns :data:`COLUMNS`), read from its records."""
+    store = SweepStore(sweep_dir)
+    if not store.records_dir.is_dir():
+        raise TsPruneError(f"{sweep_dir} is not a sweep directory (no records/ folder): run `tsprune sweep run`")
+    return records_frame(list(store.records().values()))
+
+
+def query(sweep_dir: str | Path, sql: str) -> pd.DataFrame:
+    """Run DuckDB ``sql`` over a view named ``runs`` holding :func:`load_results`."""
+    import duckdb
+
+    connection = duckdb.connect()
+    connection.register("runs", load_results(sweep_dir))
+    try:
+        return connection.sql(sql).df()
+    except duckdb.Error as exc:
+        raise TsPruneError(f"query failed: {' '.join(str(exc).split())}") from None
+    finally:
+        connection.close()
+
+
+EXPORT_FORMATS = {".parquet": "(FORMAT parquet)", ".csv": "(FORMAT csv, HEADER)"}
+
+
+def export(sweep_dir: str | Path, path: str | Path) -> Path:
+    """Write the results table to ``path`` (``.parquet`` or ``.csv``) with DuckDB, atomically."""
+    import duckdb
+
+    path = Path(path)
+    options = EXPORT_FORMATS.get(path.suffix.lower())
+    if options is None:
+        raise TsPruneError(f"cannot export to {path.name}: use a .parquet or .csv file name")
+    frame = load_results(sweep_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    connection = duckdb.connect()
+    try:
+        connection.register("runs", frame)
+        connection.execute(f"COPY runs TO '{_sql_string(tmp)}' {options}")
+    finally:
+        connection.close()
+    os.replace(tmp, path)
+    return path
+
+
+def _sql_string(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def write_results(sweep_dir: str | Path) -> Path:
+    """Refresh ``SWEEP_DIR/results.parquet`` from the records."""
+    return export(sweep_dir, Path(sweep_dir) / "results.parquet")

@@ -1,0 +1,153 @@
+"""What a worker does for one run — train a dense model, or prune one — and the record that describes the outcome.
+
+These functions never raise for a run that fails: the failure (divergence, out-of-memory, an unreachable density,
+any error) becomes a record with status ``failed``, so one bad run never stops a sweep. Only an interrupt
+(Ctrl-C) propagates. Each worker process keeps the dense runs it last used, with their measured baseline, so the
+prune runs of one dense model load and measure it once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import platform
+import subprocess
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tsprune._version import __version__
+from tsprune.config import PruneConfig
+from tsprune.errors import TsPruneError
+from tsprune.run import Run
+from tsprune.sweep.plan import DenseRun, PruneRun
+from tsprune.sweep.store import RECORD_FORMAT, run_dir_complete
+
+DENSE_CACHE_SIZE = 2  # dense runs (model + baseline) a worker keeps loaded
+_DENSE: OrderedDict[str, Run] = OrderedDict()
+_BASELINES: dict[tuple, dict[str, Any]] = {}
+
+
+def _prune_dense_engine(dense: Run, config: PruneConfig, out: Path | None, baseline: dict[str, Any]) -> Run:
+    from tsprune.prune.pipeline import prune_run
+
+    return prune_run(dense, config, out, overwrite=True, baseline=baseline)
+
+
+# How a pruned model is executed and measured; "dense" runs the masked/reduced model with dense kernels.
+ENGINES: dict[str, Callable[[Run, PruneConfig, Path | None, dict[str, Any]], Run]] = {"dense": _prune_dense_engine}
+
+
+def execute_dense(run: DenseRun, out: Path, threads: int) -> dict[str, Any]:
+    """Train ``run`` into ``out`` (resuming an interrupted training there) and return its record."""
+
+    def work() -> dict[str, Any]:
+        from tsprune import api
+        from tsprune.train import configure_threads
+
+        if run_dir_complete(out):  # trained earlier, the record was lost to an interruption
+            return api.load(out).metrics
+        configure_threads(threads)  # not in TrainConfig: the run's configuration must not depend on the workers
+        return api.train(run.config, out=out, progress=False).metrics
+
+    return _attempt(run, threads, work)
+
+
+def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | None = None) -> dict[str, Any]:
+    """Prune the dense run in ``dense_dir`` as ``run`` says; write the pruned run to ``keep`` when given."""
+    config = run.config if run.config.threads is not None else dataclasses.replace(run.config, threads=threads)
+
+    def work() -> dict[str, Any]:
+        dense, baseline = _dense(run.parent_id, dense_dir, config)
+        return ENGINES[run.engine](dense, config, keep, baseline).metrics
+
+    return _attempt(run, config.threads or threads, work)
+
+
+def parent_failed(run: PruneRun, parent: dict[str, Any]) -> dict[str, Any]:
+    """The record of a prune run that cannot start because its dense run failed."""
+    now = now_utc()
+    return make_record(run, "failed", {}, f"dense run failed: {parent.get('error') or 'unknown error'}", now, now,
+                       0.0, None)
+
+
+def _dense(run_id: str, folder: Path, config: PruneConfig) -> tuple[Run, dict[str, Any]]:
+    """The dense run and its baseline at ``config``'s measurement settings, from this worker's cache."""
+    from tsprune import api
+    from tsprune.prune.pipeline import dense_baseline
+
+    if run_id not in _DENSE:
+        _DENSE[run_id] = api.load(folder)
+        while len(_DENSE) > DENSE_CACHE_SIZE:
+            evicted, _ = _DENSE.popitem(last=False)
+            for key in [key for key in _BASELINES if key[0] == evicted]:
+                del _BASELINES[key]
+    _DENSE.move_to_end(run_id)
+    dense = _DENSE[run_id]
+    key = (run_id, tuple(config.batch_sizes), config.threads, config.device)
+    if key not in _BASELINES:
+        _BASELINES[key] = dense_baseline(dense, config)
+    return dense, _BASELINES[key]
+
+
+def _attempt(run: DenseRun | PruneRun, threads: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    started, clock = now_utc(), time.perf_counter()
+    try:
+        metrics, status, error, trace = work(), "done", None, None
+    except Exception as exc:  # noqa: BLE001 - a failed run is a result; Ctrl-C (BaseException) still stops
+        metrics, status, error = {}, "failed", describe_error(exc)
+        trace = None if isinstance(exc, TsPruneError) else traceback.format_exc(limit=8)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # an out-of-memory run must not starve the next one
+    record = make_record(run, status, metrics, error, started, now_utc(), time.perf_counter() - clock, threads)
+    if trace:
+        record["traceback"] = trace
+    return record
+
+
+def describe_error(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text[:1000]}"
+
+
+def make_record(run: DenseRun | PruneRun, status: str, metrics: dict[str, Any], error: str | None, started: str,
+                finished: str, wall_seconds: float, threads: int | None) -> dict[str, Any]:
+    """A run's record: what it was (labels, full configuration), what came out, and where and when it ran."""
+    config = run.identity()
+    if isinstance(run, PruneRun):
+        config["dense"] = run.parent.identity()["config"]
+    environment = metrics.get("environment") or {}
+    requested = run.config.train.device if isinstance(run, DenseRun) else run.config.device
+    return {
+        "format": RECORD_FORMAT, "run_id": run.run_id, "parent_id": run.parent_id, "kind": run.kind,
+        "status": status, "error": error, "labels": dataclasses.asdict(run.labels), "config": config,
+        "metrics": metrics, "started_at": started, "finished_at": finished, "wall_seconds": wall_seconds,
+        "attempt": 1, "threads": environment.get("threads", threads), "device": metrics.get("device") or requested,
+        "torch": torch.__version__, "host": platform.node(), "git_rev": git_revision(),
+        "tsprune_version": __version__,
+    }
+
+
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+@functools.cache
+def git_revision() -> str:
+    """The git commit of the tsprune source in use, or its version when it is not a git checkout."""
+    package = Path(__file__).resolve().parents[1]
+    if "site-packages" not in package.parts:
+        try:
+            found = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                   timeout=10, check=False)
+            if found.returncode == 0 and found.stdout.strip():
+                return found.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return __version__

@@ -1,0 +1,329 @@
+"""Sweeps: spec validation, planning, running locally (in process and in a process pool) and on a real local Ray
+runtime, surviving ``kill -9``, recording failures, and the results table (DuckDB)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import DEVICE
+from typer.testing import CliRunner
+
+from tsprune import api
+from tsprune.cli import app
+from tsprune.errors import TsPruneError
+from tsprune.sweep import load_results, load_spec, parse_spec, plan_sweep, run_sweep, tasks
+
+runner = CliRunner()
+SIZE = {"d_model": 8, "d_ff": 16, "n_heads": 2, "e_layers": 1, "d_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory) -> Path:
+    """400 hourly rows: fast to train on and to evaluate over every window."""
+    t = np.arange(400)
+    frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=400, freq="h").astype(str),
+                          "a": np.sin(t / 12) + 0.1 * np.random.default_rng(0).standard_normal(400),
+                          "b": np.cos(t / 24), "OT": np.sin(t / 6)})
+    path = tmp_path_factory.mktemp("data") / "small.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def tiny_spec(csv: Path, **overrides) -> dict:
+    """1 dense run + magnitude 0.5, 0.25, 0.25 fine-tuned + depgraph 0.001 (out of reach: fails) = 5 runs."""
+    spec = {"models": ["Transformer"], "datasets": [str(csv)], "pred_lens": [12],
+            "data": {"seq_len": 24, "label_len": 12},
+            "methods": {"magnitude": [0.5, 0.25], "depgraph": [0.001]}, "finetune_epochs": [0, 1],
+            "finetune_densities": [0.25], "train": {"epochs": 1, "max_steps": 2}, "prune": {"finetune_max_steps": 1},
+            "model_sizes": {"tiny": SIZE}, "measure": {"batch_sizes": [2], "repeats": 1}, "device": DEVICE}
+    return {**spec, **overrides}
+
+
+def write_spec(folder: Path, spec: dict) -> Path:
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def expected_ids(spec: dict) -> set[str]:
+    plan = plan_sweep(parse_spec(spec))
+    return {run.run_id for run in [*plan.dense, *plan.prune]}
+
+
+@pytest.fixture(scope="module")
+def local_sweep(csv, tmp_path_factory) -> Path:
+    """The tiny sweep run in this process."""
+    out = tmp_path_factory.mktemp("sweep")
+    outcome = run_sweep(parse_spec(tiny_spec(csv)), out, threads=1, progress=False)
+    assert (outcome.done, outcome.failed, outcome.skipped) == (4, 1, 0)
+    return out
+
+
+# --- spec and plan ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"modles": ["Transformer"]}, "unknown sweep spec key(s): modles"),
+    ({"densities": [0.5, 1.5]}, "densities: density 1.5 is not in (0, 1]"),
+    ({"densities": "0.8^a..3"}, "densities: cannot read densities"),
+    ({"methods": {"magnitude": [0]}}, "methods: density 0.0 is not in (0, 1]"),
+    ({"models": ["Tranformer"]}, "models: unknown model 'Tranformer'"),
+    ({"methods": ["random"]}, "methods: unknown pruning method 'random'"),
+    ({"seeds": [0, 0]}, "seeds: 0 is listed twice"),
+    ({"pred_lens": [0]}, "pred_lens: each pred_len must be an integer >= 1"),
+    ({"train_fractions": [1.5]}, "train_fractions: each train fraction must be a number in (0, 1]"),
+    ({"train": {"epochs": 0}}, "train: epochs, batch_size and patience must each be at least 1"),
+    ({"train": {"seed": 3}}, "train: seed cannot be set here"),
+    ({"train": {"epoch": 3}}, "train: unknown TrainConfig key(s): epoch"),
+    ({"model_sizes": {"big": {"d_modle": 8}}}, "model_sizes: size 'big': unknown model hyper-parameter(s) d_modle"),
+    ({"model_sizes": {"odd": {"d_model": 10, "n_heads": 4}}}, "model_sizes: size 'odd' does not fit Transformer"),
+    ({"measure": {"repeats": 0}}, "measure: each repeat count must be an integer >= 1"),
+    ({"engines": ["sparse"]}, "engines: unknown engine 'sparse'"),
+    ({"datasets": ["missing.csv"]}, "datasets: data file"),
+    ({"datasets": ["NoSuchData"]}, "datasets: unknown dataset 'NoSuchData'"),
+    ({"finetune_densities": [0.9]}, "finetune_densities: none of them is among the methods' densities"),
+    ({"prune_studies": "yes"}, "prune_studies: must be true or false"),
+])
+def test_spec_errors_name_the_key(csv, change, message):
+    with pytest.raises(TsPruneError) as error:
+        parse_spec(tiny_spec(csv, **change))
+    assert message in str(error.value)
+
+
+def test_bad_spec_on_the_command_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("models: [Transformer]\ndensities: [0.5, 2]\n")
+    result = runner.invoke(app, ["sweep", "plan", str(path)])
+    assert result.exit_code == 2 and "densities: density 2" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["sweep", "plan", "no-such-preset"])
+    assert result.exit_code == 2 and "neither a YAML file nor a preset" in result.output
+    path.write_text("models: [Transformer\n")
+    result = runner.invoke(app, ["sweep", "plan", str(path)])
+    assert result.exit_code == 2 and "not valid YAML" in result.output
+
+
+EXAMPLE = """
+models: [Transformer, Autoformer, FEDformer]
+datasets: [ETTh1]
+pred_lens: [96]
+methods: [magnitude]
+densities: [0.5, 0.25, 0.107]
+seeds: [0]
+train: {epochs: 1, max_steps: 3}
+model_sizes: {tiny: {d_model: 16, d_ff: 32}}
+"""
+
+
+def test_plan_counts_ids_and_presets(tmp_path):
+    path = tmp_path / "example.yaml"
+    path.write_text(EXAMPLE)
+    plan = plan_sweep(load_spec(path))
+    assert (len(plan.dense), len(plan.prune)) == (3, 9)
+    assert all(run.parent_id in {d.run_id for d in plan.dense} for run in plan.prune)
+    assert [r.run_id for r in plan_sweep(load_spec(path)).prune] == [r.run_id for r in plan.prune]  # stable
+    assert len({run.run_id for run in [*plan.dense, *plan.prune]}) == 12
+    result = runner.invoke(app, ["sweep", "plan", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "3 dense trainings, 9 pruning runs" in result.output and "estimate" in result.output
+    assert "Autoformer" in result.output and "magnitude" in result.output
+
+    raw = yaml.safe_load(EXAMPLE)
+    grid = {**raw, "methods": {"magnitude": None, "depgraph": [0.5]}, "seeds": [0, 1], "train_fractions": [0.5, 1.0],
+            "finetune_epochs": [0, 2], "finetune_densities": [0.25],
+            "model_sizes": {"tiny": {"d_model": 16}, "small": {"d_model": 32}}}
+    plan = plan_sweep(parse_spec(grid))
+    # 3 models x 2 seeds x 2 sizes x 2 fractions dense; prune only from (tiny, 1.0): 3 x 2 x (3 + 1 + 1 fine-tuned)
+    assert (len(plan.dense), len(plan.prune)) == (24, 30)
+    everywhere = plan_sweep(parse_spec({**grid, "prune_studies": True}))
+    assert (len(everywhere.dense), len(everywhere.prune)) == (24, 120)
+    assert len({run.run_id for run in everywhere.prune}) == 120
+
+    mini, paper = plan_sweep(load_spec("paper-mini")), plan_sweep(load_spec("paper"))
+    assert (len(mini.dense), len(mini.prune)) == (20, 80)
+    assert (len(paper.dense), len(paper.prune)) == (420, 420 * 21)
+    assert {run.config.data.pred_len for run in paper.dense if run.labels.dataset == "national_illness"} == {24, 36,
+                                                                                                          48, 60}
+
+
+# --- running ------------------------------------------------------------------------------------------------------
+
+
+def check_rows(sweep: Path, ids: set[str]) -> pd.DataFrame:
+    """Exactly one row per planned run; the dense row is its own baseline; depgraph 0.001 failed."""
+    frame = load_results(sweep)
+    assert sorted(frame["run_id"]) == sorted(ids)
+    assert frame["run_id"].is_unique
+    dense = frame[frame["kind"] == "dense"].iloc[0]
+    assert dense["status"] == "done" and dense["method"] == "dense"
+    assert (dense["target_density"], dense["density_total"], dense["flops_ratio"], dense["speedup"]) == (1, 1, 1, 1)
+    assert dense["dense_mse"] == dense["mse"] and dense["flops"] > 0 and dense["latency_ms"] > 0
+    prune = frame[frame["kind"] == "prune"]
+    assert set(prune["parent_id"]) == {dense["run_id"]}
+    failed = frame[frame["status"] == "failed"]
+    assert list(failed["method"]) == ["depgraph"] and "out of reach" in failed["error"].iloc[0]
+    done = prune[prune["status"] == "done"]
+    assert len(done) == 3 and (done["dense_mse"] == dense["mse"]).all()
+    assert done["density_prunable"].round(2).tolist() == [0.5, 0.25, 0.25]
+    assert done["speedup"].gt(0).all() and done["config_json"].str.contains('"method"').all()
+    assert frame["git_rev"].notna().all() and frame["tsprune_version"].notna().all()
+    stored = duckdb.sql(f"select count(*) from '{sweep / 'results.parquet'}'").fetchall()[0][0]
+    assert stored == len(frame)
+    return frame
+
+
+def test_local_sweep_records_every_run_and_skips_them_next_time(local_sweep, csv):
+    frame = check_rows(local_sweep, expected_ids(tiny_spec(csv)))
+    assert (frame["threads"] == 1).all()
+    dense_id = frame.loc[frame["kind"] == "dense", "run_id"].iloc[0]
+    assert api.load(local_sweep / "runs" / dense_id).metrics["mse"] == pytest.approx(frame["mse"].iloc[0])
+    assert sorted(p.name for p in (local_sweep / "runs").iterdir()) == [dense_id]  # pruned runs are not kept
+    again = run_sweep(parse_spec(tiny_spec(csv)), local_sweep, threads=1, progress=False)
+    assert (again.done, again.failed, again.skipped) == (0, 0, 5)
+
+
+def test_one_sweep_process_per_directory(local_sweep, csv):
+    from tsprune.sweep.store import SweepStore
+
+    with SweepStore(local_sweep).lock(), pytest.raises(TsPruneError, match="another sweep is running"):
+        run_sweep(parse_spec(tiny_spec(csv)), local_sweep, threads=1, progress=False)
+
+
+def test_failures_are_recorded_and_retried(local_sweep, csv, tmp_path, monkeypatch):
+    before = {r["run_id"]: r for r in map(json.loads, map(Path.read_text, (local_sweep / "records").glob("*.json")))}
+    retried = run_sweep(parse_spec(tiny_spec(csv)), local_sweep, threads=1, retry_failed=True, progress=False)
+    assert (retried.done, retried.failed, retried.skipped) == (0, 1, 4)
+    frame = load_results(local_sweep)
+    failed = frame[frame["status"] == "failed"].iloc[0]
+    assert failed["attempt"] == 2 and frame["attempt"].sum() == 6
+    untouched = frame[frame["status"] == "done"]
+    assert all(before[row.run_id]["finished_at"] == row.finished_at for row in untouched.itertuples())
+
+    # A transient error (say, out of memory) fails one run; the sweep goes on and --retry-failed completes it.
+    spec = tiny_spec(csv, methods={"magnitude": [0.75]}, finetune_epochs=[0])
+    real = tasks.ENGINES["dense"]
+    monkeypatch.setitem(tasks.ENGINES, "dense", lambda *a: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    first = run_sweep(parse_spec(spec), local_sweep, threads=1, progress=False)
+    assert (first.done, first.failed, first.skipped) == (0, 1, 1)  # the dense run is reused, not retrained
+    record = next(r for r in load_results(local_sweep).itertuples() if r.target_density == 0.75)
+    assert record.error == "RuntimeError: out of memory"
+    monkeypatch.setitem(tasks.ENGINES, "dense", real)
+    second = run_sweep(parse_spec(spec), local_sweep, threads=1, retry_failed=True, progress=False)
+    assert (second.done, second.failed) == (1, 0)
+
+    # A dense run that diverges fails, and so does every prune run that needed it, without running.
+    diverging = tiny_spec(csv, train={"epochs": 1, "max_steps": 3, "lr": 1e30})
+    outcome = run_sweep(parse_spec(diverging), tmp_path / "diverged", threads=1, progress=False)
+    assert (outcome.done, outcome.failed) == (0, 5)
+    frame = load_results(tmp_path / "diverged")
+    assert frame.loc[frame["kind"] == "dense", "error"].iloc[0].startswith("TrainingDiverged")
+    assert frame.loc[frame["kind"] == "prune", "error"].str.startswith("dense run failed").all()
+
+
+def test_process_pool_sweep(csv, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "my.csv").write_bytes(csv.read_bytes())
+    path = write_spec(tmp_path, tiny_spec(csv, datasets=["data/my.csv"], keep_pruned=True))  # relative to the spec
+    result = runner.invoke(app, ["sweep", "run", str(path), "--dir", str(tmp_path / "sweep"), "--workers", "2",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    plan = plan_sweep(load_spec(path))
+    frame = check_rows(tmp_path / "sweep", {run.run_id for run in [*plan.dense, *plan.prune]})
+    assert set(frame["dataset"]) == {"my"}
+    kept = frame.loc[(frame["kind"] == "prune") & (frame["status"] == "done"), "run_id"]
+    for run_id in kept:  # keep_pruned: every finished pruned run is a run directory that reloads
+        assert api.load(tmp_path / "sweep" / "runs" / run_id).metrics["method"] == "magnitude"
+
+
+def test_ray_sweep_on_a_real_local_runtime(csv, tmp_path):
+    ray = pytest.importorskip("ray")
+    spec = tiny_spec(csv, keep_pruned=True)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcome = run_sweep(parse_spec(spec), tmp_path / "sweep", executor="ray", workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert (outcome.done, outcome.failed) == (4, 1)
+    frame = check_rows(tmp_path / "sweep", expected_ids(spec))
+    assert (frame["threads"] == 1).all()  # 2 CPUs / 2 workers
+    for run_id in frame.loc[frame["status"] == "done", "run_id"]:  # shipped back as bytes, written by the driver
+        assert api.load(tmp_path / "sweep" / "runs" / run_id).metrics["mse"] > 0
+
+
+def test_kill_9_mid_sweep_then_resume(csv, tmp_path):
+    spec = tiny_spec(csv, methods={"magnitude": "0.8^0..7", "depgraph": [0.001]}, finetune_densities=[0.262])
+    path, sweep = write_spec(tmp_path, spec), tmp_path / "sweep"
+    command = [sys.executable, "-m", "tsprune.cli", "sweep", "run", str(path), "--dir", str(sweep), "--threads", "1",
+               "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((sweep / "records").glob("*.json")) and time.monotonic() < deadline:
+        assert process.poll() is None, "the sweep stopped before its first record"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    recorded = len(list((sweep / "records").glob("*.json")))
+    total = len(expected_ids(spec))
+    assert 1 <= recorded < total
+    finished = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert f"{recorded} already recorded" in finished.stdout
+    frame = load_results(sweep)
+    assert sorted(frame["run_id"]) == sorted(expected_ids(spec)) and frame["run_id"].is_unique
+    assert (frame["attempt"] == 1).all()  # nothing duplicated or redone twice
+    assert frame.loc[frame["status"] == "failed", "method"].tolist() == ["depgraph"]
+    assert not [p for p in sweep.rglob(".*") if p.name != ".lock"]  # no temp files left
+
+
+# --- results ------------------------------------------------------------------------------------------------------
+
+
+def test_results_command(local_sweep, tmp_path):
+    result = runner.invoke(app, ["results", str(local_sweep)])
+    assert result.exit_code == 0, result.output
+    assert "Transformer" in result.output and "magnitude" in result.output and "depgraph" in result.output
+    result = runner.invoke(app, ["results", str(local_sweep), "--sql",
+                                 "select method, count(*) as n from runs where status = 'failed' group by method"])
+    assert result.exit_code == 0, result.output
+    assert "depgraph" in result.output and "1" in result.output
+    for name in ("out.parquet", "out.csv"):
+        result = runner.invoke(app, ["results", str(local_sweep), "--export", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        stored = duckdb.sql(f"select count(*) from '{tmp_path / name}'").fetchall()[0][0]
+        assert stored == len(load_results(local_sweep))
+    for args, message in ([["--sql", "select nope from runs"], "query failed"],
+                          [["--export", str(tmp_path / "out.txt")], "use a .parquet or .csv"]):
+        result = runner.invoke(app, ["results", str(local_sweep), *args])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["results", str(tmp_path)])
+    assert result.exit_code == 2 and "not a sweep directory" in result.output
+
+
+def test_report_command_on_a_real_tiny_sweep(local_sweep, tmp_path):
+    import matplotlib.image
+    import xml.etree.ElementTree as ElementTree
+
+    from tsprune.report import figure_names
+
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", str(local_sweep), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    for name in figure_names():
+        image = matplotlib.image.imread(out / "figures" / f"{name}.png")
+        assert image.ndim == 3 and min(image.shape[:2]) > 100
+        ElementTree.parse(out / "figures" / f"{name}.svg")
+    text = (out / "report.md").read_text()
+    assert "depgraph" in text and "out of reach" in text  # the failed run is listed with its reason
+    result = runner.invoke(app, ["report", str(tmp_path / "nothing"), "--out", str(out)])
+    assert result.exit_code == 2 and "not a sweep directory" in result.output
