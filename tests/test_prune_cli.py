@@ -116,3 +116,22 @@ def test_not_a_run_and_existing_output(trained, tmp_path):
     result = invoke("prune", trained["Transformer"], "--out", str(existing), *FAST)
     assert result.exit_code == 2 and "already exists" in result.output
     assert (existing / "keep.txt").read_text() == "results"
+
+
+def test_compiled_sparse_run_saves_reloads_and_matches_masked(trained, tmp_path):
+    masked = tmp_path / "masked"
+    api.prune(trained["Transformer"], "magnitude", 0.107, out=masked, batch_sizes=(2,), latency_repeats=1, threads=1,
+              device=DEVICE)
+    compiled = api.compile_run(masked, batch_size=4, out=tmp_path / "sparse", threads=1, repeats=1, force="csr",
+                               device=DEVICE)
+    assert compiled.metrics["sparse_layers"] == compiled.metrics["candidate_layers"] > 0
+    reloaded = api.load(tmp_path / "sparse")
+    assert reloaded.sparse_plan["layers"] == compiled.sparse_plan["layers"]
+    assert api.evaluate(tmp_path / "sparse", device=DEVICE)["mse"] == pytest.approx(
+        api.evaluate(masked, device=DEVICE)["mse"], abs=1e-6)
+    measured = api.measure(tmp_path / "sparse", batch_sizes=(2,), repeats=1, threads=1, device=DEVICE)
+    assert measured["params"] == api.measure(masked, batch_sizes=(2,), repeats=1, latency=False)["params"]
+    assert measured["engine"] == "sparse" and measured["flops_effective"] < measured["flops"]
+    assert len(reloaded.predict(device=DEVICE)) == reloaded.config.model.pred_len
+    result = invoke("compile", str(tmp_path / "sparse"), "--out", str(tmp_path / "again"))
+    assert result.exit_code == 2 and "already compiled" in result.output

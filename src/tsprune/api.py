@@ -144,5 +144,60 @@ def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), devic
     if not isinstance(run, Run):
         run = load_run(run)
     configure_threads(threads)
-    return measure_model(run.model, run.data(), tuple(batch_sizes), resolve_device(device), repeats=repeats,
-                         threads=threads, latency=latency)
+    data, device_t = run.data(), resolve_device(device)
+    result = measure_model(run.model, data, tuple(batch_sizes), device_t, repeats=repeats, threads=threads,
+                           latency=latency)
+    if run.sparse_plan:  # sparse kernels hide their weights from the counters: count on the dense-with-zeros twin
+        import copy
+
+        from tsprune.prune.sparse import densify_model
+
+        counted = measure_model(densify_model(copy.deepcopy(run.model)), data, tuple(batch_sizes), device_t,
+                                threads=threads, latency=False)
+        result.update({key: counted[key] for key in ("params", "nonzero_params", "flops", "flops_dense_equivalent",
+                                                     "flops_effective", "flops_by_operator")})
+        result["engine"] = "sparse"
+    return result
+
+
+def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | None = None, *, engine: str = "sparse",
+            threads: int | None = None, min_speedup: float = 1.05, repeats: int = 10, device: str = "auto",
+            force: str | None = None) -> Run:
+    """Convert each pruned layer whose sparse kernel (CSR or BSR) measures faster than dense at ``batch_size`` on
+    this machine into a sparse-weight module; the per-layer decision and timings are stored in the run's
+    ``sparse_plan``. The compiled run's metrics add its latency and speedup over the masked dense model, measured
+    in the same process. ``force`` ("csr"/"bsr") skips timing and converts every pruned layer.
+    """
+    import copy
+
+    from tsprune.measure import compare_latency, example_inputs
+    from tsprune.prune.sparse import compile_sparse
+
+    if engine != "sparse":
+        raise TsPruneError(f"unknown engine {engine!r}: the only compiled engine is 'sparse'")
+    if batch_size < 1:
+        raise TsPruneError(f"--batch-size must be at least 1, got {batch_size}")
+    if not isinstance(run, Run):
+        run = load_run(run)
+    if run.sparse_plan:
+        raise TsPruneError("this run is already compiled: compile the run it was made from")
+    configure_threads(threads)
+    device_t = resolve_device(device)
+    inputs = example_inputs(run.data(), batch_size, device=device_t)
+    dense = run.model.to(device_t)
+    compiled, plan = compile_sparse(copy.deepcopy(dense), inputs, batch_size, threads=threads,
+                                    min_speedup=min_speedup, repeats=repeats, force=force)
+    timing = compare_latency({"masked": dense, "sparse": compiled}, inputs, repeats, threads=threads)
+    dense.cpu()
+    layers = plan["layers"].values()
+    metrics = {**run.metrics, "engine": "sparse", "compiled_batch_size": batch_size,
+               "sparse_layers": sum(1 for layer in layers if layer["engine"] != "dense"), "candidate_layers": len(layers),
+               "latency_masked_ms": timing["masked"]["median_ms"], "latency_sparse_ms": timing["sparse"]["median_ms"],
+               "speedup_over_masked": timing["masked"]["median_ms"] / timing["sparse"]["median_ms"]}
+    result = Run(run.config, compiled.cpu(), run.scaler, run.columns, run.freq, metrics, None, run.architecture, plan)
+    if out is not None:
+        out = Path(out)
+        if out.exists():
+            raise TsPruneError(f"{out} already exists: choose another --out")
+        save_run(result, out)
+    return result

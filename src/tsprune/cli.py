@@ -258,6 +258,36 @@ def measure(
     console.print(table)
 
 
+@app.command(name="compile")
+@user_errors
+def compile_command(
+    run_dir: Annotated[Path, typer.Argument(help="A pruned run directory.")],
+    out: Annotated[Path, typer.Option(help="Directory for the compiled run.")],
+    engine: Annotated[str, typer.Option(help="sparse (CSR/BSR kernels where they measure faster).")] = "sparse",
+    batch_size: Annotated[int, typer.Option(help="The batch size to optimise for.")] = 32,
+    min_speedup: Annotated[float, typer.Option(help="A layer goes sparse only if at least this much faster.")] = 1.05,
+    repeats: Annotated[int, typer.Option(help="Timed passes per candidate kernel.")] = 10,
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Run each pruned layer on the kernel that measures fastest here (sparse CSR/BSR or dense)."""
+    from tsprune import api
+
+    run = api.compile_run(run_dir, batch_size, out, engine=engine, threads=threads, min_speedup=min_speedup,
+                          repeats=repeats, device=device)
+    table = Table("layer", "density", "engine", "dense ms", "chosen ms", title=f"{run_dir} -> {out}")
+    for name, layer in run.sparse_plan["layers"].items():
+        table.add_row(name, f"{layer['density']:.3f}", layer["engine"] + (f" {layer['block']}" if layer.get("block")
+                                                                             else ""),
+                      f"{layer['dense_ms']:.3f}" if layer.get("dense_ms") is not None else "-",
+                      f"{layer['chosen_ms']:.3f}" if layer.get("chosen_ms") is not None else "-")
+    console.print(table)
+    m = run.metrics
+    console.print(f"{m['sparse_layers']} of {m['candidate_layers']} pruned layers sparse; batch {batch_size}: "
+                  f"{m['latency_masked_ms']:.2f} ms masked -> {m['latency_sparse_ms']:.2f} ms sparse "
+                  f"({m['speedup_over_masked']:.2f}x)", highlight=False)
+
+
 @app.command()
 @user_errors
 def predict(

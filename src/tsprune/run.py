@@ -40,6 +40,8 @@ class Run:
     path: Path | None = None
     # Shapes and attention settings of a structurally pruned model (None: the dense architecture of ``config``).
     architecture: dict[str, Any] | None = None
+    # Which pruned layers run on sparse kernels (``tsprune compile``); None: all dense.
+    sparse_plan: dict[str, Any] | None = None
 
     def data(self, **overrides: Any) -> ForecastData:
         """The run's data pipeline (stored scaler statistics), optionally with DataConfig fields overridden."""
@@ -73,6 +75,7 @@ def save_run(run: Run, out: Path, extra_config: dict[str, Any] | None = None) ->
     payload = {"format": FORMAT, **run.config.to_dict(),
                "pipeline": {"columns": run.columns, "freq": run.freq, "scaler": run.scaler.to_dict()},
                **({"architecture": run.architecture} if run.architecture is not None else {}),
+               **({"sparse_plan": run.sparse_plan} if run.sparse_plan else {}),
                **(extra_config or {})}
     write_json(out / CONFIG, payload)
     write_json(out / METRICS, run.metrics)
@@ -116,5 +119,10 @@ def load_run(path: str | Path) -> Run:
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
         raise TsPruneError(f"{weights} does not match the architecture in config.json: {detail[:300]}") from None
+    sparse_plan = raw.get("sparse_plan")
+    if sparse_plan:  # weights are stored dense-with-zeros; the sparse layout is rebuilt from the plan
+        from tsprune.prune.sparse import apply_plan
+
+        model = apply_plan(model, sparse_plan)
     metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
-    return Run(config, model, scaler, columns, freq, metrics, path, architecture)
+    return Run(config, model, scaler, columns, freq, metrics, path, architecture, sparse_plan or None)

@@ -1,0 +1,154 @@
+"""Does sparsity pay? Latency of masked, sparse-compiled and DepGraph-pruned forecasters against the dense model.
+
+    python benchmarks/speedup.py --models Transformer,Informer --densities 0.107 --batch-sizes 1,32
+        [--threads 2] [--repeats 10] [--compile-repeats 5] [--runs RUN_DIR ...] [--json OUT.json]
+
+Per model (default size, ETTh1, pred_len 96, random weights; or the trained ``--runs`` directories instead) and
+density: ``masked`` zeroes weights by global magnitude (same dense kernels), ``sparse`` is that model after
+``compile_sparse`` at the batch size measured, ``depgraph`` removes channels to the same parameter density. All
+four models are timed in alternation (``compare_latency``), so ratios stay honest on a busy machine.
+Measures only, asserts nothing. Records: ``model, engine, density, batch_size, flops_reduction, ideal (1/density),
+speedup, efficiency (speedup / flops_reduction), latency_ms, dense_ms, threads`` and extras per engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from torch import nn
+
+from tsprune.config import DataConfig
+from tsprune.data.dataset import ForecastData, prepare_data
+from tsprune.errors import TsPruneError
+from tsprune.measure import compare_latency, count_flops, example_inputs
+from tsprune.models.registry import build_model, default_config
+from tsprune.prune.sparse import compile_sparse
+from tsprune.prune.structured import prune_to_density
+from tsprune.prune.unstructured import parse_densities, prune_magnitude
+from tsprune.run import load_run
+
+cli = typer.Typer(add_completion=False)
+
+COLUMNS = ("model", "engine", "density", "batch_size", "flops_reduction", "ideal", "speedup", "efficiency",
+           "latency_ms", "note")
+
+
+def random_model(name: str, data: ForecastData) -> nn.Module:
+    """The model at its default size, shaped for ``data``, with seeded random weights."""
+    config = default_config(name, enc_in=data.enc_in, dec_in=data.enc_in, c_out=data.c_out,
+                            n_time_features=data.n_time_features)
+    torch.manual_seed(0)
+    return build_model(config).eval()
+
+
+def variants(model: nn.Module, density: float, inputs_1: tuple) -> dict[str, Any]:
+    """The masked and DepGraph-pruned copies of ``model`` at ``density`` with their FLOP reductions."""
+    dense_flops = count_flops(model, inputs_1)["flops"]
+    masked = copy.deepcopy(model)
+    _, report = prune_magnitude(masked, density)
+    out: dict[str, Any] = {"masked": masked, "masked_density": report["density_total"],
+                           "masked_reduction": dense_flops / count_flops(masked, inputs_1)["flops_effective"]}
+    try:
+        pruned, result = prune_to_density(model, inputs_1, density, timeout_s=300)
+        out.update(depgraph=pruned.eval(), depgraph_density=result.density, depgraph_note=result.reason,
+                   depgraph_reduction=dense_flops / count_flops(pruned, inputs_1)["flops"])
+    except TsPruneError as exc:
+        out.update(depgraph=None, depgraph_note=f"failed: {exc}"[:120])
+    return out
+
+
+def record(name: str, engine: str, density: float, size: int, reduction: float, timing: dict, dense: dict,
+           **extra: Any) -> dict[str, Any]:
+    speedup = dense["median_ms"] / timing["median_ms"]
+    return {"model": name, "engine": engine, "density": density, "batch_size": size, "flops_reduction": reduction,
+            "ideal": 1.0 / density, "speedup": speedup, "efficiency": speedup / reduction,
+            "latency_ms": timing["median_ms"], "iqr_ms": timing["iqr_ms"], "dense_ms": dense["median_ms"],
+            "threads": timing["threads"], "repeats": timing["repeats"], "device": timing["device"],
+            "torch": timing["torch"], **extra}
+
+
+def measure_batch(name: str, model: nn.Module, found: dict[str, Any], density: float, data: ForecastData,
+                  size: int, threads: int | None, repeats: int, compile_repeats: int) -> list[dict[str, Any]]:
+    inputs = example_inputs(data, size)
+    start = time.perf_counter()
+    sparse, plan = compile_sparse(copy.deepcopy(found["masked"]), inputs, threads=threads, repeats=compile_repeats)
+    compile_s = time.perf_counter() - start
+    engines = [entry["engine"] for entry in plan["layers"].values()]
+    chosen = {engine: engines.count(engine) for engine in ("csr", "bsr", "dense")}
+    models = {"dense": model, "masked": found["masked"], "sparse": sparse}
+    if found["depgraph"] is not None:
+        models["depgraph"] = found["depgraph"]
+    timings = compare_latency(models, inputs, repeats=repeats, threads=threads)
+    dense = timings["dense"]
+    rows = [record(name, "dense", 1.0, size, 1.0, dense, dense, density_actual=1.0),
+            record(name, "masked", density, size, found["masked_reduction"], timings["masked"], dense,
+                   density_actual=found["masked_density"])]
+    note = f"{chosen['csr']} csr + {chosen['bsr']} bsr of {len(engines)} pruned layers"
+    rows.append(record(name, "sparse", density, size, found["masked_reduction"], timings["sparse"], dense,
+                       density_actual=found["masked_density"], note=note, sparse_layers=chosen,
+                       compile_s=compile_s, plan=plan))
+    if found["depgraph"] is not None:
+        rows.append(record(name, "depgraph", density, size, found["depgraph_reduction"], timings["depgraph"], dense,
+                           density_actual=found["depgraph_density"], note=found["depgraph_note"]))
+    else:
+        rows.append({"model": name, "engine": "depgraph", "density": density, "batch_size": size,
+                     "note": found["depgraph_note"]})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def sources(models: str, runs: list[Path]) -> list[tuple[str, nn.Module, ForecastData]]:
+    if runs:
+        loaded = [load_run(path) for path in runs]
+        return [(run.config.model.name, run.model.eval(), run.data()) for run in loaded]
+    data = prepare_data(DataConfig(dataset="ETTh1", pred_len=96))
+    return [(name, random_model(name, data), data) for name in models.split(",") if name]
+
+
+@cli.command()
+def main(
+    models: Annotated[str, typer.Option(help="Comma-separated model names (ignored with --runs).")] = "Transformer",
+    densities: Annotated[str, typer.Option(help="Target densities, e.g. 0.107 or 0.5,0.107.")] = "0.107",
+    batch_sizes: Annotated[str, typer.Option()] = "1,32",
+    threads: Annotated[int | None, typer.Option()] = None,
+    repeats: Annotated[int, typer.Option(help="Timed passes per model (compare_latency).")] = 10,
+    compile_repeats: Annotated[int, typer.Option(help="Timing rounds per layer in compile_sparse.")] = 5,
+    runs: Annotated[list[Path] | None, typer.Option(help="Trained run directories instead of random weights.")]
+    = None,
+    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
+    sizes = [int(b) for b in batch_sizes.split(",")]
+    rows: list[dict] = []
+    for name, model, data in sources(models, runs or []):
+        inputs_1 = example_inputs(data, 1)
+        for density in parse_densities(densities):
+            found = variants(model, density, inputs_1)
+            for size in sizes:
+                batch_rows = measure_batch(name, model, found, density, data, size, threads, repeats,
+                                           compile_repeats)
+                rows += batch_rows
+                for row in batch_rows:
+                    typer.echo(json.dumps({k: v for k, v in row.items() if k != "plan"}), err=True)
+                if json_out is not None:  # after every batch: a long benchmark survives an interruption
+                    json_out.write_text(json.dumps(rows, indent=2) + "\n")
+    typer.echo(markdown(rows))
+
+
+if __name__ == "__main__":
+    cli()

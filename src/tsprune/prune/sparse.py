@@ -1,0 +1,350 @@
+"""Make unstructured sparsity pay: swap pruned layers for sparse kernels where, and only where, they are faster.
+
+Masked weights cost as much time as any other weight in a dense product. :func:`compile_sparse` times each pruned
+``Linear``/``Conv1d`` on the very inputs it sees in one forward pass (dense vs CSR vs BSR at a few block sizes),
+keeps the fastest sparse kernel only if it beats dense by ``min_speedup``, and returns a JSON plan of the choices.
+Which kernel wins depends on the shape, the batch size, the thread count and the machine, so it is measured, never
+assumed. :func:`apply_plan` replays a plan on a freshly loaded model without timing again (what loading a compiled
+run does). Compiled models save exactly the dense-with-zeros state dict of the masked model under the same keys.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tsprune.errors import TsPruneError
+from tsprune.prune.sparse_layers import (
+    ENGINES,
+    SparseConv1d,
+    SparseLinear,
+    SparseWeight,
+    conv1d_supported,
+    densify,
+    sparsify,
+)
+
+__all__ = ["SparseConv1d", "SparseLinear", "apply_plan", "choose_engine", "compile_sparse", "dense_state_dict",
+           "densify_model", "sparse_candidates"]
+
+PLAN_FORMAT = "tsprune-sparse-plan/1"
+BLOCKS = (4, 8, 16)
+SEED = 0  # Informer samples keys even in eval: every capture pass sees the same samples
+MIN_SAMPLE_S = 1e-3  # each timing sample repeats a fast op until it lasts about this long
+MAX_CALLS = 8  # inputs captured per layer (a layer called more often is timed on its first calls)
+
+Key = tuple[str, int | None]  # (engine, block)
+
+
+# ------------------------------------------------------------------------------------------------ layers
+
+
+def _weight_density(module: nn.Module) -> float:
+    weight = module.weight.detach()
+    return int(torch.count_nonzero(weight)) / weight.numel() if weight.numel() else 1.0
+
+
+def sparse_candidates(model: nn.Module) -> dict[str, nn.Module]:
+    """``{qualified name: layer}`` of the dense ``Linear``/``Conv1d`` layers with zeros (density < 1), each once."""
+    found: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        supported = isinstance(module, nn.Linear) or (isinstance(module, nn.Conv1d) and conv1d_supported(module))
+        if supported and _weight_density(module) < 1.0:
+            found[name] = module
+    return found
+
+
+def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> nn.Module:
+    """Put ``new`` wherever ``old`` is registered (every alias of a shared layer); returns the (new) root."""
+    names = [name for name, module in model.named_modules(remove_duplicate=False) if module is old]
+    if "" in names:
+        return new
+    for name in names:
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return model
+
+
+def _blocks(module: nn.Module, blocks: Sequence[int]) -> list[int]:
+    """The BSR block sizes that tile ``module``'s weight matrix ``[out, in * k]`` exactly."""
+    rows, cols = module.weight.shape[0], math.prod(module.weight.shape[1:])
+    return [b for b in blocks if rows % b == 0 and cols % b == 0]
+
+
+def _kind(module: nn.Module) -> str:
+    return "conv1d" if isinstance(module, (nn.Conv1d, SparseConv1d)) else "linear"
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+@contextmanager
+def _threads(threads: int | None) -> Iterator[int]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+
+
+@contextmanager
+def _seeded_inference(model: nn.Module) -> Iterator[None]:
+    """eval + inference mode on a forked, seeded RNG; the caller's training flag and random state are kept."""
+    device = _device(model)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=cuda), torch.inference_mode():
+            torch.manual_seed(SEED)
+            yield
+    finally:
+        model.train(was_training)
+
+
+def capture_inputs(model: nn.Module, layers: Mapping[str, nn.Module], inputs: Sequence[Tensor]
+                   ) -> dict[str, list[Tensor]]:
+    """The input tensors each of ``layers`` receives during one forward pass ``model(*inputs)`` (up to
+    ``MAX_CALLS`` per layer), so kernels are timed on the shapes the model really runs."""
+    seen: dict[str, list[Tensor]] = {name: [] for name in layers}
+
+    def hook_for(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            if len(seen[name]) < MAX_CALLS:
+                seen[name].append(args[0].detach().clone())
+        return hook
+
+    handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in layers.items()]
+    try:
+        with _seeded_inference(model):
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _sample(module: nn.Module, calls: Sequence[Tensor], number: int, device: torch.device) -> float:
+    """Seconds per pass over ``calls`` (mean of ``number`` passes)."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(number):
+        for x in calls:
+            module(x)
+    _sync(device)
+    return (time.perf_counter() - start) / number
+
+
+def time_candidates(candidates: Mapping[Key, nn.Module], calls: Sequence[Tensor], repeats: int = 10,
+                    warmup: int = 2, drop_factor: float = 2.0) -> dict[Key, float]:
+    """Median milliseconds of each candidate over ``calls``, timed in alternation (one sample of each per round).
+
+    Alternation keeps a load change on a shared machine from posing as a speedup. After the first third of the
+    rounds a candidate slower than ``drop_factor`` x the fastest stops being timed: a hopeless BSR kernel on a big
+    batch would otherwise dominate compile time. ``(dense, None)`` is never dropped.
+    """
+    device = calls[0].device
+    samples: dict[Key, list[float]] = {key: [] for key in candidates}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for module in candidates.values():
+                _sample(module, calls, 1, device)
+        first = min(_sample(module, calls, 1, device) for module in candidates.values())
+        number = max(1, min(100, math.ceil(MIN_SAMPLE_S / max(first, 1e-9))))
+        active = dict(candidates)
+        for round_ in range(repeats):
+            for key, module in active.items():
+                samples[key].append(_sample(module, calls, number, device))
+            if round_ + 1 == max(1, repeats // 3):
+                best = min(statistics.median(samples[key]) for key in active)
+                active = {key: module for key, module in active.items()
+                          if key == ("dense", None) or statistics.median(samples[key]) <= drop_factor * best}
+    return {key: statistics.median(values) * 1e3 for key, values in samples.items()}
+
+
+def choose_engine(timings_ms: Mapping[Key, float], min_speedup: float = 1.05) -> Key:
+    """The fastest sparse ``(engine, block)`` if it beats ``("dense", None)`` by ``min_speedup``, else dense.
+
+    A pure function of the timings, so the rule is testable without a clock.
+    """
+    dense = timings_ms[("dense", None)]
+    sparse = {key: ms for key, ms in timings_ms.items() if key[0] != "dense"}
+    if not sparse:
+        return ("dense", None)
+    best = min(sparse, key=sparse.__getitem__)
+    return best if dense >= min_speedup * sparse[best] else ("dense", None)
+
+
+# ------------------------------------------------------------------------------------------------ compile
+
+
+def _resolve_inputs(inputs: Mapping[int, Sequence[Tensor]] | Sequence[Tensor], batch_size: int | None
+                    ) -> tuple[tuple[Tensor, ...], int]:
+    if isinstance(inputs, Mapping):
+        if batch_size is None:
+            if len(inputs) != 1:
+                raise TsPruneError(f"say which batch size to compile for: inputs are given for {sorted(inputs)}")
+            batch_size = next(iter(inputs))
+        if batch_size not in inputs:
+            raise TsPruneError(f"no example inputs for batch size {batch_size} (have {sorted(inputs)})")
+        chosen = tuple(inputs[batch_size])
+    else:
+        chosen = tuple(inputs)
+    size = int(chosen[0].shape[0])
+    if batch_size is not None and size != batch_size:
+        raise TsPruneError(f"the example inputs have batch size {size}, not {batch_size}")
+    return chosen, size
+
+
+def _entry(module: nn.Module, density: float, key: Key, timings: Mapping[Key, float] | None) -> dict[str, Any]:
+    """One layer's plan record (JSON-serialisable)."""
+    timings = timings or {}
+    bsr = {block: ms for (engine, block), ms in timings.items() if engine == "bsr"}
+    best_block = min(bsr, key=bsr.__getitem__) if bsr else None
+    return {
+        "kind": _kind(module), "shape": list(module.weight.shape), "engine": key[0], "block": key[1],
+        "density": density, "dense_ms": timings.get(("dense", None)), "csr_ms": timings.get(("csr", None)),
+        "bsr_ms": bsr.get(best_block) if bsr else None, "bsr_block": best_block,
+        "bsr_ms_by_block": {str(block): ms for block, ms in bsr.items()}, "chosen_ms": timings.get(key),
+    }
+
+
+def _forced_key(module: nn.Module, force: str, blocks: Sequence[int], block: int | None) -> Key:
+    if force == "csr":
+        return ("csr", None)
+    if block is not None:
+        return ("bsr", block)
+    fitting = _blocks(module, blocks)
+    return ("bsr", max(fitting) if fitting else 1)
+
+
+def compile_sparse(
+    model: nn.Module,
+    inputs: Mapping[int, Sequence[Tensor]] | Sequence[Tensor],
+    batch_size: int | None = None,
+    threads: int | None = None,
+    min_speedup: float = 1.05,
+    repeats: int = 10,
+    warmup: int = 2,
+    blocks: Sequence[int] = BLOCKS,
+    engines: Sequence[str] = ENGINES,
+    force: str | None = None,
+    block: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Replace, in place, each pruned layer of ``model`` by its fastest sparse kernel when that beats dense.
+
+    ``inputs`` is ``model``'s forward arguments, or ``{batch size: arguments}`` with ``batch_size`` picking one.
+    Every ``Linear``/``Conv1d`` with zeros is timed on the inputs it receives in one forward pass, with
+    ``threads`` threads: dense, CSR (if in ``engines``) and BSR for each of ``blocks`` that tiles the weight.
+    A sparse kernel replaces the layer only if ``dense_ms >= min_speedup * sparse_ms``. ``force="csr"|"bsr"``
+    skips timing and sparsifies every candidate (BSR with ``block``, else the largest of ``blocks`` that fits, else
+    1). Returns ``(model, plan)``; the plan is JSON-serialisable and replayable with :func:`apply_plan`.
+    """
+    if force is not None and force not in ENGINES:
+        raise TsPruneError(f"unknown sparse engine {force!r}: use one of {', '.join(ENGINES)}")
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        raise TsPruneError(f"unknown sparse engine(s) {sorted(unknown)}: use {', '.join(ENGINES)}")
+    args, size = _resolve_inputs(inputs, batch_size)
+    layers = sparse_candidates(model)
+    densities = {name: _weight_density(module) for name, module in layers.items()}
+    with _threads(threads) as used:
+        calls = capture_inputs(model, layers, args) if force is None and layers else {}
+        entries: dict[str, dict[str, Any]] = {}
+        for name, module in layers.items():
+            timings = None
+            if force is not None:
+                key = _forced_key(module, force, blocks, block)
+            elif not calls[name]:
+                key = ("dense", None)  # never called at this input: nothing to gain
+            else:
+                timings = _time_layer(module, calls.pop(name), blocks, engines, repeats, warmup)
+                key = choose_engine(timings, min_speedup)
+            entries[name] = _entry(module, densities[name], key, timings)
+            if key[0] != "dense":
+                model = _replace(model, module, sparsify(module, *key))
+    plan = {"format": PLAN_FORMAT, "batch_size": size, "threads": used, "torch": torch.__version__,
+            "device": str(_device(model)), "min_speedup": min_speedup, "forced": force, "layers": entries}
+    return model, plan
+
+
+def _time_layer(module: nn.Module, calls: Sequence[Tensor], blocks: Sequence[int], engines: Sequence[str],
+                repeats: int, warmup: int) -> dict[Key, float]:
+    candidates: dict[Key, nn.Module] = {("dense", None): module}
+    if "csr" in engines:
+        candidates[("csr", None)] = sparsify(module, "csr")
+    if "bsr" in engines:
+        candidates.update({("bsr", b): sparsify(module, "bsr", b) for b in _blocks(module, blocks)})
+    return time_candidates(candidates, calls, repeats, warmup)
+
+
+# ------------------------------------------------------------------------------------------------ plans
+
+
+def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
+    """Rebuild the sparse layers a plan chose on ``model`` (dense weights with zeros, e.g. a freshly loaded run),
+    without timing. Layers already sparse are re-laid out only if the plan asks for another engine or block."""
+    if plan.get("format") != PLAN_FORMAT:
+        raise TsPruneError(f"not a sparse plan (format {plan.get('format')!r}, expected {PLAN_FORMAT!r})")
+    for name, entry in plan["layers"].items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise TsPruneError(f"the sparse plan names layer {name!r}, which the model does not have") from None
+        key = (entry["engine"], entry.get("block"))
+        if key[0] == "dense":
+            continue
+        if key[0] not in ENGINES:
+            raise TsPruneError(f"the sparse plan asks for unknown engine {key[0]!r} at {name!r}")
+        if isinstance(module, SparseWeight):
+            if (module.engine, module.block) == key:
+                continue
+            dense = densify(module)
+            model, module = _replace(model, module, dense), dense
+        if _kind(module) != entry.get("kind", _kind(module)) or list(module.weight.shape) != list(entry["shape"]):
+            raise TsPruneError(f"layer {name!r} does not match the sparse plan ({entry['kind']} {entry['shape']})")
+        try:
+            model = _replace(model, module, sparsify(module, *key))
+        except ValueError as exc:  # e.g. a BSR block that does not tile this layer
+            raise TsPruneError(f"cannot apply the sparse plan at {name!r}: {exc}") from None
+    return model
+
+
+def dense_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict with every weight dense (zeros included) under the original model's keys.
+
+    Sparse layers already save this way; this detaches, and guarantees no sparse layout reaches safetensors.
+    """
+    state = {name: value.detach() for name, value in model.state_dict().items()}
+    bad = [name for name, value in state.items() if value.layout != torch.strided]
+    if bad:
+        raise TsPruneError(f"state dict entries are not dense: {', '.join(bad)}")
+    return state
+
+
+def densify_model(model: nn.Module) -> nn.Module:
+    """Replace every sparse layer by its dense ``Linear``/``Conv1d`` (zeros kept), in place; undoes compilation
+    (e.g. before structured pruning or FLOP counting, which know only the dense layers)."""
+    for module in [m for m in model.modules() if isinstance(m, SparseWeight)]:
+        model = _replace(model, module, densify(module))
+    return model

@@ -1,0 +1,228 @@
+"""Sparse stand-ins for pruned ``nn.Linear`` / ``nn.Conv1d`` layers: the zeros are skipped, not multiplied.
+
+Why these choices (measured with torch 2.13 on CPU, see ``benchmarks/speedup.py``):
+
+* Orientation: ``y = (W_sparse @ x2d.T).T`` with the sparse weight on the *left*. ``F.linear(x, W_csr)`` (sparse on
+  the right) was 2-5x slower. ``x2d.T`` is passed as a view (a contiguous copy first measured no faster).
+* Layouts: CSR and BSR (``block`` x ``block`` tiles) are both offered; :func:`tsprune.prune.sparse.compile_sparse`
+  picks per layer by timing. Unstructured magnitude pruning rarely leaves whole tiles empty (at density 0.107 a
+  4x4 tile is nonzero with probability ~0.84), so BSR multiplies ~8x the nonzeros and lost to CSR on every layer
+  with nonzeros we measured on CPU; it is there for block-structured masks and GPUs.
+* Indices are int32 when they fit: half the index memory of torch's int64 default (no speed difference measured
+  on CPU; cuSPARSE's BSR routines take only int32).
+* Storage: only the compressed arrays (``crow_indices``, ``col_indices``, ``values``) are kept, as ordinary
+  non-persistent buffers, so ``.to(device)``, ``.double()`` and ``deepcopy`` work as for any module (a sparse
+  tensor buffer breaks ``deepcopy``). The sparse tensor is re-wrapped around them in each forward (~4 us).
+  The dense weight with its zeros is *not* held: ``module.weight`` materialises it on demand, and the state dict
+  writes it under the original key ``weight`` (and reads it back), so a compiled model saves the same
+  ``model.safetensors`` as the masked dense one and a checkpoint loads into either. At density 0.107 a CSR weight
+  with int32 indices takes ~21% of the dense bytes; keeping the dense copy as well would cost ~121%.
+
+Inference only: the buffers are not parameters, so the sparse weight does not train.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ENGINES = ("csr", "bsr")
+_INT32_MAX = 2**31 - 1
+
+
+def _compress(matrix: Tensor, engine: str, block: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(crow_indices, col_indices, values)`` of a 2-D dense ``matrix`` in CSR or BSR (``block`` x ``block``)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown sparse engine {engine!r}: use one of {', '.join(ENGINES)}")
+    matrix = matrix.detach()
+    with warnings.catch_warnings():  # torch warns (once) that sparse CSR support is beta
+        warnings.simplefilter("ignore", UserWarning)
+        if engine == "csr":
+            sparse = matrix.to_sparse_csr()
+        else:
+            if block is None or block < 1 or matrix.shape[0] % block or matrix.shape[1] % block:
+                raise ValueError(f"BSR block {block} does not divide the weight shape {tuple(matrix.shape)}")
+            sparse = matrix.to_sparse_bsr((block, block))
+    crow, col, values = sparse.crow_indices(), sparse.col_indices(), sparse.values()
+    if max(matrix.shape) <= _INT32_MAX and values.numel() <= _INT32_MAX:
+        crow, col = crow.to(torch.int32), col.to(torch.int32)
+    return crow.contiguous(), col.contiguous(), values.contiguous()
+
+
+def _expand(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """The dense matrix of CSR (``values`` 1-D) or BSR (``values`` ``[n, b, b]``) arrays, by one scatter
+    (torch's BSR ``to_dense`` is several ms even for small CPU matrices)."""
+    block = values.shape[-1] if values.dim() == 3 else 1
+    grid = (shape[0] // block, shape[1] // block)
+    entries = torch.arange(col.numel(), device=crow.device, dtype=crow.dtype)
+    rows = torch.searchsorted(crow[1:], entries, right=True)  # row of each stored entry
+    tiles = values.new_zeros(*grid, *values.shape[1:])
+    tiles[rows, col.long()] = values
+    return tiles.transpose(1, 2).reshape(shape) if block > 1 else tiles
+
+
+class SparseWeight(nn.Module):
+    """A weight matrix ``[out, in]`` kept compressed, plus the original layer's bias; base of the sparse layers.
+
+    ``weight_shape`` is the original layer's weight shape (``[out, in, k]`` for a convolution), which is what
+    ``weight`` and the state dict present.
+    """
+
+    def __init__(self, weight: Tensor, bias: nn.Parameter | None, engine: str, block: int | None = None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.block = block if engine == "bsr" else None
+        self.weight_shape = tuple(weight.shape)
+        self.matrix_shape = (weight.shape[0], math.prod(weight.shape[1:]))
+        self.bias = bias  # the pruned layer's own Parameter (or None): shared, not copied
+        self._store(weight)
+
+    def _store(self, weight: Tensor) -> None:
+        crow, col, values = _compress(weight.reshape(self.matrix_shape), self.engine, self.block)
+        self.register_buffer("crow_indices", crow, persistent=False)
+        self.register_buffer("col_indices", col, persistent=False)
+        self.register_buffer("values", values, persistent=False)
+
+    def sparse_weight(self) -> Tensor:
+        """The compressed ``[out, in]`` matrix as a torch sparse tensor (a cheap wrapper around the buffers)."""
+        build = torch.sparse_csr_tensor if self.engine == "csr" else torch.sparse_bsr_tensor
+        return build(self.crow_indices, self.col_indices, self.values, self.matrix_shape, check_invariants=False)
+
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight with its zeros, built on demand (for saving, FLOP and density accounting)."""
+        return _expand(self.crow_indices, self.col_indices, self.values, self.matrix_shape).reshape(self.weight_shape)
+
+    @property
+    def density(self) -> float:
+        """Nonzero fraction of the weight."""
+        return int(torch.count_nonzero(self.values)) / max(1, math.prod(self.weight_shape))
+
+    @property
+    def stored(self) -> float:
+        """Fraction of the weight the kernel multiplies: the density plus, for BSR, the zeros inside kept tiles."""
+        return self.values.numel() / max(1, math.prod(self.weight_shape))
+
+    def _matmul(self, columns: Tensor) -> Tensor:
+        """``W @ columns`` for a dense ``[in, n]`` operand (any strides): ``[out, n]``."""
+        return torch.sparse.mm(self.sparse_weight(), columns)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        destination[prefix + "weight"] = self.weight  # dense with zeros, under the original layer's key
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "weight"
+        if key in state_dict:
+            weight = state_dict[key]
+            if tuple(weight.shape) != self.weight_shape:
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape {tuple(weight.shape)}, "
+                                  f"the shape in current model is {self.weight_shape}.")
+            else:
+                self._store(weight.to(self.values.device, self.values.dtype))
+        elif strict:
+            missing_keys.append(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if key in unexpected_keys:  # the base class does not know the ``weight`` key we just consumed
+            unexpected_keys.remove(key)
+
+    def extra_repr(self) -> str:
+        block = f", block={self.block}" if self.block else ""
+        return (f"{self.weight_shape}, engine={self.engine}{block}, density={self.density:.3f}, "
+                f"stored={self.stored:.3f}, bias={self.bias is not None}")
+
+
+class SparseLinear(SparseWeight):
+    """``nn.Linear`` with a compressed weight: ``y = (W @ x2d.T).T + b`` on inputs ``[..., in]``, output contiguous."""
+
+    def __init__(self, linear: nn.Linear, engine: str = "csr", block: int | None = None) -> None:
+        super().__init__(linear.weight, linear.bias, engine, block)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features)
+        out = self._matmul(rows.T).T.contiguous()  # [n, out]
+        if self.bias is not None:
+            out = out.add_(self.bias)
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+def conv1d_supported(conv: nn.Conv1d) -> bool:
+    """Whether :class:`SparseConv1d` reproduces ``conv`` (grouped convolutions are left dense)."""
+    return isinstance(conv, nn.Conv1d) and conv.groups == 1
+
+
+class SparseConv1d(SparseWeight):
+    """``nn.Conv1d`` (groups 1) as im2col + one sparse product: ``[B, C, L] -> [B, C_out, L_out]``, contiguous.
+
+    ``unfold`` turns the (padded) input into ``[C * k, B * L_out]`` columns, ordered like the flattened weight
+    ``[C_out, C * k]``, so the whole batch is one sparse matrix product.
+    """
+
+    def __init__(self, conv: nn.Conv1d, engine: str = "csr", block: int | None = None) -> None:
+        if not conv1d_supported(conv):
+            raise ValueError(f"{conv} is not supported by SparseConv1d (grouped convolution)")
+        super().__init__(conv.weight, conv.bias, engine, block)
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride, self.dilation = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
+        self.pad = _padding(conv)
+        self.padding_mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:  # unbatched [C, L], as nn.Conv1d accepts
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        if any(self.pad):
+            x = F.pad(x, self.pad, mode=self.padding_mode)
+        span = self.dilation * (self.kernel_size - 1) + 1
+        windows = x.unfold(2, span, self.stride)[..., :: self.dilation]  # [B, C, L_out, k], a view
+        batch, channels, length, kernel = windows.shape
+        columns = windows.permute(1, 3, 0, 2).reshape(channels * kernel, batch * length)
+        out = self._matmul(columns).view(self.out_channels, batch, length).transpose(0, 1).contiguous()
+        if self.bias is not None:
+            out = out.add_(self.bias.unsqueeze(-1))
+        return out
+
+
+def _padding(conv: nn.Conv1d) -> tuple[int, int]:
+    """``(left, right)`` padding of ``conv``, resolving ``"valid"`` and ``"same"`` as PyTorch does."""
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":
+        total = conv.dilation[0] * (conv.kernel_size[0] - 1)
+        return (total // 2, total - total // 2)
+    return (conv.padding[0], conv.padding[0])
+
+
+def sparsify(module: nn.Module, engine: str = "csr", block: int | None = None) -> SparseWeight:
+    """The sparse equivalent of a ``Linear`` or ``Conv1d`` ``module`` (weights with exact zeros) in ``engine``."""
+    if isinstance(module, nn.Linear):
+        return SparseLinear(module, engine, block).to(module.weight.device)
+    if isinstance(module, nn.Conv1d):
+        return SparseConv1d(module, engine, block).to(module.weight.device)
+    raise TypeError(f"cannot sparsify a {type(module).__name__}: only nn.Linear and nn.Conv1d")
+
+
+def densify(module: SparseWeight) -> nn.Module:
+    """The dense ``nn.Linear``/``nn.Conv1d`` (zeros included) equivalent of a sparse layer."""
+    weight, bias = module.weight, module.bias
+    if isinstance(module, SparseLinear):
+        dense: nn.Module = nn.Linear(module.in_features, module.out_features, bias=bias is not None)
+    elif isinstance(module, SparseConv1d):
+        left, right = module.pad
+        padding: int | str = left if left == right else "same"
+        mode = "zeros" if module.padding_mode == "constant" else module.padding_mode
+        dense = nn.Conv1d(module.in_channels, module.out_channels, module.kernel_size, module.stride, padding,
+                          module.dilation, bias=bias is not None, padding_mode=mode)
+    else:
+        raise TypeError(f"cannot densify a {type(module).__name__}")
+    dense = dense.to(device=weight.device, dtype=weight.dtype)
+    dense.weight = nn.Parameter(weight)
+    if bias is not None:
+        dense.bias = bias
+    return dense

@@ -1,0 +1,244 @@
+"""Sparse kernels for pruned layers: exact equivalence with the masked dense model, the timing rule, plan replay."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tsprune.config import DataConfig
+from tsprune.data.dataset import prepare_data
+from tsprune.errors import TsPruneError
+from tsprune.measure import example_inputs
+from tsprune.models.registry import build_model, default_config, model_names
+from tsprune.prune import sparse
+from tsprune.prune.sparse import (
+    apply_plan,
+    choose_engine,
+    compile_sparse,
+    dense_state_dict,
+    densify_model,
+    sparse_candidates,
+)
+from tsprune.prune.sparse_layers import SparseConv1d, SparseLinear, SparseWeight
+from tsprune.prune.unstructured import prune_magnitude
+
+DENSITY = 0.107
+TOLERANCE = 1e-5
+SMALL = {"d_model": 32, "d_ff": 64, "n_heads": 4, "e_layers": 2, "d_layers": 1, "modes": 8, "seg_len": 12}
+
+
+@pytest.fixture(scope="module")
+def windows() -> tuple[torch.Tensor, ...]:
+    return example_inputs(prepare_data(DataConfig(dataset="ETTh1")), 4)
+
+
+def pruned_model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(default_config(name, **SMALL)).eval()
+    prune_magnitude(model, DENSITY)
+    return model
+
+
+def forward(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Seeded inference pass: Informer samples keys even in eval."""
+    torch.manual_seed(123)
+    with torch.inference_mode():
+        return model(*inputs)
+
+
+def masked(layer: nn.Module, density: float = 0.2, seed: int = 0) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        layer.weight.mul_(torch.rand(layer.weight.shape, generator=gen) < density)
+    return layer
+
+
+def sparse_modules(model: nn.Module) -> list[SparseWeight]:
+    return [module for module in model.modules() if isinstance(module, SparseWeight)]
+
+
+# ------------------------------------------------------------------------------------------------ layers
+
+
+@pytest.mark.parametrize("engine,block", [("csr", None), ("bsr", 4), ("bsr", 16)])
+@pytest.mark.parametrize("shape", [(5, 32), (2, 7, 32)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_linear_equals_linear(engine, block, shape, bias):
+    torch.manual_seed(0)
+    linear = masked(nn.Linear(32, 48, bias=bias))
+    layer = SparseLinear(linear, engine, block)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        out = layer(x)
+        expected = linear(x)
+    assert out.shape == expected.shape and out.is_contiguous()
+    torch.testing.assert_close(out, expected, atol=TOLERANCE, rtol=0)
+    assert torch.equal(layer.weight, linear.weight)
+
+
+@pytest.mark.parametrize("engine,block", [("csr", None), ("bsr", 8)])
+@pytest.mark.parametrize("options", [{}, {"padding": 1}, {"stride": 2, "padding": 2, "dilation": 2},
+                                     {"padding": 1, "padding_mode": "circular"}, {"bias": False}])
+def test_sparse_conv1d_equals_conv1d(engine, block, options):
+    torch.manual_seed(0)
+    conv = masked(nn.Conv1d(8, 16, 3, **options))
+    layer = SparseConv1d(conv, engine, block)
+    x = torch.randn(3, 8, 20)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), conv(x), atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(layer(x[0]), conv(x[0]), atol=TOLERANCE, rtol=0)  # unbatched
+
+
+def test_sparse_layer_state_dict_keeps_dense_keys_and_loads_back():
+    torch.manual_seed(0)
+    linear = masked(nn.Linear(16, 8))
+    layer = SparseLinear(linear, "csr")
+    state = layer.state_dict()
+    assert list(state) == list(linear.state_dict())
+    assert torch.equal(state["weight"], linear.weight) and state["weight"].layout == torch.strided
+    other = masked(nn.Linear(16, 8), seed=1)
+    layer.load_state_dict(other.state_dict(), strict=True)  # a dense checkpoint loads into the sparse layer
+    x = torch.randn(4, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), other(x), atol=TOLERANCE, rtol=0)
+    clone = copy.deepcopy(layer).double()  # plain buffers: deepcopy and dtype casts work
+    assert clone.values.dtype == torch.float64 and clone.col_indices.dtype == torch.int32
+
+
+def test_sparse_layer_stores_only_the_nonzeros():
+    linear = masked(nn.Linear(64, 64), density=0.1)
+    layer = SparseLinear(linear, "csr")
+    assert layer.values.numel() == int(torch.count_nonzero(linear.weight))
+    assert not any(t.numel() == linear.weight.numel() for t in layer.buffers())  # no dense copy kept
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+@pytest.mark.parametrize("force", ["csr", "bsr"])
+@pytest.mark.parametrize("name", model_names())
+def test_compiled_model_equals_masked_model(name, force, windows):
+    model = pruned_model(name)
+    expected = forward(model, windows)
+    compiled, plan = compile_sparse(copy.deepcopy(model), windows, force=force)
+    assert plan["layers"] and all(entry["engine"] == force for entry in plan["layers"].values())
+    assert len(sparse_modules(compiled)) == len(plan["layers"])
+    assert (forward(compiled, windows) - expected).abs().max().item() <= TOLERANCE
+    json.dumps(plan)
+
+
+def test_density_one_layers_stay_dense(windows):
+    model = pruned_model("Transformer")
+    dense_layers = [name for name, m in model.named_modules()
+                    if isinstance(m, nn.Linear) and bool((m.weight != 0).all())]
+    assert dense_layers  # the output projection is never pruned
+    compiled, plan = compile_sparse(model, windows, force="csr")
+    for name in dense_layers:
+        assert type(compiled.get_submodule(name)) is nn.Linear and name not in plan["layers"]
+    unpruned = build_model(default_config("Transformer", **SMALL))
+    assert sparse_candidates(unpruned) == {}
+    same, plan = compile_sparse(unpruned, windows)
+    assert plan["layers"] == {} and not sparse_modules(same)
+
+
+# ------------------------------------------------------------------------------------------------ timing rule
+
+
+def test_choose_engine_keeps_dense_unless_sparse_is_faster_enough():
+    dense = ("dense", None)
+    assert choose_engine({dense: 1.0, ("csr", None): 2.0, ("bsr", 4): 3.0}) == dense
+    assert choose_engine({dense: 1.0, ("csr", None): 0.97}, min_speedup=1.05) == dense  # within the margin
+    assert choose_engine({dense: 1.0, ("csr", None): 0.5, ("bsr", 8): 0.4}) == ("bsr", 8)
+    assert choose_engine({dense: 1.0}) == dense
+
+
+def test_slow_sparse_kernel_leaves_layer_dense(monkeypatch, windows):
+    model = pruned_model("Transformer")
+    slow = "encoder.layers.0.feed_forward.linear1"
+    assert slow in sparse_candidates(model)
+
+    def fake_timings(candidates, calls, repeats, warmup):
+        layer = candidates[("dense", None)]
+        factor = 3.0 if layer is model.get_submodule(slow) else 0.5  # sparse 3x slower / 2x faster than dense
+        return {key: 1.0 if key[0] == "dense" else factor for key in candidates}
+
+    monkeypatch.setattr(sparse, "time_candidates", fake_timings)
+    compiled, plan = compile_sparse(model, windows, threads=1)
+    assert type(compiled.get_submodule(slow)) in (nn.Linear, nn.Conv1d)
+    assert plan["layers"][slow]["engine"] == "dense" and plan["layers"][slow]["dense_ms"] == 1.0
+    others = [name for name in plan["layers"] if name != slow]
+    assert others and all(plan["layers"][name]["engine"] != "dense" for name in others)
+    assert plan["threads"] == 1 and plan["batch_size"] == windows[0].shape[0]
+
+
+def test_timed_compile_runs_and_matches(windows):
+    model = pruned_model("FEDformer")
+    expected = forward(model, windows)
+    compiled, plan = compile_sparse(model, {4: windows}, batch_size=4, repeats=1, warmup=0, blocks=(8,))
+    for entry in plan["layers"].values():
+        assert entry["dense_ms"] > 0 and entry["csr_ms"] > 0 and entry["engine"] in ("dense", "csr", "bsr")
+    assert (forward(compiled, windows) - expected).abs().max().item() <= TOLERANCE
+
+
+# ------------------------------------------------------------------------------------------------ plans
+
+
+@pytest.mark.parametrize("name", ["Informer", "Autoformer"])
+def test_plan_round_trip_through_safetensors(name, windows, tmp_path):
+    model = pruned_model(name)
+    keys = list(model.state_dict())
+    compiled, plan = compile_sparse(model, windows, force="csr")
+    assert list(compiled.state_dict()) == keys  # same keys, same order as the masked model
+    # Mix engines so the replay has something to get right: every other layer BSR.
+    for index, entry in enumerate(plan["layers"].values()):
+        if index % 2 and entry["shape"][0] % 4 == 0:
+            entry.update(engine="bsr", block=4)
+    compiled = apply_plan(compiled, plan)  # re-lays out an already compiled model
+    expected = forward(compiled, windows)
+    save_file(dense_state_dict(compiled), str(tmp_path / "model.safetensors"))
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+
+    fresh = build_model(default_config(name, **SMALL)).eval()
+    assert sorted(load_file(str(tmp_path / "model.safetensors"))) == sorted(fresh.state_dict())
+    fresh.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)
+    fresh = apply_plan(fresh, json.loads((tmp_path / "plan.json").read_text()))
+    for layer_name, entry in plan["layers"].items():
+        layer = fresh.get_submodule(layer_name)
+        assert (layer.engine, layer.block) == (entry["engine"], entry["block"])
+    assert torch.equal(forward(fresh, windows), expected)
+
+
+def test_apply_plan_rejects_a_foreign_plan():
+    model = pruned_model("Transformer")
+    with pytest.raises(TsPruneError):
+        apply_plan(model, {"format": "something else", "layers": {}})
+    plan = {"format": sparse.PLAN_FORMAT, "layers": {"no.such.layer": {"engine": "csr", "block": None}}}
+    with pytest.raises(TsPruneError):
+        apply_plan(model, plan)
+
+
+def test_densify_model_undoes_compile(windows):
+    model = pruned_model("Crossformer")
+    expected = forward(model, windows)
+    compiled, _ = compile_sparse(copy.deepcopy(model), windows, force="bsr")
+    restored = densify_model(compiled)
+    assert not sparse_modules(restored)
+    assert (forward(restored, windows) - expected).abs().max().item() <= TOLERANCE
+    assert list(restored.state_dict()) == list(model.state_dict())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("engine,block", [("csr", None), ("bsr", 16)])
+def test_sparse_layers_on_cuda(engine, block):
+    torch.manual_seed(0)
+    linear = masked(nn.Linear(64, 128)).cuda()
+    conv = masked(nn.Conv1d(32, 64, 3)).cuda()
+    x, y = torch.randn(4, 9, 64, device="cuda"), torch.randn(4, 32, 20, device="cuda")
+    with torch.inference_mode():
+        torch.testing.assert_close(SparseLinear(linear, engine, block)(x), linear(x), atol=1e-4, rtol=0)
+        torch.testing.assert_close(SparseConv1d(conv, engine, block)(y), conv(y), atol=1e-4, rtol=0)
