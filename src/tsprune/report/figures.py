@@ -256,7 +256,7 @@ def model_size(frame: pd.DataFrame) -> Figure:
         ax.set_xlabel("parameters (log scale)")
         ax.set_title(task_label(dataset, horizon))
     legend(fig, [model_handles(dense["model"], colors)])
-    headline(fig, title, f"dense models, {percent(fraction)} of the training data; "
+    headline(fig, title, f"dense models, {percent(fraction)} of the training data\n"
                          "points: seed mean labelled with the size, bars: min–max")
     return fig
 
