@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -133,5 +135,11 @@ def test_compiled_sparse_run_saves_reloads_and_matches_masked(trained, tmp_path)
     assert measured["params"] == api.measure(masked, batch_sizes=(2,), repeats=1, latency=False)["params"]
     assert measured["engine"] == "sparse" and measured["flops_effective"] < measured["flops"]
     assert len(reloaded.predict(device=DEVICE)) == reloaded.config.model.pred_len
+    for engine in ("dense", "sparse"):  # a compiled run forecasts on either engine with the same numbers
+        result = invoke("predict", str(tmp_path / "sparse"), "--engine", engine, "--out", str(tmp_path / f"{engine}.csv"),
+                        "--device", DEVICE)
+        assert result.exit_code == 0, result.output
+    dense_csv, sparse_csv = (pd.read_csv(tmp_path / f"{engine}.csv") for engine in ("dense", "sparse"))
+    np.testing.assert_allclose(dense_csv.iloc[:, 1:].to_numpy(), sparse_csv.iloc[:, 1:].to_numpy(), rtol=1e-4, atol=1e-4)
     result = invoke("compile", str(tmp_path / "sparse"), "--out", str(tmp_path / "again"))
     assert result.exit_code == 2 and "already compiled" in result.output

@@ -299,13 +299,23 @@ def predict(
     plot: Annotated[Optional[Path], typer.Option(help="Also draw history and forecast to this image.")] = None,
     channels: Annotated[Optional[str], typer.Option(help="Comma-separated channels to plot (default: target).")]
     = None,
+    engine: Annotated[Optional[str], typer.Option(help="dense or sparse (default: as the run was saved; sparse "
+                                                       "compiles a pruned run for batch 1 first).")] = None,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
     """Forecast the pred_len steps after the end of the data, in original units, with continuing timestamps."""
     from tsprune import api
     from tsprune.forecast import predict as forecast_after, read_history
 
+    if engine not in (None, "dense", "sparse"):
+        raise TsPruneError(f"unknown engine {engine!r}: use dense or sparse")
     run = api.load(run_dir)
+    if engine == "dense" and run.sparse_plan:
+        from tsprune.prune.sparse import densify_model
+
+        run.model, run.sparse_plan = densify_model(run.model), None
+    elif engine == "sparse" and not run.sparse_plan:
+        run = api.compile_run(run, batch_size=1, device=device)
     history = read_history(run, dataset, data_path)
     forecast = forecast_after(run, history, device)
     out.parent.mkdir(parents=True, exist_ok=True)
