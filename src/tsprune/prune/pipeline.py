@@ -122,6 +122,8 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     if out_path is not None and out_path.exists() and not overwrite:
         raise TsPruneError(f"{out_path} already exists: choose another --out or pass --overwrite")
     run = source if isinstance(source, Run) else load_run(source)
+    if run.sparse_plan:
+        raise TsPruneError("this run is compiled for the sparse engine: prune the run it was compiled from")
     configure_threads(config.threads)
     device = resolve_device(config.device)
     data = run.data()
@@ -196,7 +198,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         **pruned.facts,
     })
     result = Run(run.config, model.cpu(), run.scaler, run.columns, run.freq, metrics)
-    result.architecture = pruned.architecture or getattr(run, "architecture", None)
+    result.architecture = pruned.architecture or run.architecture
     if out_path is not None:
         _write_atomically(result, out_path, config, overwrite)
     return result
