@@ -17,6 +17,16 @@ TINY = {"d_model": 16, "d_ff": 32, "n_heads": 2, "e_layers": 2, "d_layers": 1, "
 DEVICE = os.environ.get("TSPRUNE_TEST_DEVICE", "cpu")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module (restored afterwards): tiny tensors gain nothing from a second
+    thread, and on a busy 2-core machine its OpenMP barriers make each op many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny() -> dict:
     return dict(TINY)

@@ -21,13 +21,7 @@ MODELS = model_names()
 SIZE = {**TINY, "d_model": 32, "d_ff": 64, "n_heads": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Graph building is Python-bound; a second intra-op thread only adds OpenMP barriers on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def tiny_model(name: str, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:

@@ -33,14 +33,7 @@ from tsprune.train import fit
 MODELS = model_names()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the second thread's OpenMP
-    # barriers make each step tens of times slower. Restored afterwards for the other test files.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def tiny_model(name: str, seed: int = 0, **overrides):
