@@ -18,6 +18,7 @@ import typer
 from tsprune import api
 from tsprune.config import PruneConfig
 from tsprune.errors import TsPruneError
+from tsprune.report.render import markdown_table
 from tsprune.prune.pipeline import dense_baseline
 from tsprune.prune.unstructured import parse_densities
 
@@ -40,14 +41,7 @@ def row(model: str, method: str, target: float, metrics: dict) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    def cell(value) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, COLUMNS, digits=4)
 
 
 @cli.command()

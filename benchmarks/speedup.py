@@ -26,6 +26,7 @@ from torch import nn
 from tsprune.config import DataConfig
 from tsprune.data.dataset import ForecastData, prepare_data
 from tsprune.errors import TsPruneError
+from tsprune.report.render import markdown_table
 from tsprune.measure import compare_latency, count_flops, example_inputs
 from tsprune.models.registry import build_model, default_config
 from tsprune.prune.sparse import compile_sparse
@@ -103,14 +104,7 @@ def measure_batch(name: str, model: nn.Module, found: dict[str, Any], density: f
 
 
 def markdown(rows: list[dict]) -> str:
-    def cell(value: Any) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, COLUMNS, digits=3)
 
 
 def sources(models: str, runs: list[Path]) -> list[tuple[str, nn.Module, ForecastData]]:

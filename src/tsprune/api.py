@@ -145,18 +145,26 @@ def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), devic
         run = load_run(run)
     configure_threads(threads)
     data, device_t = run.data(), resolve_device(device)
-    result = measure_model(run.model, data, tuple(batch_sizes), device_t, repeats=repeats, threads=threads,
-                           latency=latency)
-    if run.sparse_plan:  # sparse kernels hide their weights from the counters: count on the dense-with-zeros twin
-        import copy
+    if not run.sparse_plan:
+        return measure_model(run.model, data, tuple(batch_sizes), device_t, repeats=repeats, threads=threads,
+                             latency=latency)
+    # Sparse kernels hide their weights from the counters: count on the dense-with-zeros twin, time the compiled.
+    import copy
 
-        from tsprune.prune.sparse import densify_model
+    from tsprune.measure import example_inputs, measure_latency
+    from tsprune.prune.sparse import densify_model
 
-        counted = measure_model(densify_model(copy.deepcopy(run.model)), data, tuple(batch_sizes), device_t,
-                                threads=threads, latency=False)
-        result.update({key: counted[key] for key in ("params", "nonzero_params", "flops", "flops_dense_equivalent",
-                                                     "flops_effective", "flops_by_operator")})
-        result["engine"] = "sparse"
+    result = measure_model(densify_model(copy.deepcopy(run.model)), data, tuple(batch_sizes), device_t,
+                           threads=threads, latency=False)
+    if latency:
+        model = run.model.to(device_t)
+        try:
+            result["latency"] = {str(size): measure_latency(model, example_inputs(data, size, device=device_t),
+                                                            repeats, threads=threads) for size in batch_sizes}
+        finally:
+            run.model.cpu()
+        result["latency_ms"] = result["latency"][str(max(batch_sizes))]["median_ms"]
+    result["engine"] = "sparse"
     return result
 
 

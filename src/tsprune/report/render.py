@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +151,18 @@ def cells(table: Table) -> list[list[str]]:
 
 def md_cell(value: str) -> str:
     return value.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: list[dict], columns: Sequence[str], digits: int = 4) -> str:
+    """A plain markdown table of dict rows (missing values as '-', floats to ``digits`` significant digits)."""
+    def cell(value: object) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.{digits}g}" if isinstance(value, float) else md_cell(str(value))
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def md_table(table: Table) -> str:
