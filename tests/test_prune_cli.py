@@ -100,6 +100,8 @@ def test_measure_command(trained):
     (["--method", "random"], "unknown pruning method"),
     (["--method", "depgraph", "--density", "0.001"], "out of reach"),
     (["--batch-sizes", "1,x"], "--batch-sizes"),
+    (["--method", "depgraph", "--engine", "sparse"], "leaves no zeros"),
+    (["--engine", "fast"], "unknown engine 'fast'"),
 ])
 def test_bad_prune_input_fails_cleanly(args, message, trained, tmp_path):
     out = tmp_path / "pruned"
@@ -118,6 +120,27 @@ def test_not_a_run_and_existing_output(trained, tmp_path):
     result = invoke("prune", trained["Transformer"], "--out", str(existing), *FAST)
     assert result.exit_code == 2 and "already exists" in result.output
     assert (existing / "keep.txt").read_text() == "results"
+
+
+def test_prune_with_the_sparse_engine(trained, tmp_path):
+    """Prune and compile in one step: same accuracy as the masked model, three latencies from one paired timing."""
+    out = tmp_path / "sparse"
+    result = invoke("prune", trained["Transformer"], "--density", "0.107", "--engine", "sparse", "--out", str(out),
+                    "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["engine"] == "sparse" and metrics["compiled_batch_size"] == 4 and metrics["candidate_layers"] > 0
+    assert metrics["speedup"] == pytest.approx(metrics["latency_dense_ms"] / metrics["latency_ms"])
+    assert metrics["speedup_masked"] == pytest.approx(metrics["latency_dense_ms"] / metrics["latency_masked_ms"])
+    masked = api.prune(trained["Transformer"], "magnitude", 0.107, batch_sizes=(1,), latency_repeats=1, threads=1,
+                       device=DEVICE)
+    assert metrics["mse"] == pytest.approx(masked.metrics["mse"], rel=1e-6)
+    reloaded = api.load(out)
+    assert reloaded.sparse_plan is not None and reloaded.metrics["engine"] == "sparse"
+    assert api.evaluate(out, device=DEVICE)["mse"] == pytest.approx(metrics["mse"], rel=1e-5)
+    result = invoke("prune", trained["Transformer"], "--density", "0.107", "--engine", "sparse", "--out",
+                    str(tmp_path / "table"), *FAST)
+    assert result.exit_code == 0 and "layers on sparse kernels" in result.output
 
 
 def test_compiled_sparse_run_saves_reloads_and_matches_masked(trained, tmp_path):

@@ -169,6 +169,22 @@ def test_best_within_tolerance_picks_lowest_qualifying_density():
     assert np.isnan(best.loc["magnitude-layerwise", "target_density"])
 
 
+def test_sparse_engine_twins_count_once_for_accuracy():
+    """A sparse-engine run repeats its dense-engine twin's MSE: accuracy views keep one of them (a sparse run with
+    no twin stays), the summary and the speedup data keep both."""
+    dense = run_row(run_id="d")
+    masked = pruned_row(dense, "magnitude", 0.2, 0.04)
+    twin = dict(masked, run_id="s", engine="sparse", speedup=2.0)
+    alone = dict(pruned_row(dense, "magnitude", 0.1, 0.25), run_id="s2", engine="sparse", speedup=3.0)
+    frame = tables.prepare(pd.DataFrame([dense, masked, twin, alone]))
+    assert sorted(tables.accuracy_view(frame)["run_id"]) == ["d", masked["run_id"], "s2"]
+    summary = tables.summary(frame)
+    assert sorted(zip(summary["engine"], summary["target_density"])) == [
+        ("dense", 0.2), ("dense", 1.0), ("sparse", 0.1), ("sparse", 0.2)]
+    best = tables.best_within(frame).set_index("method")
+    assert best.loc["magnitude", "runs"] == 1 and best.loc["magnitude", "speedup"] == pytest.approx(masked["speedup"])
+
+
 def test_only_dense_runs_still_make_every_file(tmp_path):
     frame = pd.DataFrame([run_row(run_id=f"{m}-{s}", model=m, seed=s, mse=0.9 + 0.01 * s)
                           for m in MODELS for s in (0, 1)])

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from tsprune import api
 from tsprune.cli import app
 from tsprune.errors import TsPruneError
-from tsprune.sweep import load_results, load_spec, parse_spec, plan_sweep, run_sweep, tasks
+from tsprune.sweep import load_results, load_spec, parse_spec, plan_sweep, run_sweep
 
 runner = CliRunner()
 SIZE = {"d_model": 8, "d_ff": 16, "n_heads": 2, "e_layers": 1, "d_layers": 1}
@@ -89,7 +89,9 @@ def local_sweep(csv, tmp_path_factory) -> Path:
     ({"model_sizes": {"big": {"d_modle": 8}}}, "model_sizes: size 'big': unknown model hyper-parameter(s) d_modle"),
     ({"model_sizes": {"odd": {"d_model": 10, "n_heads": 4}}}, "model_sizes: size 'odd' does not fit Transformer"),
     ({"measure": {"repeats": 0}}, "measure: each repeat count must be an integer >= 1"),
-    ({"engines": ["sparse"]}, "engines: unknown engine 'sparse'"),
+    ({"engines": ["fast"]}, "engines: unknown engine 'fast'"),
+    ({"engines": ["sparse"], "methods": ["depgraph"], "finetune_epochs": [0]},
+     "engines: the sparse engine runs unstructured"),
     ({"datasets": ["missing.csv"]}, "datasets: data file"),
     ({"datasets": ["NoSuchData"]}, "datasets: unknown dataset 'NoSuchData'"),
     ({"finetune_densities": [0.9]}, "finetune_densities: none of them is among the methods' densities"),
@@ -150,7 +152,7 @@ def test_plan_counts_ids_and_presets(tmp_path):
     assert len({run.run_id for run in everywhere.prune}) == 120
 
     mini, paper = plan_sweep(load_spec("paper-mini")), plan_sweep(load_spec("paper"))
-    assert (len(mini.dense), len(mini.prune)) == (20, 80)
+    assert (len(mini.dense), len(mini.prune)) == (20, 80 + 12 * 5)  # sparse twins of the magnitude runs
     assert (len(paper.dense), len(paper.prune)) == (420, 420 * 21)
     assert {run.config.data.pred_len for run in paper.dense if run.labels.dataset == "national_illness"} == {24, 36,
                                                                                                           48, 60}
@@ -211,13 +213,15 @@ def test_failures_are_recorded_and_retried(local_sweep, csv, tmp_path, monkeypat
 
     # A transient error (say, out of memory) fails one run; the sweep goes on and --retry-failed completes it.
     spec = tiny_spec(csv, methods={"magnitude": [0.75]}, finetune_epochs=[0])
-    real = tasks.ENGINES["dense"]
-    monkeypatch.setitem(tasks.ENGINES, "dense", lambda *a: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    from tsprune.prune import pipeline
+
+    real = pipeline.prune_run
+    monkeypatch.setattr(pipeline, "prune_run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
     first = run_sweep(parse_spec(spec), local_sweep, threads=1, progress=False)
     assert (first.done, first.failed, first.skipped) == (0, 1, 1)  # the dense run is reused, not retrained
     record = next(r for r in load_results(local_sweep).itertuples() if r.target_density == 0.75)
     assert record.error == "RuntimeError: out of memory"
-    monkeypatch.setitem(tasks.ENGINES, "dense", real)
+    monkeypatch.setattr(pipeline, "prune_run", real)
     second = run_sweep(parse_spec(spec), local_sweep, threads=1, retry_failed=True, progress=False)
     assert (second.done, second.failed) == (1, 0)
 
@@ -228,6 +232,34 @@ def test_failures_are_recorded_and_retried(local_sweep, csv, tmp_path, monkeypat
     frame = load_results(tmp_path / "diverged")
     assert frame.loc[frame["kind"] == "dense", "error"].iloc[0].startswith("TrainingDiverged")
     assert frame.loc[frame["kind"] == "prune", "error"].str.startswith("dense run failed").all()
+
+
+def test_sparse_engine_axis(csv, tmp_path):
+    """engines: [dense, sparse] adds a compiled twin of every unstructured run (none for depgraph): same MSE and
+    FLOPs, its own latency timed against dense and masked in one process; the kept run reloads compiled."""
+    from tsprune.report import build_report
+
+    spec = tiny_spec(csv, methods={"magnitude": [0.25], "depgraph": [0.5]}, finetune_epochs=[0],
+                     engines=["dense", "sparse"], keep_pruned=True)
+    plan = plan_sweep(parse_spec(spec))
+    assert sorted((run.labels.method, run.engine) for run in plan.prune) == [
+        ("depgraph", "dense"), ("magnitude", "dense"), ("magnitude", "sparse")]
+    sweep = tmp_path / "sweep"
+    outcome = run_sweep(parse_spec(spec), sweep, threads=1, progress=False)
+    assert (outcome.done, outcome.failed) == (4, 0)
+    frame = load_results(sweep)
+    magnitude = frame[frame["method"] == "magnitude"].set_index("engine")
+    sparse, dense = magnitude.loc["sparse"], magnitude.loc["dense"]
+    assert sparse["mse"] == dense["mse"] and sparse["flops_effective"] == dense["flops_effective"]
+    assert sparse["speedup"] > 0 and sparse["latency_ms"] != dense["latency_ms"]
+    record = json.loads((sweep / "records" / f"{sparse['run_id']}.json").read_text())["metrics"]
+    assert record["engine"] == "sparse" and record["candidate_layers"] > 0 and record["latency_masked_ms"] > 0
+    assert record["speedup"] == pytest.approx(record["latency_dense_ms"] / record["latency_ms"])
+    compiled = api.load(sweep / "runs" / sparse["run_id"])
+    assert compiled.sparse_plan is not None and len(compiled.sparse_plan["layers"]) == record["candidate_layers"]
+    assert api.evaluate(compiled, threads=1)["mse"] == pytest.approx(sparse["mse"], rel=1e-5)
+    text = build_report(frame, tmp_path / "report").read_text()
+    assert "| sparse |" in text  # the summary lists the sparse engine's row beside the dense one
 
 
 def test_process_pool_sweep(csv, tmp_path):

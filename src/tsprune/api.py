@@ -118,13 +118,14 @@ def evaluate(run: Run | str | Path, split: str = "test", device: str = "auto", b
 
 def prune(source: Run | str | Path, method: str = "magnitude", density: float = 0.5, out: str | Path | None = None,
           *, overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None,
-          **options: Any) -> Run:
+          engine: str = "dense", **options: Any) -> Run:
     """Prune a trained run (``magnitude``, ``magnitude-layerwise`` or ``depgraph``) to ``density``, optionally
     fine-tune it (``finetune_epochs=N``), and measure it against the dense model in the same process.
 
     ``options`` are :class:`tsprune.config.PruneConfig` fields. The returned run's ``metrics`` hold test MSE/MAE,
     densities, FLOPs, latency and speedup; with ``out`` it is also written as a run directory. ``baseline``
     (``tsprune.prune.pipeline.dense_baseline``) reuses one dense measurement across several calls.
+    ``engine="sparse"`` also compiles the pruned model for sparse kernels (see :func:`compile_run`) and times that.
     """
     from tsprune.config import PruneConfig
     from tsprune.prune.pipeline import prune_run
@@ -132,7 +133,7 @@ def prune(source: Run | str | Path, method: str = "magnitude", density: float = 
     if "batch_sizes" in options and options["batch_sizes"] is not None:
         options["batch_sizes"] = tuple(int(b) for b in options["batch_sizes"])
     config = replace_known(PruneConfig(method=method, density=density), options)
-    return prune_run(source, config, out, overwrite=overwrite, progress=progress, baseline=baseline)
+    return prune_run(source, config, out, overwrite=overwrite, progress=progress, baseline=baseline, engine=engine)
 
 
 def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), device: str = "auto",

@@ -198,6 +198,9 @@ def prune(
     batch_sizes: Annotated[str, typer.Option(help="Latency batch sizes.", rich_help_panel=MEASURE)] = "1,32",
     repeats: Annotated[int, typer.Option(help="Timed passes per batch size.", rich_help_panel=MEASURE)] = 20,
     threads: Annotated[Optional[int], typer.Option(rich_help_panel=MEASURE)] = None,
+    engine: Annotated[str, typer.Option(help="dense | sparse: compile the (magnitude) pruned model for sparse "
+                                             "kernels where measured faster, and time that.",
+                                        rich_help_panel=MEASURE)] = "dense",
     device: Annotated[str, typer.Option()] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
@@ -209,10 +212,12 @@ def prune(
                     iterative=iterative, include_embeddings=include_embeddings, include_fourier=include_fourier,
                     scope=scope, heads=heads, round_to=round_to, timeout_s=timeout, finetune_epochs=finetune_epochs,
                     finetune_lr=finetune_lr, finetune_max_steps=finetune_max_steps,
-                    batch_sizes=_batch_sizes(batch_sizes), latency_repeats=repeats, threads=threads, device=device)
+                    batch_sizes=_batch_sizes(batch_sizes), latency_repeats=repeats, threads=threads, device=device,
+                    engine=engine)
     m = run.metrics
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in m.items() if k not in ("latency", "latency_dense")}, indent=2))
+        hidden = ("latency", "latency_dense", "latency_masked")
+        typer.echo(json.dumps({k: v for k, v in m.items() if k not in hidden}, indent=2))
         return
     table = Table("metric", "pruned", "dense", title=f"{run.config.model.name} {method} {density} -> {out}")
     table.add_row("test mse", f"{m['mse']:.4f}", f"{m['dense_mse']:.4f}")
@@ -223,7 +228,11 @@ def prune(
     table.add_row("FLOPs effective (non-zero weights)", f"{m['flops_effective']:,}", f"{m['flops_dense']:,}")
     table.add_row(f"latency ms (batch {m['speedup_batch_size']})", f"{m['latency_ms']:.2f}",
                   f"{m['latency_dense_ms']:.2f}")
-    table.add_row("speedup", f"{m['speedup']:.2f}x", "1x")
+    if engine == "sparse":
+        table.add_row(f"latency ms masked dense (batch {m['speedup_batch_size']})", f"{m['latency_masked_ms']:.2f}",
+                      "")
+        table.add_row("layers on sparse kernels", f"{m['sparse_layers']} of {m['candidate_layers']} pruned", "")
+    table.add_row("speedup" + (" (sparse engine)" if engine == "sparse" else ""), f"{m['speedup']:.2f}x", "1x")
     console.print(table)
 
 

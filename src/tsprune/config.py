@@ -122,6 +122,9 @@ class TrainConfig:
 
 
 PRUNE_METHODS = ("magnitude", "magnitude-layerwise", "depgraph")
+# Methods that remove whole channels/heads (the model really shrinks); the others only mask weights (zeros a sparse
+# engine can skip).
+STRUCTURED_METHODS = frozenset({"depgraph"})
 
 
 @dataclass

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from tsprune.config import PruneConfig, TrainConfig
+from tsprune.config import STRUCTURED_METHODS, PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
 from tsprune.prune import structured, unstructured
+from tsprune.prune.sparse import compile_sparse
 from tsprune.run import Run, environment, load_run, save_run
 from tsprune.train import configure_threads, evaluate, fit, resolve_device, seed_everything
 
@@ -109,15 +110,27 @@ def dense_baseline(run: Run, config: PruneConfig, data: ForecastData | None = No
     return {"cost": cost, "metrics": metrics, "batch_sizes": list(config.batch_sizes), "device": str(device)}
 
 
+ENGINES = ("dense", "sparse")
+
+
 def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,
-              overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None) -> Run:
+              overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None,
+              engine: str = "dense") -> Run:
     """Prune ``source`` (a run or run directory) as ``config`` says and return the pruned run.
 
     With ``out`` the run directory is written to a temporary sibling and renamed when complete, so an
     interruption or error never leaves half a run behind; an existing ``out`` is refused unless ``overwrite``.
     ``baseline`` (from :func:`dense_baseline` on the same run and settings) skips re-measuring the dense model.
+    ``engine="sparse"`` (unstructured methods) compiles the pruned model for sparse kernels at the largest batch
+    size (:func:`tsprune.prune.sparse.compile_sparse`); its latency and speedup are then the compiled model's, and
+    the masked dense model's are kept beside them (``latency_masked``, ``speedup_masked``).
     """
     config.validate()
+    if engine not in ENGINES:
+        raise TsPruneError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == "sparse" and config.method in STRUCTURED_METHODS:
+        raise TsPruneError(f"the sparse engine runs unstructured pruned models; {config.method} leaves no zeros: "
+                           "use a magnitude method or engine 'dense'")
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.exists() and not overwrite:
         raise TsPruneError(f"{out_path} already exists: choose another --out or pass --overwrite")
@@ -145,12 +158,16 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
             fit_result = fit(model, data, train, device, progress=progress)
     metrics = evaluate(model, data, "test", train.batch_size, device)
     cost = _cost(model, data, config, device)
+    inputs = {size: example_inputs(data, size, device=device) for size in config.batch_sizes}
+    models = {"dense": run.model.to(device), "pruned": model}
+    sparse_plan = None
+    if engine == "sparse":  # the masked model stays for accuracy and FLOPs; the compiled one is what gets timed
+        models["masked"] = model
+        models["pruned"], sparse_plan = compile_sparse(copy.deepcopy(model), inputs, max(config.batch_sizes),
+                                                       threads=config.threads)
     # Dense and pruned are timed in alternation on the same real windows: a same-conditions ratio.
-    dense = run.model.to(device)
     try:
-        paired = {str(size): compare_latency({"dense": dense, "pruned": model},
-                                             example_inputs(data, size, device=device), config.latency_repeats,
-                                             threads=config.threads)
+        paired = {str(size): compare_latency(models, inputs[size], config.latency_repeats, threads=config.threads)
                   for size in config.batch_sizes}
     finally:
         run.model.cpu()
@@ -195,9 +212,23 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         "prune_seconds": time.perf_counter() - started,
         "device": str(device),
         "environment": {**environment(), **cost["environment"]},
+        "engine": engine,
         **pruned.facts,
     })
-    result = Run(run.config, model.cpu(), run.scaler, run.columns, run.freq, metrics)
+    if sparse_plan is not None:
+        layers = sparse_plan["layers"].values()
+        masked = {size: timing["masked"] for size, timing in paired.items()}
+        metrics.update({
+            "latency_masked": masked,
+            "latency_masked_ms": masked[largest]["median_ms"],
+            "speedup_masked": dense_cost["latency_ms"] / masked[largest]["median_ms"],
+            "speedup_over_masked": masked[largest]["median_ms"] / cost["latency_ms"],
+            "compiled_batch_size": int(largest),
+            "sparse_layers": sum(1 for layer in layers if layer["engine"] != "dense"),
+            "candidate_layers": len(layers),
+        })
+        model = models["pruned"]
+    result = Run(run.config, model.cpu(), run.scaler, run.columns, run.freq, metrics, sparse_plan=sparse_plan)
     result.architecture = pruned.architecture or run.architecture
     if out_path is not None:
         _write_atomically(result, out_path, config, overwrite)

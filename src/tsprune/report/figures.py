@@ -62,7 +62,7 @@ def seed_stats(frame: pd.DataFrame, by: str, x: pd.Series) -> pd.DataFrame:
 def mse_vs_density(frame: pd.DataFrame) -> Figure:
     """Accuracy cost of pruning: MSE against the share of all parameters kept, dense MSE as the target line."""
     colors = model_colors(frame["model"])
-    grid, epochs = tables.untuned(tables.main_grid(tables.done(frame), frame))
+    grid, epochs = tables.untuned(tables.main_grid(tables.accuracy_view(tables.done(frame)), frame))
     grid = grid[grid["mse"].notna()]
     title = "Test MSE vs density"
     if not (grid["kind"] == "prune").any():
@@ -148,7 +148,7 @@ def finetune(frame: pd.DataFrame) -> Figure:
     Points rather than bars: bars must start at zero, which hides the few-percent differences that matter here.
     """
     colors = model_colors(frame["model"])
-    grid = tables.main_grid(tables.done(frame), frame)
+    grid = tables.main_grid(tables.accuracy_view(tables.done(frame)), frame)
     grid = grid[grid["mse"].notna()]
     setting = tables.TASK + ["method", "target_density"]
     pruned = grid[grid["kind"] == "prune"]

@@ -124,8 +124,9 @@ def build_tables(data: pd.DataFrame) -> list[Table]:
                 Column("flops_effective_ratio", "effective FLOPs ratio", number(3)), Column("runs", "runs", count)],
         tables.best_within(data), "No pruned runs on the main grid.")
     summary = Table(
-        "Summary", f"Seed means per task, method, target density and fine-tuning epochs (main grid: {grid}).",
-        task + [Column("target_density", "target density", number(3)),
+        "Summary", f"Seed means per task, method, engine, target density and fine-tuning epochs (main grid: {grid}). "
+                   "The sparse engine runs the same pruned model on sparse kernels: same MSE, its own speedup.",
+        task + [Column("engine", "engine", text), Column("target_density", "target density", number(3)),
                 Column("finetune_epochs", "fine-tune epochs", text), Column("mse", "MSE", number()),
                 Column("density_total", "density (all params)", number(3)),
                 Column("flops_ratio", "FLOPs ratio", number(3)),

@@ -13,8 +13,7 @@ import re
 import numpy as np
 import pandas as pd
 
-# Methods that remove whole channels/heads (the model really shrinks); every other pruning method only masks weights.
-STRUCTURED_METHODS = frozenset({"depgraph"})
+from tsprune.config import STRUCTURED_METHODS
 
 # Keys of one forecasting task: a table or panel never averages MSE across these.
 TASK = ["model", "dataset", "pred_len"]
@@ -73,6 +72,18 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
 def done(frame: pd.DataFrame) -> pd.DataFrame:
     """Runs that finished; failed ones only appear in the failed-runs table."""
     return frame[frame["status"] == "done"]
+
+
+def accuracy_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows for accuracy figures and tables: a sparse-engine run repeats the MSE of its dense-engine twin (same
+    parent, method, density and fine-tuning), so it is dropped where that twin exists and kept where it is alone."""
+    twin_keys = ["parent_id", "method", "target_density", "finetune_epochs"]
+    sparse = frame["engine"] != "dense"
+    if not sparse.any():
+        return frame
+    twins = frame.loc[~sparse & (frame["kind"] == "prune"), twin_keys].drop_duplicates()
+    has_twin = frame[twin_keys].merge(twins.assign(_twin=True), on=twin_keys, how="left")["_twin"].fillna(False)
+    return frame[~(sparse & has_twin.to_numpy(dtype=bool))]
 
 
 def main_size(frame: pd.DataFrame) -> str | None:
@@ -136,7 +147,7 @@ def best_within(frame: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFra
     dense rows of the grid. Densities are not assumed monotone: the lowest qualifying one wins. A method where no
     density qualifies keeps one row with a blank density, so "nothing kept accuracy" is visible.
     """
-    grid, _ = untuned(main_grid(done(frame), frame))
+    grid, _ = untuned(main_grid(accuracy_view(done(frame)), frame))
     grid = grid[grid["mse"].notna()]
     dense_ref = grid[grid["kind"] == "dense"].groupby(TASK, dropna=False)["mse"].mean().rename("dense_ref")
     pruned = grid[grid["kind"] == "prune"]
@@ -165,7 +176,7 @@ def best_within(frame: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFra
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Seed means per task, method, target density and fine-tuning on the main grid: the sweep in one table."""
     grid = main_grid(done(frame), frame)
-    keys = TASK + ["method", "target_density", "finetune_epochs"]
+    keys = TASK + ["method", "engine", "target_density", "finetune_epochs"]
     columns = keys + ["mse", "density_total", "flops_ratio", "flops_effective_ratio", "speedup", "runs"]
     if grid.empty:
         return pd.DataFrame(columns=columns)
@@ -175,8 +186,8 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
                   runs=("mse", "size"))
              .reset_index())
     table["_dense_last"] = table["method"] != "dense"
-    table = table.sort_values(TASK + ["_dense_last", "method", "target_density", "finetune_epochs"],
-                              ascending=[True, True, True, True, True, False, True])
+    table = table.sort_values(TASK + ["_dense_last", "method", "engine", "target_density", "finetune_epochs"],
+                              ascending=[True, True, True, True, True, True, False, True])
     return table.drop(columns="_dense_last").reset_index(drop=True)[columns]
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
 
-from tsprune.config import PruneConfig, RunConfig
+from tsprune.config import STRUCTURED_METHODS, PruneConfig, RunConfig
 from tsprune.errors import TsPruneError
 from tsprune.sweep.spec import DatasetEntry, SweepSpec
 
@@ -38,7 +38,8 @@ class Labels:
         if self.method == "dense":
             return f"{head} dense"
         finetune = f" +ft{self.finetune_epochs}" if self.finetune_epochs else ""
-        return f"{head} {self.method} {self.target_density:.3g}{finetune}"
+        engine = f" [{self.engine}]" if self.engine != "dense" else ""
+        return f"{head} {self.method} {self.target_density:.3g}{finetune}{engine}"
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
     runs = []
     for engine in spec.engines:
         for method, densities in spec.methods.items():
+            if engine == "sparse" and method in STRUCTURED_METHODS:
+                continue  # channels are gone, no zeros are left for sparse kernels to skip
             for density in densities:
                 for epochs in spec.finetune_epochs:
                     if epochs and not spec.finetunes_at(density):

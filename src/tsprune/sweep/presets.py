@@ -25,14 +25,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The demo: the same kinds of results in miniature, sized to finish in minutes on two CPU cores.
     "paper-mini": {
-        "description": "ETTh1/96, five small models trained briefly; magnitude 0.8^0..10, depgraph at 3 densities, "
-                       "fine-tuning at 0.262; dataset-size (2 fractions) and model-size (2 sizes) studies",
+        "description": "ETTh1/96, five small models trained briefly; magnitude 0.8^0..10 (dense and sparse "
+                       "engines), depgraph at 3 densities, fine-tuning at 0.262; dataset-size (2 fractions) and "
+                       "model-size (2 sizes) studies",
         "models": model_names(),
         "datasets": ["ETTh1"],
         "pred_lens": [96],
         "methods": {"magnitude": "0.8^0..10", "depgraph": [0.8, 0.512, 0.262]},
         "finetune_epochs": [0, 1],
         "finetune_densities": [0.262],
+        "engines": ["dense", "sparse"],
         "seeds": [0],
         "train_fractions": [0.5, 1.0],
         "model_sizes": {"small": _MINI_SMALL, "medium": _MINI_MEDIUM},

@@ -14,11 +14,13 @@ from typing import Any
 
 import yaml
 
-from tsprune.config import PRUNE_METHODS, DataConfig, PruneConfig, TrainConfig, replace_known
+from tsprune.config import PRUNE_METHODS, STRUCTURED_METHODS, DataConfig, PruneConfig, TrainConfig, replace_known
 from tsprune.errors import TsPruneError
 from tsprune.prune.unstructured import STUDY_SCHEDULE, parse_densities
 
-ENGINES = ("dense",)  # another issue adds "sparse"
+# How pruned models are executed: "dense" kernels, or "sparse" (unstructured runs compiled to sparse kernels where
+# measured faster; structured runs have no zeros left and stay dense-only).
+ENGINES = ("dense", "sparse")
 # DataConfig fields a spec may fix for all datasets (or per dataset); the rest are axes or come from the entry.
 DATA_FIELDS = ("seq_len", "label_len", "target", "features", "freq")
 # PruneConfig fields a spec may fix; method, density, fine-tuning epochs and measurement settings are axes/keys.
@@ -360,3 +362,6 @@ def _check_combinations(spec: SweepSpec) -> None:
     if finetuning and spec.finetune_densities is not None and not any(
             spec.finetunes_at(d) for densities in spec.methods.values() for d in densities):
         raise TsPruneError("finetune_densities: none of them is among the methods' densities")
+    if "sparse" in spec.engines and spec.methods and all(m in STRUCTURED_METHODS for m in spec.methods):
+        raise TsPruneError("engines: the sparse engine runs unstructured (magnitude) pruned models; add a magnitude "
+                           "method or drop 'sparse'")

@@ -34,16 +34,6 @@ _DENSE: OrderedDict[str, Run] = OrderedDict()
 _BASELINES: dict[tuple, dict[str, Any]] = {}
 
 
-def _prune_dense_engine(dense: Run, config: PruneConfig, out: Path | None, baseline: dict[str, Any]) -> Run:
-    from tsprune.prune.pipeline import prune_run
-
-    return prune_run(dense, config, out, overwrite=True, baseline=baseline)
-
-
-# How a pruned model is executed and measured; "dense" runs the masked/reduced model with dense kernels.
-ENGINES: dict[str, Callable[[Run, PruneConfig, Path | None, dict[str, Any]], Run]] = {"dense": _prune_dense_engine}
-
-
 def execute_dense(run: DenseRun, out: Path, threads: int) -> dict[str, Any]:
     """Train ``run`` into ``out`` (resuming an interrupted training there) and return its record."""
 
@@ -65,7 +55,9 @@ def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | Non
 
     def work() -> dict[str, Any]:
         dense, baseline = _dense(run.parent_id, dense_dir, config)
-        return ENGINES[run.engine](dense, config, keep, baseline).metrics
+        from tsprune.prune.pipeline import prune_run
+
+        return prune_run(dense, config, keep, overwrite=True, baseline=baseline, engine=run.engine).metrics
 
     return _attempt(run, config.threads or threads, work)
 
