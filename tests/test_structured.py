@@ -72,6 +72,23 @@ def test_unreachable_target_is_reported_not_raised():
     assert structured.count_params(pruned) < structured.count_params(model)
 
 
+def test_wide_models_keep_channel_counts_multiples_of_8():
+    """Default rounding: a model with d_model >= 128 keeps every pruned width a multiple of 8 (fast GEMM shapes);
+    a narrow one keeps exact counts; round_to=1 turns rounding off."""
+    torch.manual_seed(0)
+    config = default_config("Transformer", **{**TINY, "d_model": 128, "d_ff": 256, "n_heads": 8})
+    model, inputs = build_model(config).eval(), random_inputs(config, device="cpu")
+    pruned, result = structured.prune_to_density(model, inputs, 0.5, tolerance=0.03, max_trials=4)
+    assert result.reached and result.round_to == structured.ROUND_TO == 8
+    fixed = {config.enc_in, config.c_out, config.n_time_features}  # input/output widths never change
+    widths = [w for m in pruned.modules() if isinstance(m, (nn.Linear, nn.Conv1d))
+              for w in m.weight.shape[:2] if w not in fixed]
+    assert widths and all(w % 8 == 0 for w in widths)
+    assert any(w not in (128, 256) for w in widths)  # something was pruned
+    assert structured.prune_to_density(model, inputs, 0.5, round_to=1, max_trials=1)[1].round_to is None
+    assert structured.default_round_to(tiny_model("Transformer")[0]) is None
+
+
 def test_whole_head_pruning_writes_n_heads_back():
     model, inputs = tiny_model("Transformer")
     pruned = structured.prune_channels(copy.deepcopy(model), inputs, 0.5, heads="heads")

@@ -190,7 +190,9 @@ def prune(
     scope: Annotated[str, typer.Option(help="Depgraph: global | uniform.", rich_help_panel=PRUNE)] = "global",
     heads: Annotated[str, typer.Option(help="Depgraph: dims (equal per head) | heads (whole heads).",
                                        rich_help_panel=PRUNE)] = "dims",
-    round_to: Annotated[Optional[int], typer.Option(rich_help_panel=PRUNE)] = None,
+    round_to: Annotated[Optional[int], typer.Option(help="Depgraph: keep channel counts multiples of this "
+                                                         "(default: 8 for models with d_model >= 128; 1: exact).",
+                                                    rich_help_panel=PRUNE)] = None,
     timeout: Annotated[float, typer.Option(help="Depgraph time limit in seconds.", rich_help_panel=PRUNE)] = 900.0,
     finetune_epochs: Annotated[int, typer.Option(rich_help_panel=FINETUNE)] = 0,
     finetune_lr: Annotated[Optional[float], typer.Option(rich_help_panel=FINETUNE)] = None,

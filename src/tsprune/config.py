@@ -144,7 +144,7 @@ class PruneConfig:
     iterative: bool = False  # magnitude: prune along 0.8^i down to density, fine-tuning after each step
     scope: str = "global"  # depgraph: global | uniform
     heads: str = "dims"  # depgraph: dims (equal channels per head) | heads (whole heads)
-    round_to: int | None = None  # depgraph: keep channel counts multiples of this
+    round_to: int | None = None  # depgraph: channel counts in multiples of this; None: 8 for wide models, 1: exact
     timeout_s: float = 900.0  # depgraph: a pruner that runs longer is stopped and reported
     finetune_epochs: int = 0
     finetune_lr: float | None = None  # default: the run's training lr

@@ -69,7 +69,7 @@ def _depgraph(model: nn.Module, data: ForecastData, config: PruneConfig, train: 
     if not result.reached:
         raise TargetUnreachable(result.reason)
     facts = {"channel_ratio": result.channel_ratio, "search_trials": len(result.trials),
-             "density_params": result.density}
+             "density_params": result.density, "round_to": result.round_to}
     return Pruned(pruned, None, facts, structured.architecture(pruned))
 
 
