@@ -66,7 +66,7 @@ def profile_model(name: str, density: float, batch_size: int, round_to: int | No
         rows.append({"model": name, "operator": op, "dense_ms": before[op], "pruned_ms": ms_after,
                      "share_dense": before[op] / total_before, "share_pruned": ms_after / total_after,
                      "op_speedup": before[op] / ms_after if ms_after else float("inf")})
-    summary = {"model": name, "density": result.density, "round_to": round_to, "flops_reduction": reduction,
+    summary = {"model": name, "density": result.density, "round_to": result.round_to, "flops_reduction": reduction,
                "dense_ms": total_before, "pruned_ms": total_after, "profiled_speedup": total_before / total_after,
                "efficiency": total_before / total_after / reduction, "batch_size": batch_size,
                "threads": torch.get_num_threads()}

@@ -2,6 +2,7 @@
 
     python benchmarks/speedup.py --models Transformer,Informer --densities 0.107 --batch-sizes 1,32
         [--threads 2] [--repeats 10] [--compile-repeats 5] [--runs RUN_DIR ...] [--json OUT.json]
+        [--round-to N] [--heads dims|heads]
 
 Per model (default size, ETTh1, pred_len 96, random weights; or the trained ``--runs`` directories instead) and
 density: ``masked`` zeroes weights by global magnitude (same dense kernels), ``sparse`` is that model after
@@ -48,7 +49,8 @@ def random_model(name: str, data: ForecastData) -> nn.Module:
     return build_model(config).eval()
 
 
-def variants(model: nn.Module, density: float, inputs_1: tuple) -> dict[str, Any]:
+def variants(model: nn.Module, density: float, inputs_1: tuple, round_to: int | None = None,
+             heads: str = "dims") -> dict[str, Any]:
     """The masked and DepGraph-pruned copies of ``model`` at ``density`` with their FLOP reductions."""
     dense_flops = count_flops(model, inputs_1)["flops"]
     masked = copy.deepcopy(model)
@@ -56,8 +58,9 @@ def variants(model: nn.Module, density: float, inputs_1: tuple) -> dict[str, Any
     out: dict[str, Any] = {"masked": masked, "masked_density": report["density_total"],
                            "masked_reduction": dense_flops / count_flops(masked, inputs_1)["flops_effective"]}
     try:
-        pruned, result = prune_to_density(model, inputs_1, density, timeout_s=300)
-        out.update(depgraph=pruned.eval(), depgraph_density=result.density, depgraph_note=result.reason,
+        pruned, result = prune_to_density(model, inputs_1, density, heads=heads, round_to=round_to, timeout_s=300)
+        note = result.reason or f"round_to {result.round_to or 1}, heads {heads}"
+        out.update(depgraph=pruned.eval(), depgraph_density=result.density, depgraph_note=note,
                    depgraph_reduction=dense_flops / count_flops(pruned, inputs_1)["flops"])
     except TsPruneError as exc:
         out.update(depgraph=None, depgraph_note=f"failed: {exc}"[:120])
@@ -126,13 +129,16 @@ def main(
     runs: Annotated[list[Path] | None, typer.Option(help="Trained run directories instead of random weights.")]
     = None,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    round_to: Annotated[int | None, typer.Option(help="DepGraph channel rounding (default: 8 for wide models, "
+                                                      "1: exact counts).")] = None,
+    heads: Annotated[str, typer.Option(help="DepGraph: dims (equal dims per head) | heads (whole heads).")] = "dims",
 ) -> None:
     sizes = [int(b) for b in batch_sizes.split(",")]
     rows: list[dict] = []
     for name, model, data in sources(models, runs or []):
         inputs_1 = example_inputs(data, 1)
         for density in parse_densities(densities):
-            found = variants(model, density, inputs_1)
+            found = variants(model, density, inputs_1, round_to, heads)
             for size in sizes:
                 batch_rows = measure_batch(name, model, found, density, data, size, threads, repeats,
                                            compile_repeats)

