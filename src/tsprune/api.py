@@ -149,21 +149,26 @@ def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), devic
     if not run.sparse_plan:
         return measure_model(run.model, data, tuple(batch_sizes), device_t, repeats=repeats, threads=threads,
                              latency=latency)
-    # Sparse kernels hide their weights from the counters: count on the dense-with-zeros twin, time the compiled.
+    # Sparse kernels hide their weights from the counters: count on the dense-with-zeros twin; time the compiled
+    # model in alternation with that twin (same process, same inputs), so the speedup is a same-conditions ratio.
     import copy
 
-    from tsprune.measure import example_inputs, measure_latency
+    from tsprune.measure import compare_latency, example_inputs
     from tsprune.prune.sparse import densify_model
 
-    result = measure_model(densify_model(copy.deepcopy(run.model)), data, tuple(batch_sizes), device_t,
-                           threads=threads, latency=False)
+    twin = densify_model(copy.deepcopy(run.model))
+    result = measure_model(twin, data, tuple(batch_sizes), device_t, threads=threads, latency=False)
     if latency:
-        model = run.model.to(device_t)
+        models = {"masked": twin.to(device_t), "sparse": run.model.to(device_t)}
         try:
-            result["latency"] = {str(size): measure_latency(model, example_inputs(data, size, device=device_t),
-                                                            repeats, threads=threads) for size in batch_sizes}
+            paired = {str(size): compare_latency(models, example_inputs(data, size, device=device_t), repeats,
+                                                 threads=threads) for size in batch_sizes}
         finally:
             run.model.cpu()
+        result["latency"] = {size: timing["sparse"] for size, timing in paired.items()}
+        result["latency_masked"] = {size: timing["masked"] for size, timing in paired.items()}
+        result["speedup_over_masked"] = {size: timing["masked"]["median_ms"] / timing["sparse"]["median_ms"]
+                                         for size, timing in paired.items()}
         result["latency_ms"] = result["latency"][str(max(batch_sizes))]["median_ms"]
     result["engine"] = "sparse"
     return result

@@ -264,6 +264,10 @@ def measure(
     table.add_row("FLOPs effective (non-zero weights)", f"{result['flops_effective']:,}")
     for size, timing in result["latency"].items():
         table.add_row(f"latency batch {size} (median, IQR)", f"{timing['median_ms']:.2f} ms ({timing['iqr_ms']:.2f})")
+        if "speedup_over_masked" in result:  # a compiled run, timed beside its masked dense twin
+            masked = result["latency_masked"][size]
+            table.add_row(f"  masked dense, batch {size}", f"{masked['median_ms']:.2f} ms ({masked['iqr_ms']:.2f})")
+            table.add_row(f"  sparse engine speedup, batch {size}", f"{result['speedup_over_masked'][size]:.2f}x")
     env = result["environment"]
     table.add_row("environment", f"torch {env.get('torch')}, {env.get('device')}, {env.get('threads')} threads")
     console.print(table)
