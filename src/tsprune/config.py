@@ -125,6 +125,9 @@ PRUNE_METHODS = ("magnitude", "magnitude-layerwise", "depgraph")
 # Methods that remove whole channels/heads (the model really shrinks); the others only mask weights (zeros a sparse
 # engine can skip).
 STRUCTURED_METHODS = frozenset({"depgraph"})
+# How a pruned model is executed: dense kernels, or "sparse" (unstructured runs compiled for sparse kernels in the
+# layers where those measure faster; structured runs have no zeros left to skip).
+ENGINES = ("dense", "sparse")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tsprune.config import STRUCTURED_METHODS, PruneConfig, TrainConfig
+from tsprune.config import ENGINES, STRUCTURED_METHODS, PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
@@ -108,9 +108,6 @@ def dense_baseline(run: Run, config: PruneConfig, data: ForecastData | None = No
     finally:
         dense.cpu()
     return {"cost": cost, "metrics": metrics, "batch_sizes": list(config.batch_sizes), "device": str(device)}
-
-
-ENGINES = ("dense", "sparse")
 
 
 def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,

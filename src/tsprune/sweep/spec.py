@@ -14,13 +14,18 @@ from typing import Any
 
 import yaml
 
-from tsprune.config import PRUNE_METHODS, STRUCTURED_METHODS, DataConfig, PruneConfig, TrainConfig, replace_known
+from tsprune.config import (
+    ENGINES,
+    PRUNE_METHODS,
+    STRUCTURED_METHODS,
+    DataConfig,
+    PruneConfig,
+    TrainConfig,
+    replace_known,
+)
 from tsprune.errors import TsPruneError
 from tsprune.prune.unstructured import STUDY_SCHEDULE, parse_densities
 
-# How pruned models are executed: "dense" kernels, or "sparse" (unstructured runs compiled to sparse kernels where
-# measured faster; structured runs have no zeros left and stay dense-only).
-ENGINES = ("dense", "sparse")
 # DataConfig fields a spec may fix for all datasets (or per dataset); the rest are axes or come from the entry.
 DATA_FIELDS = ("seq_len", "label_len", "target", "features", "freq")
 # PruneConfig fields a spec may fix; method, density, fine-tuning epochs and measurement settings are axes/keys.
