@@ -24,7 +24,7 @@ from tsprune.prune.sparse import (
     densify_model,
     sparse_candidates,
 )
-from tsprune.prune.sparse_layers import SparseConv1d, SparseLinear, SparseWeight
+from tsprune.prune.sparse_layers import SkippedLinear, SparseConv1d, SparseLinear, SparseWeight, ZeroLinear
 from tsprune.prune.unstructured import prune_magnitude
 
 DENSITY = 0.107
@@ -126,10 +126,42 @@ def test_compiled_model_equals_masked_model(name, force, windows):
     model = pruned_model(name)
     expected = forward(model, windows)
     compiled, plan = compile_sparse(copy.deepcopy(model), windows, force=force)
-    assert plan["layers"] and all(entry["engine"] == force for entry in plan["layers"].values())
-    assert len(sparse_modules(compiled)) == len(plan["layers"])
+    engines = [entry["engine"] for entry in plan["layers"].values()]
+    assert engines and set(engines) <= {force, "zero", "skip"}  # all-zero layers are rewritten exactly, untimed
+    assert len(sparse_modules(compiled)) == engines.count(force)
     assert (forward(compiled, windows) - expected).abs().max().item() <= TOLERANCE
     json.dumps(plan)
+
+
+def test_all_zero_feed_forward_is_skipped_exactly(windows, tmp_path):
+    """An emptied FFN output layer (global magnitude pruning can zero a whole layer) makes the block's first layer
+    dead: both are rewritten without timing, outputs stay equal, weights and keys are kept, and a plan replays."""
+    model = pruned_model("Transformer")
+    block = "encoder.layers.0.feed_forward"
+    with torch.no_grad():
+        model.get_submodule(f"{block}.linear2").weight.zero_()
+    first = model.get_submodule(f"{block}.linear1").weight.detach().clone()
+    assert torch.count_nonzero(first) > 0  # its own weights are not zero: it is dead only because of linear2
+    expected = forward(model, windows)
+    compiled, plan = compile_sparse(copy.deepcopy(model), windows, force="csr")
+    assert isinstance(compiled.get_submodule(f"{block}.linear1"), SkippedLinear)
+    assert isinstance(compiled.get_submodule(f"{block}.linear2"), ZeroLinear)
+    assert (plan["layers"][f"{block}.linear1"]["engine"], plan["layers"][f"{block}.linear2"]["engine"]) == (
+        "skip", "zero")
+    torch.testing.assert_close(forward(compiled, windows), expected, rtol=0, atol=TOLERANCE)
+    state = dense_state_dict(compiled)
+    assert list(state) == list(model.state_dict()) and torch.equal(state[f"{block}.linear1.weight"], first)
+    fresh = pruned_model("Transformer")
+    fresh.load_state_dict(state)
+    fresh = apply_plan(fresh, json.loads(json.dumps(plan)))
+    assert isinstance(fresh.get_submodule(f"{block}.linear1"), SkippedLinear)
+    torch.testing.assert_close(forward(fresh, windows), expected, rtol=0, atol=TOLERANCE)
+    restored = densify_model(fresh)
+    assert type(restored.get_submodule(f"{block}.linear1")) is nn.Linear
+    # A plan that skips a layer whose partner is not zero (weights changed since) is refused, not applied.
+    other = build_model(default_config("Transformer", **SMALL)).eval()
+    with pytest.raises(TsPruneError, match="not zero"):
+        apply_plan(other, plan)
 
 
 def test_density_one_layers_stay_dense(windows):
@@ -159,7 +191,7 @@ def test_choose_engine_keeps_dense_unless_sparse_is_faster_enough():
 
 def test_slow_sparse_kernel_leaves_layer_dense(monkeypatch, windows):
     model = pruned_model("Transformer")
-    slow = "encoder.layers.0.feed_forward.linear1"
+    slow = "encoder.layers.0.attention.query"
     assert slow in sparse_candidates(model)
 
     def fake_timings(candidates, calls, repeats, warmup):
@@ -180,7 +212,9 @@ def test_timed_compile_runs_and_matches(windows):
     model = pruned_model("FEDformer")
     expected = forward(model, windows)
     compiled, plan = compile_sparse(model, {4: windows}, batch_size=4, repeats=1, warmup=0, blocks=(8,))
-    for entry in plan["layers"].values():
+    timed = [entry for entry in plan["layers"].values() if entry["engine"] not in ("zero", "skip")]
+    assert timed
+    for entry in timed:
         assert entry["dense_ms"] > 0 and entry["csr_ms"] > 0 and entry["engine"] in ("dense", "csr", "bsr")
     assert (forward(compiled, windows) - expected).abs().max().item() <= TOLERANCE
 

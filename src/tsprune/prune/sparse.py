@@ -25,7 +25,9 @@ from tsprune.prune.sparse_layers import (
     ENGINES,
     SparseConv1d,
     SparseLinear,
+    SkippedLinear,
     SparseWeight,
+    ZeroLinear,
     conv1d_supported,
     densify,
     sparsify,
@@ -41,6 +43,7 @@ MIN_SAMPLE_S = 1e-3  # each timing sample repeats a fast op until it lasts about
 MAX_CALLS = 8  # inputs captured per layer (a layer called more often is timed on its first calls)
 
 Key = tuple[str, int | None]  # (engine, block)
+STRUCTURAL = {"zero": ZeroLinear, "skip": SkippedLinear}  # exact rewrites that need no timing
 
 
 # ------------------------------------------------------------------------------------------------ layers
@@ -266,6 +269,7 @@ def compile_sparse(
     if unknown:
         raise TsPruneError(f"unknown sparse engine(s) {sorted(unknown)}: use {', '.join(ENGINES)}")
     args, size = _resolve_inputs(inputs, batch_size)
+    model, structural = _remove_dead_products(model)
     layers = sparse_candidates(model)
     densities = {name: _weight_density(module) for name, module in layers.items()}
     with _threads(threads) as used:
@@ -284,8 +288,26 @@ def compile_sparse(
             if key[0] != "dense":
                 model = _replace(model, module, sparsify(module, *key))
     plan = {"format": PLAN_FORMAT, "batch_size": size, "threads": used, "torch": torch.__version__,
-            "device": str(_device(model)), "min_speedup": min_speedup, "forced": force, "layers": entries}
+            "device": str(_device(model)), "min_speedup": min_speedup, "forced": force,
+            "layers": {**structural, **entries}}
     return model, plan
+
+
+def _remove_dead_products(model: nn.Module) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+    """Exact, timing-free rewrites: an all-zero ``Linear`` becomes a :class:`ZeroLinear` (its output is its bias),
+    and the first layer of a feed-forward block (``linear1 -> activation -> linear2``) whose ``linear2`` is all zero
+    becomes a :class:`SkippedLinear`, since nothing it computes reaches the output. Returns the plan entries."""
+    entries: dict[str, dict[str, Any]] = {}
+    for name, block in list(model.named_modules()):
+        second, first = getattr(block, "linear2", None), getattr(block, "linear1", None)
+        if not (isinstance(second, nn.Linear) and isinstance(first, nn.Linear)) or torch.count_nonzero(second.weight):
+            continue
+        prefix = f"{name}." if name else ""
+        for child, rewritten in ((first, SkippedLinear(first)), (second, ZeroLinear(second))):
+            entries[prefix + ("linear1" if child is first else "linear2")] = _entry(
+                child, _weight_density(child), (rewritten.engine, None), None)
+            model = _replace(model, child, rewritten)
+    return model, entries
 
 
 def _time_layer(module: nn.Module, calls: Sequence[Tensor], blocks: Sequence[int], engines: Sequence[str],
@@ -314,9 +336,19 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
         key = (entry["engine"], entry.get("block"))
         if key[0] == "dense":
             continue
+        if key[0] in STRUCTURAL:
+            if not isinstance(module, (nn.Linear, ZeroLinear)) or list(module.weight.shape) != list(entry["shape"]):
+                raise TsPruneError(f"layer {name!r} does not match the sparse plan ({entry['kind']} {entry['shape']})")
+            parent = name.rpartition(".")[0]
+            checked = module if key[0] == "zero" else model.get_submodule(f"{parent}.linear2" if parent else "linear2")
+            if torch.count_nonzero(checked.weight):  # the rewrite is exact only while that layer is all zero
+                raise TsPruneError(f"the sparse plan drops layer {name!r}, but the weights it relies on are not zero")
+            model = _replace(model, module, STRUCTURAL[key[0]](densify(module) if isinstance(module, ZeroLinear)
+                                                               else module))
+            continue
         if key[0] not in ENGINES:
             raise TsPruneError(f"the sparse plan asks for unknown engine {key[0]!r} at {name!r}")
-        if isinstance(module, SparseWeight):
+        if isinstance(module, (SparseWeight, ZeroLinear)):
             if (module.engine, module.block) == key:
                 continue
             dense = densify(module)
@@ -345,6 +377,6 @@ def dense_state_dict(model: nn.Module) -> dict[str, Tensor]:
 def densify_model(model: nn.Module) -> nn.Module:
     """Replace every sparse layer by its dense ``Linear``/``Conv1d`` (zeros kept), in place; undoes compilation
     (e.g. before structured pruning or FLOP counting, which know only the dense layers)."""
-    for module in [m for m in model.modules() if isinstance(m, SparseWeight)]:
+    for module in [m for m in model.modules() if isinstance(m, (SparseWeight, ZeroLinear))]:
         model = _replace(model, module, densify(module))
     return model

@@ -153,6 +153,35 @@ class SparseLinear(SparseWeight):
         return out.view(*x.shape[:-1], self.out_features)
 
 
+class ZeroLinear(nn.Module):
+    """An ``nn.Linear`` whose weight is entirely zero (global magnitude pruning can empty a whole layer): the output
+    is the bias, or zeros, without a product. The original ``weight`` and ``bias`` Parameters stay registered under
+    their keys, so the state dict and :func:`densify` see the layer unchanged."""
+
+    engine = "zero"
+    block = None
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x.new_zeros(*x.shape[:-1], self.out_features)
+        return out.add_(self.bias) if self.bias is not None else out
+
+
+class SkippedLinear(ZeroLinear):
+    """An ``nn.Linear`` whose output is never used: in a feed-forward block whose second layer is all zero, the
+    first layer's product is multiplied by zero whatever it is. Returns zeros of the output shape (a broadcast
+    view, nothing computed); weight and bias stay registered as in :class:`ZeroLinear`."""
+
+    engine = "skip"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.new_zeros(()).expand(*x.shape[:-1], self.out_features)
+
+
 def conv1d_supported(conv: nn.Conv1d) -> bool:
     """Whether :class:`SparseConv1d` reproduces ``conv`` (grouped convolutions are left dense)."""
     return isinstance(conv, nn.Conv1d) and conv.groups == 1
@@ -208,10 +237,10 @@ def sparsify(module: nn.Module, engine: str = "csr", block: int | None = None) -
     raise TypeError(f"cannot sparsify a {type(module).__name__}: only nn.Linear and nn.Conv1d")
 
 
-def densify(module: SparseWeight) -> nn.Module:
+def densify(module: SparseWeight | ZeroLinear) -> nn.Module:
     """The dense ``nn.Linear``/``nn.Conv1d`` (zeros included) equivalent of a sparse layer."""
     weight, bias = module.weight, module.bias
-    if isinstance(module, SparseLinear):
+    if isinstance(module, (SparseLinear, ZeroLinear)):
         dense: nn.Module = nn.Linear(module.in_features, module.out_features, bias=bias is not None)
     elif isinstance(module, SparseConv1d):
         left, right = module.pad
