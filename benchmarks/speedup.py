@@ -84,7 +84,7 @@ def measure_batch(name: str, model: nn.Module, found: dict[str, Any], density: f
     sparse, plan = compile_sparse(copy.deepcopy(found["masked"]), inputs, threads=threads, repeats=compile_repeats)
     compile_s = time.perf_counter() - start
     engines = [entry["engine"] for entry in plan["layers"].values()]
-    chosen = {engine: engines.count(engine) for engine in ("csr", "bsr", "dense")}
+    chosen = {engine: engines.count(engine) for engine in ("csr", "bsr", "zero", "skip", "dense")}
     models = {"dense": model, "masked": found["masked"], "sparse": sparse}
     if found["depgraph"] is not None:
         models["depgraph"] = found["depgraph"]
@@ -93,7 +93,8 @@ def measure_batch(name: str, model: nn.Module, found: dict[str, Any], density: f
     rows = [record(name, "dense", 1.0, size, 1.0, dense, dense, density_actual=1.0),
             record(name, "masked", density, size, found["masked_reduction"], timings["masked"], dense,
                    density_actual=found["masked_density"])]
-    note = f"{chosen['csr']} csr + {chosen['bsr']} bsr of {len(engines)} pruned layers"
+    note = (f"{chosen['csr']} csr + {chosen['bsr']} bsr + {chosen['zero']} zero + {chosen['skip']} skipped "
+            f"of {len(engines)} pruned layers")
     rows.append(record(name, "sparse", density, size, found["masked_reduction"], timings["sparse"], dense,
                        density_actual=found["masked_density"], note=note, sparse_layers=chosen,
                        compile_s=compile_s, plan=plan))

@@ -133,33 +133,36 @@ def test_compiled_model_equals_masked_model(name, force, windows):
     json.dumps(plan)
 
 
-def test_all_zero_feed_forward_is_skipped_exactly(windows, tmp_path):
+@pytest.mark.parametrize("name, first_name, second_name", [
+    ("Transformer", "encoder.layers.0.feed_forward.linear1", "encoder.layers.0.feed_forward.linear2"),
+    ("Crossformer", "encoder.0.tsa.mlp1.0", "encoder.0.tsa.mlp1.2"),  # nn.Sequential(Linear, GELU, Linear)
+])
+def test_all_zero_feed_forward_is_skipped_exactly(name, first_name, second_name, windows):
     """An emptied FFN output layer (global magnitude pruning can zero a whole layer) makes the block's first layer
     dead: both are rewritten without timing, outputs stay equal, weights and keys are kept, and a plan replays."""
-    model = pruned_model("Transformer")
-    block = "encoder.layers.0.feed_forward"
+    model = pruned_model(name)
     with torch.no_grad():
-        model.get_submodule(f"{block}.linear2").weight.zero_()
-    first = model.get_submodule(f"{block}.linear1").weight.detach().clone()
+        model.get_submodule(second_name).weight.zero_()
+    first = model.get_submodule(first_name).weight.detach().clone()
     assert torch.count_nonzero(first) > 0  # its own weights are not zero: it is dead only because of linear2
     expected = forward(model, windows)
     compiled, plan = compile_sparse(copy.deepcopy(model), windows, force="csr")
-    assert isinstance(compiled.get_submodule(f"{block}.linear1"), SkippedLinear)
-    assert isinstance(compiled.get_submodule(f"{block}.linear2"), ZeroLinear)
-    assert (plan["layers"][f"{block}.linear1"]["engine"], plan["layers"][f"{block}.linear2"]["engine"]) == (
-        "skip", "zero")
+    assert isinstance(compiled.get_submodule(first_name), SkippedLinear)
+    assert isinstance(compiled.get_submodule(second_name), ZeroLinear)
+    assert (plan["layers"][first_name]["engine"], plan["layers"][second_name]["engine"]) == ("skip", "zero")
+    assert plan["layers"][first_name]["relies_on"] == second_name
     torch.testing.assert_close(forward(compiled, windows), expected, rtol=0, atol=TOLERANCE)
     state = dense_state_dict(compiled)
-    assert list(state) == list(model.state_dict()) and torch.equal(state[f"{block}.linear1.weight"], first)
-    fresh = pruned_model("Transformer")
+    assert list(state) == list(model.state_dict()) and torch.equal(state[f"{first_name}.weight"], first)
+    fresh = pruned_model(name)
     fresh.load_state_dict(state)
     fresh = apply_plan(fresh, json.loads(json.dumps(plan)))
-    assert isinstance(fresh.get_submodule(f"{block}.linear1"), SkippedLinear)
+    assert isinstance(fresh.get_submodule(first_name), SkippedLinear)
     torch.testing.assert_close(forward(fresh, windows), expected, rtol=0, atol=TOLERANCE)
     restored = densify_model(fresh)
-    assert type(restored.get_submodule(f"{block}.linear1")) is nn.Linear
+    assert type(restored.get_submodule(first_name)) is nn.Linear
     # A plan that skips a layer whose partner is not zero (weights changed since) is refused, not applied.
-    other = build_model(default_config("Transformer", **SMALL)).eval()
+    other = build_model(default_config(name, **SMALL)).eval()
     with pytest.raises(TsPruneError, match="not zero"):
         apply_plan(other, plan)
 

@@ -293,20 +293,36 @@ def compile_sparse(
     return model, plan
 
 
-def _remove_dead_products(model: nn.Module) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
-    """Exact, timing-free rewrites: an all-zero ``Linear`` becomes a :class:`ZeroLinear` (its output is its bias),
-    and the first layer of a feed-forward block (``linear1 -> activation -> linear2``) whose ``linear2`` is all zero
-    becomes a :class:`SkippedLinear`, since nothing it computes reaches the output. Returns the plan entries."""
-    entries: dict[str, dict[str, Any]] = {}
-    for name, block in list(model.named_modules()):
-        second, first = getattr(block, "linear2", None), getattr(block, "linear1", None)
-        if not (isinstance(second, nn.Linear) and isinstance(first, nn.Linear)) or torch.count_nonzero(second.weight):
-            continue
+ELEMENTWISE = (nn.GELU, nn.ReLU, nn.Dropout, nn.Identity)  # between two Linears: zero in, nothing out of it
+
+
+def _two_layer_blocks(model: nn.Module) -> Iterator[tuple[str, str]]:
+    """``(first, second)`` names of every ``Linear -> activation -> Linear`` block: our ``FeedForward``
+    (``linear1``/``linear2``) and ``nn.Sequential(Linear, GELU|ReLU|Dropout|Identity, Linear)`` (Crossformer)."""
+    for name, block in model.named_modules():
         prefix = f"{name}." if name else ""
-        for child, rewritten in ((first, SkippedLinear(first)), (second, ZeroLinear(second))):
-            entries[prefix + ("linear1" if child is first else "linear2")] = _entry(
-                child, _weight_density(child), (rewritten.engine, None), None)
+        if isinstance(getattr(block, "linear1", None), nn.Linear) and isinstance(getattr(block, "linear2", None),
+                                                                                nn.Linear):
+            yield prefix + "linear1", prefix + "linear2"
+        elif (isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[0], nn.Linear)
+              and isinstance(block[1], ELEMENTWISE) and isinstance(block[2], nn.Linear)):
+            yield prefix + "0", prefix + "2"
+
+
+def _remove_dead_products(model: nn.Module) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+    """Exact, timing-free rewrites: the second layer of a two-layer block whose weight is all zero becomes a
+    :class:`ZeroLinear` (its output is its bias), and the first becomes a :class:`SkippedLinear`, since nothing it
+    computes reaches the output. Returns the plan entries (a skipped layer names the zero layer it relies on)."""
+    entries: dict[str, dict[str, Any]] = {}
+    for first_name, second_name in list(_two_layer_blocks(model)):
+        first, second = model.get_submodule(first_name), model.get_submodule(second_name)
+        if torch.count_nonzero(second.weight):
+            continue
+        for name, child, rewritten in ((first_name, first, SkippedLinear(first)),
+                                       (second_name, second, ZeroLinear(second))):
+            entries[name] = _entry(child, _weight_density(child), (rewritten.engine, None), None)
             model = _replace(model, child, rewritten)
+        entries[first_name]["relies_on"] = second_name
     return model, entries
 
 
@@ -339,8 +355,10 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
         if key[0] in STRUCTURAL:
             if not isinstance(module, (nn.Linear, ZeroLinear)) or list(module.weight.shape) != list(entry["shape"]):
                 raise TsPruneError(f"layer {name!r} does not match the sparse plan ({entry['kind']} {entry['shape']})")
-            parent = name.rpartition(".")[0]
-            checked = module if key[0] == "zero" else model.get_submodule(f"{parent}.linear2" if parent else "linear2")
+            try:
+                checked = module if key[0] == "zero" else model.get_submodule(entry["relies_on"])
+            except (KeyError, AttributeError):
+                raise TsPruneError(f"the sparse plan skips layer {name!r} without a valid 'relies_on' layer") from None
             if torch.count_nonzero(checked.weight):  # the rewrite is exact only while that layer is all zero
                 raise TsPruneError(f"the sparse plan drops layer {name!r}, but the weights it relies on are not zero")
             model = _replace(model, module, STRUCTURAL[key[0]](densify(module) if isinstance(module, ZeroLinear)
