@@ -261,7 +261,9 @@ def compile_sparse(
     ``threads`` threads: dense, CSR (if in ``engines``) and BSR for each of ``blocks`` that tiles the weight.
     A sparse kernel replaces the layer only if ``dense_ms >= min_speedup * sparse_ms``. ``force="csr"|"bsr"``
     skips timing and sparsifies every candidate (BSR with ``block``, else the largest of ``blocks`` that fits, else
-    1). Returns ``(model, plan)``; the plan is JSON-serialisable and replayable with :func:`apply_plan`.
+    1). Before any timing, all-zero output layers of two-layer blocks and the layers feeding them are rewritten
+    exactly (:func:`_remove_dead_products`). Returns ``(model, plan)``; the plan is JSON-serialisable and
+    replayable with :func:`apply_plan`.
     """
     if force is not None and force not in ENGINES:
         raise TsPruneError(f"unknown sparse engine {force!r}: use one of {', '.join(ENGINES)}")
