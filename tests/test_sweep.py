@@ -260,6 +260,10 @@ def test_sparse_engine_axis(csv, tmp_path):
     assert api.evaluate(compiled, threads=1)["mse"] == pytest.approx(sparse["mse"], rel=1e-5)
     text = build_report(frame, tmp_path / "report").read_text()
     assert "| sparse |" in text  # the summary lists the sparse engine's row beside the dense one
+    shown = runner.invoke(app, ["results", str(sweep)])
+    assert shown.exit_code == 0 and "sparse" in shown.output, shown.output  # engine is a summary key when it varies
+    planned = runner.invoke(app, ["sweep", "plan", str(write_spec(tmp_path, spec))])
+    assert planned.exit_code == 0 and "sparse" in planned.output, planned.output
 
 
 def test_process_pool_sweep(csv, tmp_path):

@@ -12,12 +12,13 @@ from tsprune.sweep.plan import Plan
 
 
 def plan_table(plan: Plan) -> Table:
-    """Dense trainings and prune runs per model, one column per method."""
-    methods = list(dict.fromkeys(run.labels.method for run in plan.prune))
+    """Dense trainings and prune runs per model, one column per method (and engine, when not dense)."""
+    methods = list(dict.fromkeys((run.labels.method, run.engine) for run in plan.prune))
     dense = Counter(run.labels.model for run in plan.dense)
-    prune = Counter((run.labels.model, run.labels.method) for run in plan.prune)
-    table = Table("model", "dense trainings", *(f"{method} runs" for method in methods), "total",
-                  title="runs by model and method")
+    prune = Counter((run.labels.model, (run.labels.method, run.engine)) for run in plan.prune)
+    headers = [f"{method} runs" if engine == "dense" else f"{method} runs ({engine} engine)"
+               for method, engine in methods]
+    table = Table("model", "dense trainings", *headers, "total", title="runs by model and method")
     for model in dense:
         row = [prune[model, method] for method in methods]
         table.add_row(model, str(dense[model]), *map(str, row), str(dense[model] + sum(row)))
@@ -45,7 +46,7 @@ HEADERS = {"train_fraction": "fraction", "finetune_epochs": "ft", "target_densit
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Per model / method / fine-tuning / density (and size or train fraction where those vary): means of the
     finished runs and counts of finished and failed ones."""
-    keys = [key for key in ("size", "train_fraction") if frame[key].nunique() > 1]
+    keys = [key for key in ("size", "train_fraction", "engine") if key in frame and frame[key].nunique() > 1]
     keys += ["model", "method", "finetune_epochs", "target_density"]
     frame = frame.assign(target_density=frame["target_density"].round(4), ok=frame["status"] == "done",
                          failed=frame["status"] != "done")
