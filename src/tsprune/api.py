@@ -165,6 +165,7 @@ def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), devic
                                                  threads=threads) for size in batch_sizes}
         finally:
             run.model.cpu()
+            twin.cpu()
         result["latency"] = {size: timing["sparse"] for size, timing in paired.items()}
         result["latency_masked"] = {size: timing["masked"] for size, timing in paired.items()}
         result["speedup_over_masked"] = {size: timing["masked"]["median_ms"] / timing["sparse"]["median_ms"]
