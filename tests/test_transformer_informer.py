@@ -118,3 +118,40 @@ def test_informer_distilling_halves_encoder_length(distil, lengths, tiny):
     assert seen[:3] == lengths
     assert enc_out.shape == (2, lengths[-1], tiny["d_model"])
     assert out.shape == (2, 24, model.config.c_out)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dim_e", [2, 16])  # E=2: L_K > U*E, the long-input path gathers sampled keys itself
+def test_prob_attention_scores_from_one_gemm_match_the_official_sampled_gather(causal, dim_e):
+    from tsprune.models.reference import ReferenceProbAttention
+
+    torch.manual_seed(2)
+    length = 40  # factor 1: U = u = ceil(ln 40) = 4
+    assert ProbAttention._full_scores(length, 4, dim_e) == (dim_e == 16)
+    q, k, v = (torch.randn(2, length, 3, dim_e, requires_grad=True) for _ in range(3))
+    torch.manual_seed(3)
+    ours = ProbAttention(causal=causal, factor=1)(q, k, v)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    torch.manual_seed(3)  # the same key sample
+    official = ReferenceProbAttention(causal=causal, factor=1)(q, k, v)
+    official_grads = torch.autograd.grad(official.square().sum(), (q, k, v))
+    torch.testing.assert_close(ours, official, rtol=1e-5, atol=1e-6)
+    for mine, theirs in zip(grads, official_grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("source", [7, 40])  # 7 keys: the no-grad CPU path is two GEMMs; 40: SDPA either way
+def test_full_attention_inference_path_matches_sdpa_and_the_written_out_math(causal, source):
+    from tsprune.models.layers.attention import SHORT_KEYS, FullAttention
+
+    torch.manual_seed(4)
+    length = source if causal else 10
+    q, k, v = torch.randn(3, length, 2, 8), torch.randn(3, source, 2, 8), torch.randn(3, source, 2, 8)
+    attention = FullAttention(causal=causal).eval()
+    with torch.no_grad():
+        inference = attention(q, k, v)
+    with_grad = attention(q, k, v)  # grad mode: the fused kernel
+    assert (source <= SHORT_KEYS) == (source == 7)
+    torch.testing.assert_close(inference, with_grad.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(inference, reference_attention(q, k, v, causal), rtol=1e-5, atol=1e-6)

@@ -8,6 +8,8 @@ reference version (same weights):
 * attention: explicit ``softmax(QK^T / sqrt(E))`` with dropout on the weights instead of the fused SDPA kernel;
 * Auto-Correlation: one ``torch.roll`` (training) or ``gather`` (inference) per top-k delay, in the reference's
   ``[B, H, E, L]`` layout, instead of one FFT-domain aggregation;
+* ProbSparse attention: the sampled keys gathered into a ``[B, H, L_Q, U, E]`` tensor (the official code's
+  layout, whose backward is a slow scatter-add) instead of sampled entries of one ``Q K^T`` GEMM;
 * Fourier blocks: a Python loop over the kept modes instead of one einsum;
 * moving average: ``torch.cat`` end padding + ``AvgPool1d`` instead of ``F.pad(replicate)``;
 * feed-forward: two kernel-size-1 ``Conv1d`` with transposes instead of two ``Linear``.
@@ -28,6 +30,7 @@ from tsprune.models.layers.autocorrelation import AutoCorrelation
 from tsprune.models.layers.decomposition import MovingAverage
 from tsprune.models.layers.feedforward import FeedForward
 from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
+from tsprune.models.layers.prob_attention import ProbAttention
 
 
 class ReferenceAttention(nn.Module):
@@ -46,6 +49,14 @@ class ReferenceAttention(nn.Module):
             scores = scores.masked_fill(mask, float("-inf"))
         weights = self.dropout(torch.softmax(scores, dim=-1))
         return torch.einsum("bhls,bshd->blhd", weights, v)
+
+
+class ReferenceProbAttention(ProbAttention):
+    """ProbSparse attention that always scores through the gathered sampled keys, as the official code does."""
+
+    @staticmethod
+    def _full_scores(len_k: int, n_sample: int, dim_e: int) -> bool:
+        return False
 
 
 class ReferenceAutoCorrelation(nn.Module):
@@ -185,7 +196,9 @@ def _reference_inner(inner: nn.Module) -> nn.Module | None:
         return ReferenceFourierBlock(inner)
     if isinstance(inner, FourierCrossAttention):
         return ReferenceFourierCrossAttention(inner)
-    return None  # ProbSparse attention is already vectorised in the reference code base
+    if isinstance(inner, ProbAttention):
+        return ReferenceProbAttention(inner.causal, inner.factor, inner.scale)
+    return None
 
 
 def reference_layout(model: nn.Module) -> nn.Module:

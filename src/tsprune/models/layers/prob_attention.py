@@ -5,6 +5,13 @@ Only the ``u = factor * ceil(ln L_Q)`` "active" queries get full attention. Acti
 per query (one sample shared by the batch and heads, drawn again on every call, as in the official code). The lazy
 queries output the mean of V (or, causal, the running sum of V up to their position, as the official code does).
 Everything is batched over batch and heads with gather/scatter, out of place.
+
+The official code gathers the sampled keys into a ``[B, H, L_Q, U, E]`` tensor and multiplies; the backward of that
+gather is a scatter-add which dominated Informer's training step (0.6 s of one 96-step attention call, fwd + bwd, at
+batch 32 on 2 cores). Whenever the full score matrix ``[B, H, L_Q, L_K]`` is no larger than that gathered tensor
+(``L_K <= U * E``: every look-back up to ~1300 steps at the default sizes), we compute ``Q K^T`` once with a GEMM and
+*gather the same sampled entries* from it, and reuse its rows for the selected queries: the same dot products, the
+same sample and selection, 5-25x faster for fwd + bwd. Longer inputs keep the sampled gather, whose memory is smaller.
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ class ProbAttention(nn.Module):
         self.factor = factor
         self.scale = scale
 
+    @staticmethod
+    def _full_scores(len_k: int, n_sample: int, dim_e: int) -> bool:
+        """Score through the full ``Q K^T`` when it is no larger than the gathered sampled keys (see module doc)."""
+        return len_k <= n_sample * dim_e
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, L, E], [B, H, S, E], [B, H, S, D]
         len_q, len_k, dim_e, dim_d = q.shape[2], k.shape[2], q.shape[3], v.shape[3]
@@ -47,15 +59,22 @@ class ProbAttention(nn.Module):
 
         # Sparsity measurement on sampled keys: sample[i] holds the key indices drawn for query i.
         sample = torch.randint(len_k, (len_q, n_sample), device=q.device)
-        k_sample = k[:, :, sample]  # [B, H, L, U, E]
-        qk_sample = torch.einsum("bhle,bhlue->bhlu", q, k_sample)
+        full = self._full_scores(len_k, n_sample, dim_e)
+        if full:
+            qk = q @ k.transpose(-2, -1)  # [B, H, L, S]
+            qk_sample = qk.gather(-1, sample.expand(*qk.shape[:2], -1, -1))  # [B, H, L, U]
+        else:
+            qk_sample = torch.einsum("bhle,bhlue->bhlu", q, k[:, :, sample])  # via [B, H, L, U, E]
         sparsity = qk_sample.amax(dim=-1) - qk_sample.sum(dim=-1) / len_k  # [B, H, L]
         top = sparsity.topk(n_top, dim=-1, sorted=False).indices  # [B, H, u]
 
         # Full attention for the selected queries only.
-        q_top = q.gather(2, top.unsqueeze(-1).expand(-1, -1, -1, dim_e))  # [B, H, u, E]
         scale = self.scale if self.scale is not None else 1.0 / math.sqrt(dim_e)
-        scores = torch.einsum("bhue,bhse->bhus", q_top, k) * scale
+        if full:
+            scores = qk.gather(2, top.unsqueeze(-1).expand(-1, -1, -1, len_k)) * scale  # [B, H, u, S]
+        else:
+            q_top = q.gather(2, top.unsqueeze(-1).expand(-1, -1, -1, dim_e))  # [B, H, u, E]
+            scores = torch.einsum("bhue,bhse->bhus", q_top, k) * scale
         if self.causal:
             future = torch.arange(len_k, device=q.device) > top.unsqueeze(-1)  # [B, H, u, S]
             scores = scores.masked_fill(future, float("-inf"))
