@@ -184,3 +184,17 @@ def test_fedformer_shares_blocks_across_layers_like_reference():
     inner = [layer.attention.inner for layer in model.encoder.layers]
     assert all(block is inner[0] for block in inner)
     assert model.encoder.layers[0].attention.query is not model.encoder.layers[1].attention.query
+
+
+def test_complex_tanh_matches_torch_including_large_real_parts_and_gradients():
+    from tsprune.models.layers.fourier import complex_tanh
+
+    torch.manual_seed(5)
+    z = torch.complex(torch.randn(4000) * 2, torch.randn(4000) * 2)
+    z = torch.cat([z, torch.complex(torch.tensor([80.0, -80.0, 400.0]), torch.tensor([1.0, -3.0, 1e4]))])
+    torch.testing.assert_close(complex_tanh(z), torch.tanh(z), rtol=1e-4, atol=1e-5)
+    assert complex_tanh(z).isfinite().all()
+    mine, theirs = z.clone().requires_grad_(), z.clone().requires_grad_()
+    torch.view_as_real(complex_tanh(mine)).sum().backward()
+    torch.view_as_real(torch.tanh(theirs)).sum().backward()
+    torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-3, atol=1e-4)
