@@ -161,6 +161,13 @@ def test_all_zero_feed_forward_is_skipped_exactly(name, first_name, second_name,
     torch.testing.assert_close(forward(fresh, windows), expected, rtol=0, atol=TOLERANCE)
     restored = densify_model(fresh)
     assert type(restored.get_submodule(first_name)) is nn.Linear
+    # A skip whose partner the plan does not zero (a hand-edited plan) is refused: its width-0 output needs it.
+    edited = json.loads(json.dumps(plan))
+    edited["layers"][second_name].update(engine="csr", block=None)
+    reloaded = pruned_model(name)
+    reloaded.load_state_dict(state)
+    with pytest.raises(TsPruneError, match="does not plan"):
+        apply_plan(reloaded, edited)
     # A plan that skips a layer whose partner is not zero (weights changed since) is refused, not applied.
     other = build_model(default_config(name, **SMALL)).eval()
     with pytest.raises(TsPruneError, match="not zero"):
@@ -233,7 +240,7 @@ def test_plan_round_trip_through_safetensors(name, windows, tmp_path):
     assert list(compiled.state_dict()) == keys  # same keys, same order as the masked model
     # Mix engines so the replay has something to get right: every other layer BSR.
     for index, entry in enumerate(plan["layers"].values()):
-        if index % 2 and entry["shape"][0] % 4 == 0:
+        if index % 2 and entry["shape"][0] % 4 == 0 and entry["engine"] not in ("zero", "skip"):
             entry.update(engine="bsr", block=4)
     compiled = apply_plan(compiled, plan)  # re-lays out an already compiled model
     expected = forward(compiled, windows)

@@ -363,6 +363,10 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
                 raise TsPruneError(f"the sparse plan skips layer {name!r} without a valid 'relies_on' layer") from None
             if torch.count_nonzero(checked.weight):  # the rewrite is exact only while that layer is all zero
                 raise TsPruneError(f"the sparse plan drops layer {name!r}, but the weights it relies on are not zero")
+            if key[0] == "skip" and plan["layers"].get(entry["relies_on"], {}).get("engine") != "zero":
+                # a skipped layer outputs nothing (width 0): only a ZeroLinear may read it
+                raise TsPruneError(f"the sparse plan skips layer {name!r} but does not plan {entry['relies_on']!r} "
+                                   "as 'zero'")
             model = _replace(model, module, STRUCTURAL[key[0]](densify(module) if isinstance(module, ZeroLinear)
                                                                else module))
             continue
