@@ -3,6 +3,7 @@ the promised metrics, reloads exactly, and bad input fails cleanly without leavi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from conftest import DEVICE
 from tsprune import api
 from tsprune.cli import app
+from tsprune.errors import TsPruneError
 from tsprune.prune.unstructured import masks_from_zeros, prunable_parameters
 
 runner = CliRunner()
@@ -141,6 +143,30 @@ def test_prune_with_the_sparse_engine(trained, tmp_path):
     result = invoke("prune", trained["Transformer"], "--density", "0.107", "--engine", "sparse", "--out",
                     str(tmp_path / "table"), *FAST)
     assert result.exit_code == 0 and "layers on sparse kernels" in result.output
+
+
+def test_engine_twins_share_one_pruning_and_finetuning(trained):
+    """prune_model once, prune_run per engine: the twins' accuracy is what a fresh prune gives (fine-tuned), only
+    the timing differs; a pruned model from other settings is refused."""
+    from tsprune.config import PruneConfig
+    from tsprune.prune.pipeline import prune_model, prune_run
+
+    source = api.load(trained["Transformer"])
+    config = PruneConfig(density=0.3, finetune_epochs=1, finetune_max_steps=2, batch_sizes=(2,), latency_repeats=1,
+                         threads=1, device=DEVICE)
+    shared = prune_model(source, config)
+    before = {name: value.clone() for name, value in shared.model.state_dict().items()}
+    masked = prune_run(source, config, pruned=shared)
+    sparse = prune_run(source, config, engine="sparse", pruned=shared)
+    fresh = prune_run(source, config)
+    for twin in (masked, sparse):
+        assert twin.metrics["mse"] == fresh.metrics["mse"] and twin.metrics["flops_effective"] == fresh.metrics[
+            "flops_effective"]
+        assert len(twin.metrics["finetune_history"]) == 1
+    assert sparse.sparse_plan is not None and masked.sparse_plan is None
+    assert all(torch.equal(value, before[name]) for name, value in shared.model.state_dict().items())  # untouched
+    with pytest.raises(TsPruneError, match="other settings"):
+        prune_run(source, dataclasses.replace(config, density=0.5), pruned=shared)
 
 
 def test_compiled_sparse_run_saves_reloads_and_matches_masked(trained, tmp_path):

@@ -234,19 +234,25 @@ def test_failures_are_recorded_and_retried(local_sweep, csv, tmp_path, monkeypat
     assert frame.loc[frame["kind"] == "prune", "error"].str.startswith("dense run failed").all()
 
 
-def test_sparse_engine_axis(csv, tmp_path):
-    """engines: [dense, sparse] adds a compiled twin of every unstructured run (none for depgraph): same MSE and
-    FLOPs, its own latency timed against dense and masked in one process; the kept run reloads compiled."""
+def test_sparse_engine_axis(csv, tmp_path, monkeypatch):
+    """engines: [dense, sparse] adds a compiled twin of every unstructured run (none for depgraph), planned beside
+    it and pruned once with it: same MSE and FLOPs, its own latency timed against dense and masked in one
+    process; the kept run reloads compiled."""
+    from tsprune.prune import pipeline
     from tsprune.report import build_report
 
     spec = tiny_spec(csv, methods={"magnitude": [0.25], "depgraph": [0.5]}, finetune_epochs=[0],
                      engines=["dense", "sparse"], keep_pruned=True)
     plan = plan_sweep(parse_spec(spec))
-    assert sorted((run.labels.method, run.engine) for run in plan.prune) == [
-        ("depgraph", "dense"), ("magnitude", "dense"), ("magnitude", "sparse")]
+    assert [(run.labels.method, run.engine) for run in plan.prune] == [
+        ("magnitude", "dense"), ("magnitude", "sparse"), ("depgraph", "dense")]
+    prunings = []
+    real_prune_model = pipeline.prune_model
+    monkeypatch.setattr(pipeline, "prune_model", lambda *a, **k: prunings.append(a[1].method) or real_prune_model(*a, **k))
     sweep = tmp_path / "sweep"
     outcome = run_sweep(parse_spec(spec), sweep, threads=1, progress=False)
     assert (outcome.done, outcome.failed) == (4, 0)
+    assert sorted(prunings) == ["depgraph", "magnitude"]  # the sparse twin reused its masked run's pruning
     frame = load_results(sweep)
     magnitude = frame[frame["method"] == "magnitude"].set_index("engine")
     sparse, dense = magnitude.loc["sparse"], magnitude.loc["dense"]

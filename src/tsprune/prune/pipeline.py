@@ -110,17 +110,67 @@ def dense_baseline(run: Run, config: PruneConfig, data: ForecastData | None = No
     return {"cost": cost, "metrics": metrics, "batch_sizes": list(config.batch_sizes), "device": str(device)}
 
 
+@dataclass
+class PrunedModel:
+    """A pruned (and fine-tuned) model with everything measured on it that does not depend on the engine that runs
+    it: test metrics, parameters and FLOPs. :func:`prune_run` with ``pruned=`` reuses one, so a masked run and its
+    sparse-engine twin prune, fine-tune and evaluate once (a sweep's twins share it)."""
+
+    source_id: str  # what it was pruned from and how (see :func:`pruning_key`)
+    model: nn.Module
+    metrics: dict[str, Any]
+    cost: dict[str, Any]
+    fit_history: list[dict[str, Any]]
+    facts: dict[str, Any]
+    architecture: dict[str, Any] | None
+    seconds: float
+
+
+def pruning_key(run: Run, config: PruneConfig) -> str:
+    """Identifies a pruning outcome: the source run and every setting that changes the pruned weights or what is
+    measured on them (timing settings excluded)."""
+    settings = dataclasses.asdict(config)
+    for timing_only in ("latency_repeats",):
+        settings.pop(timing_only)
+    return repr((str(run.path) if run.path is not None else id(run), sorted(settings.items())))
+
+
+def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None, progress: bool = False) -> PrunedModel:
+    """Apply ``config``'s method to ``run``'s model, fine-tune it if asked, and evaluate and count it (no timing)."""
+    configure_threads(config.threads)
+    device = resolve_device(config.device)
+    data = data if data is not None else run.data()
+    train = _finetune_config(run, config)
+    seed_everything(train.seed)
+    started = time.perf_counter()
+    pruned = METHODS[config.method](copy.deepcopy(run.model).to(device), data, config, train, device)
+    model = pruned.model
+    fit_result = None
+    if config.finetune_epochs:
+        if pruned.masks is not None:
+            fit_result = unstructured.finetune(model, pruned.masks, data, train, device, progress=progress)
+        else:
+            fit_result = fit(model, data, train, device, progress=progress)
+    metrics = evaluate(model, data, "test", train.batch_size, device)
+    cost = _cost(model, data, config, device)
+    return PrunedModel(pruning_key(run, config), model, metrics, cost,
+                       fit_result.history if fit_result is not None else [], pruned.facts, pruned.architecture,
+                       time.perf_counter() - started)
+
+
 def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,
               overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None,
-              engine: str = "dense") -> Run:
+              engine: str = "dense", pruned: PrunedModel | None = None) -> Run:
     """Prune ``source`` (a run or run directory) as ``config`` says and return the pruned run.
 
     With ``out`` the run directory is written to a temporary sibling and renamed when complete, so an
     interruption or error never leaves half a run behind; an existing ``out`` is refused unless ``overwrite``.
     ``baseline`` (from :func:`dense_baseline` on the same run and settings) skips re-measuring the dense model.
-    ``engine="sparse"`` (unstructured methods) compiles the pruned model for sparse kernels at the largest batch
-    size (:func:`tsprune.prune.sparse.compile_sparse`); its latency and speedup are then the compiled model's, and
-    the masked dense model's are kept beside them (``latency_masked``, ``speedup_masked``).
+    ``pruned`` (from :func:`prune_model` on the same run and config) skips pruning, fine-tuning and evaluation;
+    only the timing is redone. ``engine="sparse"`` (unstructured methods) compiles the pruned model for sparse
+    kernels at the largest batch size (:func:`tsprune.prune.sparse.compile_sparse`); its latency and speedup are
+    then the compiled model's, and the masked dense model's are kept beside them (``latency_masked``,
+    ``speedup_masked``).
     """
     config.validate()
     if engine not in ENGINES:
@@ -134,27 +184,22 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     run = source if isinstance(source, Run) else load_run(source)
     if run.sparse_plan:
         raise TsPruneError("this run is compiled for the sparse engine: prune the run it was compiled from")
+    if pruned is not None and pruned.source_id != pruning_key(run, config):
+        raise TsPruneError("the pruned model passed in was pruned from another run or with other settings")
     configure_threads(config.threads)
     device = resolve_device(config.device)
     data = run.data()
-    train = _finetune_config(run, config)
-    seed_everything(train.seed)
     started = time.perf_counter()
 
     if baseline is None or baseline.get("batch_sizes") != list(config.batch_sizes):
         baseline = dense_baseline(run, config, data)
     dense_cost, dense_metrics = baseline["cost"], baseline["metrics"]
 
-    pruned = METHODS[config.method](copy.deepcopy(run.model).to(device), data, config, train, device)
-    model = pruned.model
-    fit_result = None
-    if config.finetune_epochs:
-        if pruned.masks is not None:
-            fit_result = unstructured.finetune(model, pruned.masks, data, train, device, progress=progress)
-        else:
-            fit_result = fit(model, data, train, device, progress=progress)
-    metrics = evaluate(model, data, "test", train.batch_size, device)
-    cost = _cost(model, data, config, device)
+    shared = pruned is not None
+    if pruned is None:
+        pruned = prune_model(run, config, data, progress)
+    model = copy.deepcopy(pruned.model).to(device) if shared else pruned.model.to(device)
+    metrics, cost = dict(pruned.metrics), dict(pruned.cost)
     inputs = {size: example_inputs(data, size, device=device) for size in config.batch_sizes}
     models = {"dense": run.model.to(device), "pruned": model}
     sparse_plan = None
@@ -202,11 +247,12 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         "speedup_batch_size": int(largest),
         "finetuned": bool(config.finetune_epochs),
         "finetune_epochs": config.finetune_epochs,
-        "finetune_history": fit_result.history if fit_result is not None else [],
+        "finetune_history": pruned.fit_history,
         "dense_mse": dense_metrics["mse"],
         "dense_mae": dense_metrics["mae"],
         "source": str(run.path) if run.path is not None else None,
-        "prune_seconds": time.perf_counter() - started,
+        # pruning, fine-tuning and evaluation (once for engine twins that share them) plus this run's timing
+        "prune_seconds": pruned.seconds + time.perf_counter() - started,
         "device": str(device),
         "environment": {**environment(), **cost["environment"]},
         "engine": engine,

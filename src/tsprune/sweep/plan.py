@@ -138,18 +138,19 @@ def plan_sweep(spec: SweepSpec) -> Plan:
 
 
 def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
+    """The prune runs of one dense run; engine twins side by side, so a worker prunes and fine-tunes them once."""
     runs = []
-    for engine in spec.engines:
-        for method, densities in spec.methods.items():
-            if engine == "sparse" and method in STRUCTURED_METHODS:
-                continue  # channels are gone, no zeros are left for sparse kernels to skip
-            for density in densities:
-                for epochs in spec.finetune_epochs:
-                    if epochs and not spec.finetunes_at(density):
-                        continue
-                    config = PruneConfig(method=method, density=density, finetune_epochs=epochs,
-                                         batch_sizes=spec.measure.batch_sizes, latency_repeats=spec.measure.repeats,
-                                         threads=spec.measure.threads, device=spec.device, **spec.prune)
+    for method, densities in spec.methods.items():
+        for density in densities:
+            for epochs in spec.finetune_epochs:
+                if epochs and not spec.finetunes_at(density):
+                    continue
+                config = PruneConfig(method=method, density=density, finetune_epochs=epochs,
+                                     batch_sizes=spec.measure.batch_sizes, latency_repeats=spec.measure.repeats,
+                                     threads=spec.measure.threads, device=spec.device, **spec.prune)
+                for engine in spec.engines:
+                    if engine == "sparse" and method in STRUCTURED_METHODS:
+                        continue  # channels are gone, no zeros are left for sparse kernels to skip
                     labels = dataclasses.replace(dense.labels, method=method, target_density=density,
                                                  finetune_epochs=epochs, engine=engine)
                     runs.append(PruneRun(dense, labels, config, engine))

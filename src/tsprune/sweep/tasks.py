@@ -3,7 +3,8 @@
 These functions never raise for a run that fails: the failure (divergence, out-of-memory, an unreachable density,
 any error) becomes a record with status ``failed``, so one bad run never stops a sweep. Only an interrupt
 (Ctrl-C) propagates. Each worker process keeps the dense runs it last used, with their measured baseline, so the
-prune runs of one dense model load and measure it once.
+prune runs of one dense model load and measure it once, and its last pruned model, so a masked run and its
+sparse-engine twin prune, fine-tune and evaluate once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from tsprune._version import __version__
 from tsprune.config import PruneConfig
 from tsprune.errors import TsPruneError
+from tsprune.prune.pipeline import PrunedModel
 from tsprune.run import Run
 from tsprune.sweep.plan import DenseRun, PruneRun
 from tsprune.sweep.store import RECORD_FORMAT, run_dir_complete
@@ -32,6 +34,13 @@ from tsprune.sweep.store import RECORD_FORMAT, run_dir_complete
 DENSE_CACHE_SIZE = 2  # dense runs (model + baseline) a worker keeps loaded
 _DENSE: OrderedDict[str, Run] = OrderedDict()
 _BASELINES: dict[tuple, dict[str, Any]] = {}
+_PRUNED: PrunedModel | None = None  # the last pruning outcome, for the next run's engine twin
+
+
+def _remember(pruned: PrunedModel) -> None:
+    global _PRUNED
+    pruned.model.cpu()  # each use copies it to the run's device
+    _PRUNED = pruned
 
 
 def execute_dense(run: DenseRun, out: Path, threads: int) -> dict[str, Any]:
@@ -55,9 +64,14 @@ def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | Non
 
     def work() -> dict[str, Any]:
         dense, baseline = _dense(run.parent_id, dense_dir, config)
-        from tsprune.prune.pipeline import prune_run
+        from tsprune.prune.pipeline import prune_model, prune_run, pruning_key
 
-        return prune_run(dense, config, keep, overwrite=True, baseline=baseline, engine=run.engine).metrics
+        # Engine twins (the plan puts them side by side) prune, fine-tune and evaluate once in a worker.
+        key = pruning_key(dense, config)
+        if _PRUNED is None or _PRUNED.source_id != key:
+            _remember(prune_model(dense, config))
+        return prune_run(dense, config, keep, overwrite=True, baseline=baseline, engine=run.engine,
+                         pruned=_PRUNED).metrics
 
     return _attempt(run, config.threads or threads, work)
 
