@@ -252,7 +252,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         "dense_mae": dense_metrics["mae"],
         "source": str(run.path) if run.path is not None else None,
         # pruning, fine-tuning and evaluation (once for engine twins that share them) plus this run's timing
-        "prune_seconds": pruned.seconds + time.perf_counter() - started,
+        "prune_seconds": (pruned.seconds if shared else 0.0) + time.perf_counter() - started,
         "device": str(device),
         "environment": {**environment(), **cost["environment"]},
         "engine": engine,
