@@ -6,7 +6,10 @@
 Prints parameters, median seconds per training step (batch 32, forward + backward + Adam) and median milliseconds
 per inference batch of 32, for our layers and (``--layouts ours,reference``) for the straightforward reference
 layout of the same model (``tsprune.models.reference``: same weights, same function). The layouts are timed in
-alternation, step by step, so their ratio is measured under the same machine load. Measures only; asserts nothing.
+alternation, step by step, so their ratio is measured under the same machine load. ``--gemm`` also profiles
+two steps per layout and reports the seconds per step spent in matrix products (``mm``/``addmm``/``bmm``/
+``baddbmm``, forward and backward): the floor no layout change can go below, and ``reference / GEMM`` the most
+any such change could gain. Measures only; asserts nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +51,20 @@ def alternating_medians(fns: dict[str, Callable[[], None]], steps: int, warmup: 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def gemm_seconds(step: Callable[[], None], steps: int = 2) -> float:
+    """Seconds per call of ``step`` spent in matrix-product kernels (CPU profiler, self time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    total_us = sum(event.self_cpu_time_total for event in prof.key_averages() if event.key in GEMM_OPS)
+    return total_us / 1e6 / steps
+
+
 def step_functions(model: torch.nn.Module, batch) -> tuple[Callable[[], None], Callable[[], None]]:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -74,14 +91,17 @@ def main(
     threads: Annotated[Optional[int], typer.Option()] = None,
     device: Annotated[str, typer.Option()] = "auto",
     layouts: Annotated[str, typer.Option(help="ours, reference or ours,reference.")] = "ours",
+    gemm: Annotated[bool, typer.Option(help="Also profile the seconds per step spent in matrix products.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json")] = None,
 ) -> None:
     configure_threads(threads)
     dev = resolve_device(device)
     console = Console()
     chosen = [layout.strip() for layout in layouts.split(",")]
-    table = Table("model", "params", "layout", "train step (s)", "inference (ms/batch)", "train speedup vs reference",
-                  title=f"ETTh1/96 defaults, batch {batch_size}, {torch.get_num_threads()} threads, {dev}")
+    columns = ["model", "params", "layout", "train step (s)", "inference (ms/batch)", "train speedup vs reference"]
+    if gemm:
+        columns += ["GEMM s/step", "reference / GEMM"]
+    table = Table(*columns, title=f"ETTh1/96 defaults, batch {batch_size}, {torch.get_num_threads()} threads, {dev}")
     records = []
     for name in models.split(","):
         config = api.make_config(name.strip(), data={"dataset": "ETTh1", "pred_len": 96})
@@ -94,15 +114,22 @@ def main(
         fns = {layout: step_functions(candidates[layout], batch) for layout in chosen}
         train_s = alternating_medians({k: v[0] for k, v in fns.items()}, steps, warmup, dev)
         infer_s = alternating_medians({k: v[1] for k, v in fns.items()}, steps, warmup, dev)
+        gemm_s = {layout: gemm_seconds(fns[layout][0]) for layout in chosen} if gemm else {}
         params = sum(p.numel() for p in ours.parameters())
         for layout in chosen:
             ratio = train_s["reference"] / train_s[layout] if "reference" in train_s else None
-            table.add_row(config.model.name, f"{params:,}", layout, f"{train_s[layout]:.3f}",
-                          f"{1000 * infer_s[layout]:.1f}", f"{ratio:.2f}x" if ratio else "-")
-            records.append({"model": config.model.name, "layout": layout, "params": params,
-                            "train_step_s": train_s[layout], "inference_ms": 1000 * infer_s[layout],
-                            "train_speedup_vs_reference": ratio, "batch_size": batch_size,
-                            "threads": torch.get_num_threads(), "device": str(dev), "torch": torch.__version__})
+            row = [config.model.name, f"{params:,}", layout, f"{train_s[layout]:.3f}", f"{1000 * infer_s[layout]:.1f}",
+                   f"{ratio:.2f}x" if ratio else "-"]
+            record = {"model": config.model.name, "layout": layout, "params": params,
+                      "train_step_s": train_s[layout], "inference_ms": 1000 * infer_s[layout],
+                      "train_speedup_vs_reference": ratio, "batch_size": batch_size,
+                      "threads": torch.get_num_threads(), "device": str(dev), "torch": torch.__version__}
+            if gemm:
+                bound = train_s["reference"] / gemm_s[layout] if "reference" in train_s else None
+                row += [f"{gemm_s[layout]:.3f}", f"{bound:.2f}x" if bound else "-"]
+                record.update(gemm_s_per_step=gemm_s[layout], reference_over_gemm=bound)
+            table.add_row(*row)
+            records.append(record)
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps(records, indent=2))
