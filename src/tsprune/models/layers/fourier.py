@@ -74,17 +74,18 @@ class FourierBlock(nn.Module):
 
 
 def complex_tanh(z: torch.Tensor) -> torch.Tensor:
-    """``tanh`` of a complex tensor from real elementwise ops: ``(sinh 2a + i sin 2b) / (cosh 2a + cos 2b)``.
+    """``tanh`` of a complex tensor from real elementwise ops:
+    ``tanh(a + ib) = (sinh a cosh a + i sin b cos b) / (sinh^2 a + cos^2 b)``.
 
     PyTorch's complex ``tanh`` runs a scalar routine per element on CPU (a fixed ~40 ms of FEDformer's batch-32
-    forward that pruning cannot shrink); this vectorises, 2x faster. Dividing through by ``cosh 2a`` and writing
-    ``sech x = 2 e^-|x| / (1 + e^-2|x|)`` keeps large real parts finite, values and gradients (no ``inf * 0``).
+    forward that pruning cannot shrink); this vectorises, ~2.5x faster. The denominator is a sum of squares, so
+    there is no cancellation near the poles (the ``cosh 2a + cos 2b`` form loses digits there). ``|a|`` is clamped
+    at 20, where ``tanh`` is +-1 to float precision, so nothing overflows and gradients stay finite.
     """
-    twice_real, twice_imag = 2 * z.real, 2 * z.imag
-    decay = torch.exp(-twice_real.abs())
-    sech = 2 * decay / (1 + decay * decay)
-    denominator = 1 + torch.cos(twice_imag) * sech
-    return torch.complex(torch.tanh(twice_real) / denominator, torch.sin(twice_imag) * sech / denominator)
+    real = z.real.clamp(-20.0, 20.0)
+    sinh, cos = torch.sinh(real), torch.cos(z.imag)
+    denominator = sinh * sinh + cos * cos
+    return torch.complex(sinh * torch.cosh(real) / denominator, torch.sin(z.imag) * cos / denominator)
 
 
 class FourierCrossAttention(nn.Module):
