@@ -7,9 +7,9 @@ Prints parameters, median seconds per training step (batch 32, forward + backwar
 per inference batch of 32, for our layers and (``--layouts ours,reference``) for the straightforward reference
 layout of the same model (``tsprune.models.reference``: same weights, same function). The layouts are timed in
 alternation, step by step, so their ratio is measured under the same machine load. ``--gemm`` also profiles
-two steps per layout and reports the seconds per step spent in matrix products (``mm``/``addmm``/``bmm``/
-``baddbmm``, forward and backward): the floor no layout change can go below, and ``reference / GEMM`` the most
-any such change could gain. Measures only; asserts nothing.
+two steps per layout and reports the seconds per step spent in matrix products and convolutions (forward and
+backward kernels): the floor no layout change can go below, and ``reference / GEMM`` the most any such change
+could gain. Measures only; asserts nothing.
 """
 
 from __future__ import annotations
@@ -51,11 +51,14 @@ def alternating_medians(fns: dict[str, Callable[[], None]], steps: int, warmup: 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+# Matrix products and the convolutions that are GEMMs in disguise (the reference layout's kernel-size-1 FFN convs,
+# the token embedding), forward and backward kernels.
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+            "aten::convolution_backward")
 
 
 def gemm_seconds(step: Callable[[], None], steps: int = 2) -> float:
-    """Seconds per call of ``step`` spent in matrix-product kernels (CPU profiler, self time)."""
+    """Seconds per call of ``step`` spent in matrix-product and convolution kernels (CPU profiler, self time)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:

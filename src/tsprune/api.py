@@ -186,7 +186,7 @@ def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | N
     import copy
 
     from tsprune.measure import compare_latency, example_inputs
-    from tsprune.prune.sparse import compile_sparse
+    from tsprune.prune.sparse import compile_sparse, plan_summary
 
     if engine != "sparse":
         raise TsPruneError(f"unknown engine {engine!r}: the only compiled engine is 'sparse'")
@@ -204,9 +204,7 @@ def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | N
                                     min_speedup=min_speedup, repeats=repeats, force=force)
     timing = compare_latency({"masked": dense, "sparse": compiled}, inputs, repeats, threads=threads)
     dense.cpu()
-    layers = plan["layers"].values()
-    metrics = {**run.metrics, "engine": "sparse", "compiled_batch_size": batch_size,
-               "sparse_layers": sum(1 for layer in layers if layer["engine"] != "dense"), "candidate_layers": len(layers),
+    metrics = {**run.metrics, "engine": "sparse", "compiled_batch_size": batch_size, **plan_summary(plan),
                "latency_masked_ms": timing["masked"]["median_ms"], "latency_sparse_ms": timing["sparse"]["median_ms"],
                "speedup_over_masked": timing["masked"]["median_ms"] / timing["sparse"]["median_ms"]}
     result = Run(run.config, compiled.cpu(), run.scaler, run.columns, run.freq, metrics, None, run.architecture, plan)

@@ -25,7 +25,7 @@ from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
 from tsprune.prune import structured, unstructured
-from tsprune.prune.sparse import compile_sparse
+from tsprune.prune.sparse import compile_sparse, plan_summary
 from tsprune.run import Run, environment, load_run, save_run
 from tsprune.train import configure_threads, evaluate, fit, resolve_device, seed_everything
 
@@ -259,7 +259,6 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         **pruned.facts,
     })
     if sparse_plan is not None:
-        layers = sparse_plan["layers"].values()
         masked = {size: timing["masked"] for size, timing in paired.items()}
         metrics.update({
             "latency_masked": masked,
@@ -267,8 +266,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
             "speedup_masked": dense_cost["latency_ms"] / masked[largest]["median_ms"],
             "speedup_over_masked": masked[largest]["median_ms"] / cost["latency_ms"],
             "compiled_batch_size": int(largest),
-            "sparse_layers": sum(1 for layer in layers if layer["engine"] != "dense"),
-            "candidate_layers": len(layers),
+            **plan_summary(sparse_plan),
         })
         model = models["pruned"]
     result = Run(run.config, model.cpu(), run.scaler, run.columns, run.freq, metrics, sparse_plan=sparse_plan)

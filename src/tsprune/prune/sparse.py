@@ -341,6 +341,12 @@ def _time_layer(module: nn.Module, calls: Sequence[Tensor], blocks: Sequence[int
 # ------------------------------------------------------------------------------------------------ plans
 
 
+def plan_summary(plan: Mapping[str, Any]) -> dict[str, int]:
+    """``sparse_layers`` (not left dense: CSR, BSR, zero or skipped) of ``candidate_layers`` (every pruned layer)."""
+    layers = plan["layers"].values()
+    return {"sparse_layers": sum(1 for layer in layers if layer["engine"] != "dense"), "candidate_layers": len(layers)}
+
+
 def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
     """Rebuild the sparse layers a plan chose on ``model`` (dense weights with zeros, e.g. a freshly loaded run),
     without timing. Layers already sparse are re-laid out only if the plan asks for another engine or block."""
