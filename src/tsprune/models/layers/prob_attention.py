@@ -11,7 +11,8 @@ gather is a scatter-add which dominated Informer's training step (0.6 s of one 9
 batch 32 on 2 cores). Whenever the full score matrix ``[B, H, L_Q, L_K]`` is no larger than that gathered tensor
 (``L_K <= U * E``: every look-back up to ~1300 steps at the default sizes), we compute ``Q K^T`` once with a GEMM and
 *gather the same sampled entries* from it, and reuse its rows for the selected queries: the same dot products, the
-same sample and selection, 4.7-23x faster for fwd + bwd (L = 720 ... 48). Longer inputs keep the sampled gather, whose memory is smaller.
+same sample and selection, 4.7-23x faster for fwd + bwd (L = 720 ... 48). Longer inputs keep the sampled gather,
+whose memory is smaller.
 """
 
 from __future__ import annotations
