@@ -30,3 +30,26 @@ def test_train_speed_reports_both_layouts_and_the_gemm_floor(tmp_path):
         assert 0 < record["gemm_s_per_step"] < record["train_step_s"] * 5  # profiled: overhead, but same order
         assert record["reference_over_gemm"] > 0 and record["inference_ms"] > 0
     assert records[1]["train_speedup_vs_reference"] == 1.0
+
+
+def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
+    from conftest import TINY
+    from tsprune import api
+
+    reproduce = load("reproduce")
+    assert reproduce.published("ETTh1", 96)["Autoformer"] == {"mse": 0.449, "mae": 0.459}
+    assert set(reproduce.published("weather", 720)) == {"Autoformer", "Informer", "FEDformer", "Crossformer"}
+
+    config = api.make_config("Autoformer", data={"dataset": "ETTh1", "pred_len": 96},
+                             train={"epochs": 1, "max_steps": 2, "device": "cpu"}, **TINY)
+    metrics = api.train(config, out=tmp_path / "Autoformer", progress=False).metrics
+    out = tmp_path / "table.json"
+    result = CliRunner().invoke(reproduce.cli, ["--models", "Autoformer,Informer", "--runs", str(tmp_path),
+                                                "--no-train", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    finished, missing = json.loads(out.read_text())
+    assert finished["mse"] == metrics["mse"] and finished["epochs_run"] == 1
+    assert finished["mse_ratio"] == metrics["mse"] / 0.449
+    assert finished["within"] == ("yes" if abs(metrics["mse"] / 0.449 - 1) <= 0.15 else "no")
+    assert missing == {"model": "Informer", "status": "not run"}
+    assert "| Autoformer | all epochs |" in result.output

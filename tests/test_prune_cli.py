@@ -190,10 +190,11 @@ def test_compiled_sparse_run_saves_reloads_and_matches_masked(trained, tmp_path)
     assert result.exit_code == 0 and "sparse engine speedup, batch 2" in result.output, result.output
     assert len(reloaded.predict(device=DEVICE)) == reloaded.config.model.pred_len
     for engine in ("dense", "sparse"):  # a compiled run forecasts on either engine with the same numbers
-        result = invoke("predict", str(tmp_path / "sparse"), "--engine", engine, "--out", str(tmp_path / f"{engine}.csv"),
-                        "--device", DEVICE)
+        result = invoke("predict", str(tmp_path / "sparse"), "--engine", engine,
+                        "--out", str(tmp_path / f"{engine}.csv"), "--device", DEVICE)
         assert result.exit_code == 0, result.output
     dense_csv, sparse_csv = (pd.read_csv(tmp_path / f"{engine}.csv") for engine in ("dense", "sparse"))
-    np.testing.assert_allclose(dense_csv.iloc[:, 1:].to_numpy(), sparse_csv.iloc[:, 1:].to_numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dense_csv.iloc[:, 1:].to_numpy(), sparse_csv.iloc[:, 1:].to_numpy(),
+                               rtol=1e-4, atol=1e-4)
     result = invoke("compile", str(tmp_path / "sparse"), "--out", str(tmp_path / "again"))
     assert result.exit_code == 2 and "already compiled" in result.output

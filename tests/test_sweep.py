@@ -248,7 +248,8 @@ def test_sparse_engine_axis(csv, tmp_path, monkeypatch):
         ("magnitude", "dense"), ("magnitude", "sparse"), ("depgraph", "dense")]
     prunings = []
     real_prune_model = pipeline.prune_model
-    monkeypatch.setattr(pipeline, "prune_model", lambda *a, **k: prunings.append(a[1].method) or real_prune_model(*a, **k))
+    monkeypatch.setattr(pipeline, "prune_model",
+                        lambda *a, **k: prunings.append(a[1].method) or real_prune_model(*a, **k))
     sweep = tmp_path / "sweep"
     outcome = run_sweep(parse_spec(spec), sweep, threads=1, progress=False)
     assert (outcome.done, outcome.failed) == (4, 0)

@@ -94,7 +94,11 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     fit(model, data, bound.train, torch.device("cpu"), progress=False, state_dir=state_dir)
     assert (state_dir / "training_state.safetensors").is_file()
 
-    resumed = api.train(config, out=out, progress=False)
+    lines: list[str] = []
+    resumed = api.train(config, out=out, progress=False, log=lines.append)
+    # without a bar, the log says it resumed and reports only the epoch it ran
+    assert lines[0].startswith(f"resuming from {state_dir} after epoch 1")
+    assert len(lines) == 2 and lines[1].startswith("epoch 2: train loss")
     assert resumed.metrics["epochs_run"] == 2
     assert [h["val_mse"] for h in resumed.metrics["history"]] == [h["val_mse"] for h in straight.metrics["history"]]
     assert resumed.metrics["mse"] == straight.metrics["mse"]

@@ -279,8 +279,8 @@ def test_study_schedule():
     assert parse_densities("0.8^0..10") == list(STUDY_SCHEDULE)
 
 
-@pytest.mark.parametrize("spec, shown", [(0, "0"), (1.5, "1.5"), ("abc", "abc"), ("0.5,2", "2.0"), ("0.8^-1..1", "1.25"),
-                                         ([], "[]"), ("nan", "nan")])
+@pytest.mark.parametrize("spec, shown", [(0, "0"), (1.5, "1.5"), ("abc", "abc"), ("0.5,2", "2.0"),
+                                         ("0.8^-1..1", "1.25"), ([], "[]"), ("nan", "nan")])
 def test_parse_densities_rejects(spec, shown):
     with pytest.raises(TsPruneError, match="densit") as error:
         parse_densities(spec)

@@ -7,7 +7,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tsprune.config import TRAIN_PRESETS, DataConfig, RunConfig, TrainConfig, read_json, replace_known, write_json
 from tsprune.data.dataset import ForecastData, prepare_data
@@ -48,8 +48,12 @@ def bind_to_data(config: RunConfig, data: ForecastData) -> RunConfig:
     return dataclasses.replace(config, model=model)
 
 
-def train(config: RunConfig, out: str | Path | None = None, progress: bool = True) -> Run:
-    """Train a dense forecaster with ``config``; write the run directory to ``out`` when given."""
+def train(config: RunConfig, out: str | Path | None = None, progress: bool = True,
+          log: Callable[[str], None] | None = None) -> Run:
+    """Train a dense forecaster with ``config``; write the run directory to ``out`` when given.
+
+    Without a progress bar, ``log`` (e.g. ``print``) still receives one line per epoch.
+    """
     from tsprune.models.registry import build_model
 
     configure_threads(config.train.threads)
@@ -59,7 +63,7 @@ def train(config: RunConfig, out: str | Path | None = None, progress: bool = Tru
     seed_everything(config.train.seed)
     model = build_model(config.model).to(device)
     state_dir = training_state_dir(Path(out), config) if out is not None else None
-    result = fit(model, data, config.train, device, progress=progress, state_dir=state_dir)
+    result = fit(model, data, config.train, device, progress=progress, state_dir=state_dir, log=log)
     started = time.perf_counter()
     metrics = evaluate_model(model, data, "test", config.train.batch_size, device)
     metrics.update({

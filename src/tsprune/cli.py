@@ -95,7 +95,8 @@ def train(
     seed: Annotated[Optional[int], typer.Option(rich_help_panel=TRAIN)] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.", rich_help_panel=TRAIN)] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.", rich_help_panel=TRAIN)] = None,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.", rich_help_panel=TRAIN)] = True,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar (off: one log line per epoch).",
+                                           rich_help_panel=TRAIN)] = True,
     d_model: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
     n_heads: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
     e_layers: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
@@ -131,7 +132,8 @@ def train(
         d_model=d_model, n_heads=n_heads, e_layers=e_layers, d_layers=d_layers, d_ff=d_ff, dropout=dropout,
         factor=factor, moving_avg=moving_avg, activation=activation, distil=distil, modes=modes,
         mode_select=mode_select, mode_seed=mode_seed, seg_len=seg_len, win_size=win_size, n_routers=n_routers)
-    run = api.train(config, out=out, progress=progress)
+    run = api.train(config, out=out, progress=progress,
+                    log=lambda line: err_console.print(line, highlight=False, soft_wrap=True))
     print_metrics(run.metrics, title=f"{config.model.name} on {config.data.dataset or data_path} "
                                      f"(pred_len {pred_len}) -> {out}")
 
@@ -306,7 +308,8 @@ def compile_command(
 @app.command()
 @user_errors
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (dense, pruned, fine-tuned or structurally pruned).")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A run directory (dense, pruned, fine-tuned or structurally pruned).")],
     out: Annotated[Path, typer.Option(help="CSV file for the forecast.")],
     data_path: Annotated[Optional[str], typer.Option(help="CSV to forecast from (default: the run's own data).")]
     = None,
@@ -362,7 +365,8 @@ def plot(
     if names is not None and len(names) != len(run_dirs):
         raise TsPruneError(f"--labels has {len(names)} names for {len(run_dirs)} runs")
     runs = [api.load(path) for path in run_dirs]
-    console.print(f"wrote {plot_windows(runs, out, names or [str(p) for p in run_dirs], split, windows, channel, device)}")
+    written = plot_windows(runs, out, names or [str(p) for p in run_dirs], split, windows, channel, device)
+    console.print(f"wrote {written}")
 
 
 @app.command()

@@ -117,13 +117,21 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+def epoch_line(entry: dict[str, float]) -> str:
+    """One line summarising a finished epoch (an entry of :attr:`TrainResult.history`)."""
+    return (f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f}, val mse {entry['val_mse']:.4f}, "
+            f"lr {entry['lr']:.2e}, {entry['seconds']:.0f}s elapsed")
+
+
 def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch.device,
         after_step: Callable[[nn.Module], None] | None = None, progress: bool = True,
-        state_dir: Path | None = None) -> TrainResult:
+        state_dir: Path | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
     ``after_step`` runs after every optimiser step (fine-tuning re-applies pruning masks there).
     ``state_dir`` saves the training state after every epoch and resumes from it when one is there.
+    ``log`` receives a line per finished epoch (and one on resuming) when no progress bar prints them, e.g. for
+    background runs whose output goes to a file.
     """
     config.validate()
     generator = torch.Generator().manual_seed(config.seed)
@@ -134,7 +142,7 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
     steps_per_epoch = data.n_batches("train", config.batch_size, drop_last=True)
     if config.max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, config.max_steps)
-    first_epoch, elapsed_before = 0, 0.0
+    first_epoch, elapsed_before, resumed = 0, 0.0, None
     if state_dir is not None:
         restored = load_training_state(state_dir, model, optimizer, generator)
         if restored is not None:
@@ -145,9 +153,15 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
             if counters["stopped_early"] or first_epoch >= config.epochs:
                 result.stopped_early = counters["stopped_early"]
                 first_epoch = config.epochs  # already finished: only restore the best weights below
+            resumed = (f"resuming from {state_dir} after epoch {counters['epoch']} (best val mse {best_val:.4f} "
+                       f"at epoch {result.best_epoch})")
     result.epochs_run = first_epoch
     start = time.perf_counter() - elapsed_before
     with _progress(progress) as bar:
+        if resumed is not None and progress:
+            bar.console.print(resumed, highlight=False)
+        elif resumed is not None and log is not None:
+            log(resumed)
         for epoch in range(first_epoch, config.epochs):
             lr = learning_rate(config, epoch)
             for group in optimizer.param_groups:
@@ -175,8 +189,9 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
                                    "seconds": time.perf_counter() - start})
             bar.update(task, description=f"epoch {epoch + 1}/{config.epochs} val {val:.4f}")
             if progress:
-                bar.console.print(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val mse {val:.4f}, "
-                                  f"lr {lr:.2e}, {time.perf_counter() - start:.0f}s elapsed", highlight=False)
+                bar.console.print(epoch_line(result.history[-1]), highlight=False)
+            elif log is not None:
+                log(epoch_line(result.history[-1]))
             result.epochs_run = epoch + 1
             if val < best_val:
                 best_val, best_state, bad_epochs = val, copy.deepcopy(model.state_dict()), 0

@@ -23,7 +23,8 @@ def builtin_bytes(info: DatasetInfo) -> bytes:
     try:
         raw = gzip.decompress(resource.read_bytes())
     except (FileNotFoundError, OSError) as exc:
-        raise TsPruneError(f"built-in file for {info.name} is missing or unreadable ({exc}); reinstall tsprune") from None
+        raise TsPruneError(f"built-in file for {info.name} is missing or unreadable ({exc}); "
+                           "reinstall tsprune") from None
     if info.name not in _VERIFIED:
         digest = hashlib.sha256(raw).hexdigest()
         if digest != info.sha256:
@@ -87,6 +88,6 @@ def validated_frame(frame: pd.DataFrame) -> tuple[pd.DatetimeIndex, pd.DataFrame
     if len(bad_rows):
         row, col = int(bad_rows[0]), int(bad_cols[0])
         kind = "NaN" if np.isnan(array[row, col]) else "inf"
-        raise TsPruneError(f"column {values.columns[col]!r} has {kind} at row {row} ({len(bad_rows)} non-finite value(s) "
-                           f"in all); fill or drop them first")
+        raise TsPruneError(f"column {values.columns[col]!r} has {kind} at row {row} ({len(bad_rows)} non-finite "
+                           f"value(s) in all); fill or drop them first")
     return dates, values.astype(np.float64)

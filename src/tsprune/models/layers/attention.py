@@ -49,7 +49,8 @@ class FullAttention(nn.Module):
 class AttentionLayer(nn.Module):
     """Projections around an inner attention mechanism: ``[B, L, d_model] x [B, S, d_model] -> [B, L, d_model]``."""
 
-    def __init__(self, inner: nn.Module, d_model: int, n_heads: int, d_keys: int | None = None, d_values: int | None = None) -> None:
+    def __init__(self, inner: nn.Module, d_model: int, n_heads: int, d_keys: int | None = None,
+                 d_values: int | None = None) -> None:
         super().__init__()
         d_keys = d_keys or d_model // n_heads
         d_values = d_values or d_model // n_heads

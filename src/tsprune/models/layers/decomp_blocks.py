@@ -124,7 +124,8 @@ class Decoder(nn.Module):
     ``(seasonal [B, L, c_out], trend [B, L, c_out])``.
     """
 
-    def __init__(self, layers: Sequence[nn.Module], norm: nn.Module | None = None, projection: nn.Module | None = None) -> None:
+    def __init__(self, layers: Sequence[nn.Module], norm: nn.Module | None = None,
+                 projection: nn.Module | None = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.norm = norm
@@ -168,7 +169,8 @@ class DecompositionForecaster(Forecaster):
         self.embedding_layers = (*self.enc_embedding.layer_names("enc_embedding"),
                                  *self.dec_embedding.layer_names("dec_embedding"))
         self.encoder = Encoder(
-            [EncoderLayer(attn, c.d_model, c.d_ff, c.moving_avg, c.dropout, c.activation) for attn in encoder_attention],
+            [EncoderLayer(attn, c.d_model, c.d_ff, c.moving_avg, c.dropout, c.activation)
+             for attn in encoder_attention],
             norm=SeasonalLayerNorm(c.d_model),
         )
         self.decoder = Decoder(

@@ -15,7 +15,8 @@ from torch import nn
 def sinusoidal_table(length: int, d_model: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """The Transformer's fixed positional encoding, ``[length, d_model]``."""
     position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
-    div_term = torch.exp(torch.arange(0, d_model, 2, device=device, dtype=torch.float32) * -(math.log(10000.0) / d_model))
+    even = torch.arange(0, d_model, 2, device=device, dtype=torch.float32)
+    div_term = torch.exp(even * -(math.log(10000.0) / d_model))
     table = torch.zeros(length, d_model, device=device, dtype=torch.float32)
     table[:, 0::2] = torch.sin(position * div_term)
     table[:, 1::2] = torch.cos(position * div_term)[:, : d_model // 2]

@@ -142,7 +142,8 @@ class FourierAttentionLayer(AttentionLayer):
 
     ``FourierBlock`` reads only ``q``; ``FourierCrossAttention`` reads ``q`` and ``k`` (``k`` doubles as values).
     The reference still builds key/value projections there; they get no gradient and change nothing, so they are
-    left out (``uses_keys=False`` drops the key projection too). ``[B, L, d_model] x [B, S, d_model] -> [B, L, d_model]``.
+    left out (``uses_keys=False`` drops the key projection too).
+    ``[B, L, d_model] x [B, S, d_model] -> [B, L, d_model]``.
     """
 
     def __init__(self, inner: nn.Module, d_model: int, n_heads: int, uses_keys: bool) -> None:

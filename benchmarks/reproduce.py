@@ -1,0 +1,119 @@
+"""Reproduce the published dense results: full default trainings compared with the published test MSE/MAE.
+
+    python benchmarks/reproduce.py [--models Autoformer,FEDformer] [--dataset ETTh1] [--pred-len 96]
+        [--runs runs/reproduce] [--threads 2] [--no-train] [--json out.json]
+
+Each model is trained with its defaults and the study's protocol (Adam, batch 32, lr 1e-4 halved per epoch, up to
+10 epochs, early stopping with patience 3) into ``RUNS/<model>``, exactly as ``tsprune train`` would. A model whose
+run directory is complete is only read; an interrupted one resumes after its last finished epoch, so the script
+can be stopped and restarted at will (a full run takes tens of minutes to hours on a 2-core CPU). ``--no-train``
+only reports: unfinished runs show their epochs so far.
+
+The table gives test MSE/MAE over all test windows, the published values (``published_mse.csv``), the ratio, and
+whether it lies within the tolerance (15%; 20% for Informer, whose published value varies a lot between runs, and
+for Crossformer, published with a larger configuration). Measures only; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from tsprune import api
+from tsprune.checkpoint import COUNTERS
+from tsprune.config import read_json
+from tsprune.models.registry import model_names
+from tsprune.report.render import markdown_table
+from tsprune.run import METRICS
+
+PUBLISHED = Path(__file__).with_name("published_mse.csv")
+TOLERANCE = {"Informer": 0.20, "Crossformer": 0.20}
+DEFAULT_TOLERANCE = 0.15
+COLUMNS = ("model", "status", "mse", "mae", "published_mse", "published_mae", "mse_ratio", "tolerance", "within",
+           "epochs_run", "best_epoch", "best_val_mse", "train_minutes")
+
+cli = typer.Typer(add_completion=False)
+console = Console(stderr=True)
+
+
+def published(dataset: str, pred_len: int, path: Path = PUBLISHED) -> dict[str, dict[str, float]]:
+    """Published ``{model: {"mse", "mae"}}`` for one dataset and horizon."""
+    with path.open() as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        return {row["model"]: {"mse": float(row["mse"]), "mae": float(row["mae"])} for row in rows
+                if row["dataset"] == dataset and int(row["pred_len"]) == pred_len}
+
+
+def unfinished_status(run_dir: Path) -> dict[str, Any]:
+    """What an interrupted run's saved training state says (nothing when it never finished an epoch)."""
+    counters_path = run_dir / "training_state" / COUNTERS
+    if not counters_path.is_file():
+        return {"status": "not run"}
+    counters = read_json(counters_path)
+    history = counters["history"]
+    return {"status": f"unfinished ({counters['epoch']} epochs)", "epochs_run": counters["epoch"],
+            "best_epoch": counters["best_epoch"], "best_val_mse": min(h["val_mse"] for h in history),
+            "train_minutes": counters["seconds"] / 60, "history": history}
+
+
+def row(model: str, run_dir: Path, reference: dict[str, float] | None) -> dict[str, Any]:
+    """One table row: the finished run's metrics against the published values, or an unfinished run's state."""
+    if not (run_dir / METRICS).is_file():
+        return {"model": model, **unfinished_status(run_dir)}
+    metrics = read_json(run_dir / METRICS)
+    record: dict[str, Any] = {
+        "model": model, "status": "stopped early" if metrics["stopped_early"] else "all epochs",
+        "mse": metrics["mse"], "mae": metrics["mae"], "epochs_run": metrics["epochs_run"],
+        "best_epoch": metrics["best_epoch"], "best_val_mse": metrics["best_val_mse"],
+        "train_minutes": metrics["train_seconds"] / 60, "params": metrics["params"],
+        "history": metrics["history"], "environment": metrics["environment"]}
+    if reference is not None:
+        tolerance = TOLERANCE.get(model, DEFAULT_TOLERANCE)
+        ratio = metrics["mse"] / reference["mse"]
+        record.update(published_mse=reference["mse"], published_mae=reference["mae"], mse_ratio=ratio,
+                      tolerance=tolerance, within="yes" if abs(ratio - 1) <= tolerance else "no")
+    return record
+
+
+@cli.command()
+def main(
+    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = ",".join(model_names()),
+    dataset: Annotated[str, typer.Option(help="Built-in dataset.")] = "ETTh1",
+    pred_len: Annotated[int, typer.Option()] = 96,
+    runs: Annotated[Path, typer.Option(help="Folder of the run directories (one per model).")] = Path(
+        "runs/reproduce"),
+    train: Annotated[bool, typer.Option(help="Train (or resume) unfinished runs; off: only report.")] = True,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    epochs: Annotated[Optional[int], typer.Option(help="Override the protocol's 10 (quick checks only).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Cap steps per epoch (quick checks only).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json")] = None,
+) -> None:
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = sorted(set(names) - set(model_names()))
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(model_names())}")
+    references = published(dataset, pred_len)
+    records = []
+    for name in names:
+        run_dir = runs / name
+        if train and not (run_dir / METRICS).is_file():
+            console.print(f"[bold]{name}[/bold] on {dataset}/{pred_len} -> {run_dir}", highlight=False)
+            config = api.make_config(name, data={"dataset": dataset, "pred_len": pred_len},
+                                     train={"threads": threads, "device": device, "epochs": epochs,
+                                            "max_steps": max_steps})
+            api.train(config, out=run_dir, progress=False,
+                      log=lambda line, name=name: console.print(f"{name} {line}", highlight=False))
+        records.append(row(name, run_dir, references.get(name)))
+    print(markdown_table(records, COLUMNS, digits=3))
+    if json_out is not None:
+        json_out.write_text(json.dumps(records, indent=2))
+
+
+if __name__ == "__main__":
+    cli()
