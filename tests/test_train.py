@@ -112,3 +112,6 @@ def test_stale_training_state_of_another_config_is_refused(tmp_path):
     other = api.bind_to_data(quick_config("Transformer", lr=0.5), data)
     with pytest.raises(TsPruneError, match="another configuration"):
         api.training_state_dir(tmp_path, other)
+    # where and how fast it runs is not part of the experiment: resuming with other threads is fine
+    elsewhere = api.bind_to_data(quick_config("Transformer", threads=1), data)
+    assert api.training_state_dir(tmp_path, elsewhere) == tmp_path / "training_state"

@@ -86,12 +86,21 @@ def train(config: RunConfig, out: str | Path | None = None, progress: bool = Tru
     return run
 
 
+# Where and how fast a run executes, not what it computes: a run may resume on another device or thread count.
+EXECUTION_SETTINGS = ("device", "threads", "num_workers")
+
+
 def training_state_dir(out: Path, config: RunConfig) -> Path:
-    """Where :func:`train` keeps its per-epoch state; an interrupted run with the same config resumes from it."""
+    """Where :func:`train` keeps its per-epoch state; an interrupted run with the same config resumes from it
+    (execution settings, :data:`EXECUTION_SETTINGS`, may differ)."""
+    def experiment(settings: dict[str, Any]) -> dict[str, Any]:
+        train = {k: v for k, v in settings["train"].items() if k not in EXECUTION_SETTINGS}
+        return {**settings, "train": train}
+
     state_dir = out / "training_state"
     stamp = state_dir / "run_config.json"
     if stamp.is_file():
-        if read_json(stamp) != json.loads(json.dumps(config.to_dict())):
+        if experiment(read_json(stamp)) != experiment(json.loads(json.dumps(config.to_dict()))):
             raise TsPruneError(f"{out} holds an unfinished run with another configuration: use another --out or "
                                f"delete {state_dir}")
     else:
