@@ -29,7 +29,7 @@ from tsprune.checkpoint import COUNTERS
 from tsprune.config import read_json
 from tsprune.models.registry import model_names
 from tsprune.report.render import markdown_table
-from tsprune.run import METRICS
+from tsprune.run import CONFIG, METRICS
 
 PUBLISHED = Path(__file__).with_name("published_mse.csv")
 TOLERANCE = {"Informer": 0.20, "Crossformer": 0.20}
@@ -56,16 +56,36 @@ def unfinished_status(run_dir: Path) -> dict[str, Any]:
         return {"status": "not run"}
     counters = read_json(counters_path)
     history = counters["history"]
-    return {"status": f"unfinished ({counters['epoch']} epochs)", "epochs_run": counters["epoch"],
+    return {"status": f"unfinished, after epoch {counters['epoch']}", "epochs_run": counters["epoch"],
             "best_epoch": counters["best_epoch"], "best_val_mse": min(h["val_mse"] for h in history),
             "train_minutes": counters["seconds"] / 60, "history": history}
 
 
-def row(model: str, run_dir: Path, reference: dict[str, float] | None) -> dict[str, Any]:
-    """One table row: the finished run's metrics against the published values, or an unfinished run's state."""
+# Model fields filled from the data (not hyper-parameters) and training fields that do not change the result.
+DATA_BOUND = ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len", "n_time_features")
+
+
+def protocol_differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """The ``section.key`` settings in which a run's ``config.json`` departs from the expected configuration."""
+    skip = {"model": DATA_BOUND, "train": api.EXECUTION_SETTINGS, "data": ()}
+    return [f"{section}.{key}" for section, ignored in skip.items() for key, value in expected[section].items()
+            if key not in ignored and stored.get(section, {}).get(key) != value]
+
+
+def row(model: str, run_dir: Path, reference: dict[str, float] | None,
+        expected: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One table row: the finished run's metrics against the published values, or an unfinished run's state.
+
+    A finished run whose configuration is not ``expected`` (another protocol, a quick run) is flagged, not compared.
+    """
+    shown = {"published_mse": reference["mse"], "published_mae": reference["mae"]} if reference else {}
     if not (run_dir / METRICS).is_file():
-        return {"model": model, **unfinished_status(run_dir)}
+        return {"model": model, **unfinished_status(run_dir), **shown}
     metrics = read_json(run_dir / METRICS)
+    differences = protocol_differences(read_json(run_dir / CONFIG), expected) if expected is not None else []
+    if differences:
+        return {"model": model, "status": f"not the protocol: {', '.join(differences)}", "mse": metrics["mse"],
+                "mae": metrics["mae"], "epochs_run": metrics["epochs_run"], **shown}
     record: dict[str, Any] = {
         "model": model, "status": "stopped early" if metrics["stopped_early"] else "all epochs",
         "mse": metrics["mse"], "mae": metrics["mae"], "epochs_run": metrics["epochs_run"],
@@ -102,14 +122,14 @@ def main(
     records = []
     for name in names:
         run_dir = runs / name
+        config = api.make_config(name, data={"dataset": dataset, "pred_len": pred_len},
+                                 train={"threads": threads, "device": device, "epochs": epochs,
+                                        "max_steps": max_steps})
         if train and not (run_dir / METRICS).is_file():
             console.print(f"[bold]{name}[/bold] on {dataset}/{pred_len} -> {run_dir}", highlight=False)
-            config = api.make_config(name, data={"dataset": dataset, "pred_len": pred_len},
-                                     train={"threads": threads, "device": device, "epochs": epochs,
-                                            "max_steps": max_steps})
             api.train(config, out=run_dir, progress=False,
                       log=lambda line, name=name: console.print(f"{name} {line}", highlight=False))
-        records.append(row(name, run_dir, references.get(name)))
+        records.append(row(name, run_dir, references.get(name), config.to_dict()))
     print(markdown_table(records, COLUMNS, digits=3))
     if json_out is not None:
         json_out.write_text(json.dumps(records, indent=2))

@@ -43,13 +43,23 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     config = api.make_config("Autoformer", data={"dataset": "ETTh1", "pred_len": 96},
                              train={"epochs": 1, "max_steps": 2, "device": "cpu"}, **TINY)
     metrics = api.train(config, out=tmp_path / "Autoformer", progress=False).metrics
+
+    # checked against its own settings (threads and device aside), the run is compared with the published value
+    expected = api.make_config("Autoformer", data={"dataset": "ETTh1", "pred_len": 96},
+                               train={"epochs": 1, "max_steps": 2, "threads": 2}, **TINY).to_dict()
+    compared = reproduce.row("Autoformer", tmp_path / "Autoformer", {"mse": 0.449, "mae": 0.459}, expected)
+    assert compared["mse"] == metrics["mse"] and compared["epochs_run"] == 1
+    assert compared["status"] == "all epochs" and compared["mse_ratio"] == metrics["mse"] / 0.449
+    assert compared["within"] == ("yes" if abs(metrics["mse"] / 0.449 - 1) <= 0.15 else "no")
+
+    # against the full protocol, this quick tiny run is flagged, never compared; a missing run says so
     out = tmp_path / "table.json"
     result = CliRunner().invoke(reproduce.cli, ["--models", "Autoformer,Informer", "--runs", str(tmp_path),
                                                 "--no-train", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    finished, missing = json.loads(out.read_text())
-    assert finished["mse"] == metrics["mse"] and finished["epochs_run"] == 1
-    assert finished["mse_ratio"] == metrics["mse"] / 0.449
-    assert finished["within"] == ("yes" if abs(metrics["mse"] / 0.449 - 1) <= 0.15 else "no")
-    assert missing == {"model": "Informer", "status": "not run"}
-    assert "| Autoformer | all epochs |" in result.output
+    flagged, missing = json.loads(out.read_text())
+    assert flagged["status"].startswith("not the protocol: model.d_model, model.n_heads")
+    assert "train.epochs" in flagged["status"] and "train.device" not in flagged["status"]
+    assert flagged["mse"] == metrics["mse"] and "mse_ratio" not in flagged
+    assert missing == {"model": "Informer", "status": "not run", "published_mse": 0.865, "published_mae": 0.713}
+    assert "| Autoformer | not the protocol:" in result.output
