@@ -41,6 +41,7 @@ def test_train_then_evaluate_reproduces_metrics(name, tmp_path):
     out = tmp_path / name
     result = invoke("train", "--model", name, "--dataset", "ETTh1", "--pred-len", "96", "--out", str(out), *TINY_ARGS)
     assert result.exit_code == 0, result.output
+    assert "epoch 1: train loss" in result.output  # --no-progress still logs each epoch, in one line
     for file in ("model.safetensors", "config.json", "metrics.json"):
         assert (out / file).is_file()
     metrics = json.loads((out / "metrics.json").read_text())
