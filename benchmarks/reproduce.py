@@ -26,7 +26,7 @@ from rich.console import Console
 
 from tsprune import api
 from tsprune.checkpoint import COUNTERS
-from tsprune.config import read_json
+from tsprune.config import DATA_BOUND_FIELDS, read_json
 from tsprune.models.registry import model_names
 from tsprune.report.render import markdown_table
 from tsprune.run import CONFIG, METRICS
@@ -61,13 +61,9 @@ def unfinished_status(run_dir: Path) -> dict[str, Any]:
             "train_minutes": counters["seconds"] / 60, "history": history}
 
 
-# Model fields filled from the data (not hyper-parameters) and training fields that do not change the result.
-DATA_BOUND = ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len", "n_time_features")
-
-
 def protocol_differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """The ``section.key`` settings in which a run's ``config.json`` departs from the expected configuration."""
-    skip = {"model": DATA_BOUND, "train": api.EXECUTION_SETTINGS, "data": ()}
+    skip = {"model": DATA_BOUND_FIELDS, "train": api.EXECUTION_SETTINGS, "data": ()}
     return [f"{section}.{key}" for section, ignored in skip.items() for key, value in expected[section].items()
             if key not in ignored and stored.get(section, {}).get(key) != value]
 

@@ -48,6 +48,10 @@ class DataConfig:
             raise TsPruneError("no data given: pass --dataset NAME or --data-path FILE.csv")
 
 
+# ModelConfig fields filled in from the prepared data, not hyper-parameters.
+DATA_BOUND_FIELDS = ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len", "n_time_features")
+
+
 @dataclass
 class ModelConfig:
     """Architecture of one forecaster. Fields a model does not use are ignored by it.

@@ -162,8 +162,7 @@ class DecoderLayer(nn.Module):
         "win_size": 2,
         "n_routers": 10,
     },
-    uses=("enc_in", "c_out", "seq_len", "pred_len", "d_model", "n_heads", "e_layers", "d_ff", "dropout",
-          "seg_len", "win_size", "n_routers"),
+    uses=("d_model", "n_heads", "e_layers", "d_ff", "dropout", "seg_len", "win_size", "n_routers"),
 )
 class Crossformer(Forecaster):
     """Crossformer forecaster: ``x_enc [B, seq_len, enc_in] -> [B, pred_len, c_out]``.

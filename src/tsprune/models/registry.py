@@ -17,7 +17,7 @@ class ModelSpec:
     cls: type[Forecaster]
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)  # overrides of ModelConfig's study defaults
-    uses: tuple[str, ...] = ()  # ModelConfig fields this model reads (shown by `tsprune models`)
+    uses: tuple[str, ...] = ()  # hyper-parameters this model reads (shown by `tsprune models`), not data-bound ones
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
