@@ -7,7 +7,10 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+from tsprune.sweep.executors import available_cores
+
+# At most 2 threads, and no more than the cores this process may use (`taskset -c 1 make test` runs on one).
+torch.set_num_threads(min(2, available_cores()))
 
 # Small enough for seconds-long tests, big enough to exercise every code path (heads > 1, several layers).
 TINY = {"d_model": 16, "d_ff": 32, "n_heads": 2, "e_layers": 2, "d_layers": 1, "modes": 8, "seg_len": 12,
