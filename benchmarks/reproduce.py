@@ -51,14 +51,13 @@ def published(dataset: str, pred_len: int, path: Path = PUBLISHED) -> dict[str, 
 
 def unfinished_status(run_dir: Path) -> dict[str, Any]:
     """What an interrupted run's saved training state says (nothing when it never finished an epoch)."""
-    counters_path = run_dir / "training_state" / COUNTERS
+    counters_path = run_dir / api.TRAINING_STATE / COUNTERS
     if not counters_path.is_file():
         return {"status": "not run"}
     counters = read_json(counters_path)
-    history = counters["history"]
     return {"status": f"unfinished, after epoch {counters['epoch']}", "epochs_run": counters["epoch"],
-            "best_epoch": counters["best_epoch"], "best_val_mse": min(h["val_mse"] for h in history),
-            "train_minutes": counters["seconds"] / 60, "history": history}
+            "best_epoch": counters["best_epoch"], "best_val_mse": counters["best_val"],
+            "train_minutes": counters["seconds"] / 60, "history": counters["history"]}
 
 
 def protocol_differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:

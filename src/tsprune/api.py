@@ -88,6 +88,7 @@ def train(config: RunConfig, out: str | Path | None = None, progress: bool = Tru
 
 # Where and how fast a run executes, not what it computes: a run may resume on another device or thread count.
 EXECUTION_SETTINGS = ("device", "threads", "num_workers")
+TRAINING_STATE = "training_state"  # folder of a run directory holding an unfinished run's per-epoch state
 
 
 def training_state_dir(out: Path, config: RunConfig) -> Path:
@@ -97,7 +98,7 @@ def training_state_dir(out: Path, config: RunConfig) -> Path:
         train = {k: v for k, v in settings["train"].items() if k not in EXECUTION_SETTINGS}
         return {**settings, "train": train}
 
-    state_dir = out / "training_state"
+    state_dir = out / TRAINING_STATE
     stamp = state_dir / "run_config.json"
     if stamp.is_file():
         if experiment(read_json(stamp)) != experiment(json.loads(json.dumps(config.to_dict()))):

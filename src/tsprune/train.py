@@ -158,10 +158,9 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
     result.epochs_run = first_epoch
     start = time.perf_counter() - elapsed_before
     with _progress(progress) as bar:
-        if resumed is not None and progress:
-            bar.console.print(resumed, highlight=False)
-        elif resumed is not None and log is not None:
-            log(resumed)
+        say = (lambda line: bar.console.print(line, highlight=False)) if progress else log
+        if resumed is not None and say is not None:
+            say(resumed)
         for epoch in range(first_epoch, config.epochs):
             lr = learning_rate(config, epoch)
             for group in optimizer.param_groups:
@@ -188,10 +187,8 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
             result.history.append({"epoch": epoch + 1, "lr": lr, "train_loss": float(np.mean(losses)), "val_mse": val,
                                    "seconds": time.perf_counter() - start})
             bar.update(task, description=f"epoch {epoch + 1}/{config.epochs} val {val:.4f}")
-            if progress:
-                bar.console.print(epoch_line(result.history[-1]), highlight=False)
-            elif log is not None:
-                log(epoch_line(result.history[-1]))
+            if say is not None:
+                say(epoch_line(result.history[-1]))
             result.epochs_run = epoch + 1
             if val < best_val:
                 best_val, best_state, bad_epochs = val, copy.deepcopy(model.state_dict()), 0
