@@ -3,6 +3,7 @@ the promised metrics, reloads exactly, and bad input fails cleanly without leavi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -167,6 +168,21 @@ def test_engine_twins_share_one_pruning_and_finetuning(trained):
     assert all(torch.equal(value, before[name]) for name, value in shared.model.state_dict().items())  # untouched
     with pytest.raises(TsPruneError, match="other settings"):
         prune_run(source, dataclasses.replace(config, density=0.5), pruned=shared)
+
+
+def test_in_memory_runs_are_told_apart_by_their_weights(trained):
+    from tsprune.config import PruneConfig
+    from tsprune.prune.pipeline import pruning_key
+
+    loaded = api.load(trained["Transformer"])
+    config = PruneConfig(density=0.3)
+    in_memory = dataclasses.replace(loaded, path=None)
+    twin = dataclasses.replace(loaded, path=None, model=copy.deepcopy(loaded.model))
+    assert pruning_key(in_memory, config) == pruning_key(twin, config)
+    with torch.no_grad():
+        next(twin.model.parameters()).view(-1)[0] += 1e-3
+    assert pruning_key(in_memory, config) != pruning_key(twin, config)
+    assert pruning_key(loaded, config) != pruning_key(in_memory, config)  # a saved run is known by its directory
 
 
 def test_compiled_sparse_run_saves_reloads_and_matches_masked(trained, tmp_path):

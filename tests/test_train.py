@@ -7,7 +7,8 @@ import torch
 
 from conftest import DEVICE, TINY
 from tsprune import api
-from tsprune.config import TrainConfig
+from tsprune.checkpoint import COUNTERS
+from tsprune.config import DATA_BOUND_FIELDS, TrainConfig, read_json, write_json
 from tsprune.errors import TsPruneError
 from tsprune.data.dataset import prepare_data
 from tsprune.models.registry import build_model, model_names
@@ -18,6 +19,18 @@ def quick_config(name: str, **train):
     return api.make_config(name, data={"dataset": "ETTh1", "pred_len": 24, "seq_len": 48, "label_len": 24},
                            train={"epochs": 1, "max_steps": 25, "lr": 1e-3, "seed": 0, "device": DEVICE, **train},
                            **TINY)
+
+
+def test_binding_fills_exactly_the_data_bound_fields():
+    config = api.make_config("Crossformer", data={"dataset": "ETTh1", "features": "MS", "seq_len": 48,
+                                                  "label_len": 24, "pred_len": 24}, **TINY)
+    data = prepare_data(config.data)
+    bound = api.bind_to_data(config, data).model
+    assert set(api.data_bound_values(config, data)) == set(DATA_BOUND_FIELDS)
+    changed = {f for f in vars(config.model) if getattr(bound, f) != getattr(config.model, f)}
+    assert changed <= set(DATA_BOUND_FIELDS)
+    assert (bound.enc_in, bound.dec_in, bound.c_out, bound.seq_len, bound.pred_len) == (7, 7, 1, 48, 24)
+    assert bound.n_time_features == data.n_time_features == 4  # hourly calendar: hour, weekday, day, day of year
 
 
 @pytest.mark.parametrize("name", model_names())
@@ -79,13 +92,10 @@ def test_early_stopping_restores_best_weights(monkeypatch):
         assert result.epochs_run - result.best_epoch == 2
 
 
-def test_interrupted_training_resumes_to_the_same_result(tmp_path):
-    straight = api.train(quick_config("Informer", epochs=2, max_steps=3), progress=False)
-    # "crash" after the first epoch: a run that only had time for epoch 1 leaves its training state behind
-    out = tmp_path / "run"
-    config = quick_config("Informer", epochs=2, max_steps=3)
-    first_only = api.make_config("Informer", data=vars(config.data), train={**vars(config.train), "epochs": 1},
-                                 **TINY)
+def crash_after_first_epoch(config, out):
+    """Train only epoch 1 of ``config`` into ``out``'s training state, as a run killed after that epoch would."""
+    first_only = api.make_config(config.model.name, data=vars(config.data),
+                                 train={**vars(config.train), "epochs": 1}, **TINY)
     data = prepare_data(first_only.data)
     bound = api.bind_to_data(first_only, data)
     seed_everything(bound.train.seed)
@@ -93,6 +103,14 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     state_dir = api.training_state_dir(out, api.bind_to_data(config, data))
     fit(model, data, bound.train, torch.device("cpu"), progress=False, state_dir=state_dir)
     assert (state_dir / "training_state.safetensors").is_file()
+    return state_dir
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path):
+    config = quick_config("Informer", epochs=2, max_steps=3)
+    straight = api.train(config, progress=False)
+    out = tmp_path / "run"
+    state_dir = crash_after_first_epoch(config, out)
 
     lines: list[str] = []
     resumed = api.train(config, out=out, progress=False, log=lines.append)
@@ -103,6 +121,23 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     assert [h["val_mse"] for h in resumed.metrics["history"]] == [h["val_mse"] for h in straight.metrics["history"]]
     assert resumed.metrics["mse"] == straight.metrics["mse"]
     assert not state_dir.exists()
+
+
+def test_finished_training_state_is_only_reloaded(tmp_path):
+    # a run that stopped early after epoch 1 and was killed before its test metrics were written
+    config = quick_config("Transformer", epochs=3, max_steps=3)
+    out = tmp_path / "run"
+    state_dir = crash_after_first_epoch(config, out)
+    counters = read_json(state_dir / COUNTERS)
+    write_json(state_dir / COUNTERS, {**counters, "stopped_early": True})
+
+    lines: list[str] = []
+    reloaded = api.train(config, out=out, progress=False, log=lines.append)
+    assert lines == [f"training in {state_dir} already finished after epoch 1 (best val mse "
+                     f"{counters['best_val']:.4f} at epoch 1)"]
+    assert reloaded.metrics["epochs_run"] == 1 and len(reloaded.metrics["history"]) == 1
+    one_epoch = api.train(quick_config("Transformer", epochs=1, max_steps=3), progress=False)
+    assert reloaded.metrics["mse"] == one_epoch.metrics["mse"]
 
 
 def test_stale_training_state_of_another_config_is_refused(tmp_path):

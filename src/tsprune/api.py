@@ -40,12 +40,16 @@ def make_config(model: str = "Transformer", *, preset: str | None = None, data: 
     return config
 
 
+def data_bound_values(config: RunConfig, data: ForecastData) -> dict[str, int]:
+    """The values of ``config.DATA_BOUND_FIELDS``: the model sizes and window lengths the data dictates."""
+    return {"enc_in": data.enc_in, "dec_in": data.enc_in, "c_out": data.c_out, "seq_len": config.data.seq_len,
+            "label_len": config.data.label_len, "pred_len": config.data.pred_len,
+            "n_time_features": data.n_time_features}
+
+
 def bind_to_data(config: RunConfig, data: ForecastData) -> RunConfig:
     """Fill the model's input/output sizes and window lengths from the prepared data."""
-    model = dataclasses.replace(
-        config.model, enc_in=data.enc_in, dec_in=data.enc_in, c_out=data.c_out, seq_len=config.data.seq_len,
-        label_len=config.data.label_len, pred_len=config.data.pred_len, n_time_features=data.n_time_features)
-    return dataclasses.replace(config, model=model)
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **data_bound_values(config, data)))
 
 
 def train(config: RunConfig, out: str | Path | None = None, progress: bool = True,

@@ -142,20 +142,21 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
     steps_per_epoch = data.n_batches("train", config.batch_size, drop_last=True)
     if config.max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, config.max_steps)
-    first_epoch, elapsed_before, resumed = 0, 0.0, None
+    first_epoch, elapsed_before, resumed, finished = 0, 0.0, None, False
     if state_dir is not None:
         restored = load_training_state(state_dir, model, optimizer, generator)
         if restored is not None:
             counters, best_state = restored
             first_epoch, best_val, bad_epochs = counters["epoch"], counters["best_val"], counters["bad_epochs"]
             result.history, result.best_epoch = counters["history"], counters["best_epoch"]
-            elapsed_before = counters["seconds"]
-            if counters["stopped_early"] or first_epoch >= config.epochs:
-                result.stopped_early = counters["stopped_early"]
-                first_epoch = config.epochs  # already finished: only restore the best weights below
-            resumed = (f"resuming from {state_dir} after epoch {counters['epoch']} (best val mse {best_val:.4f} "
-                       f"at epoch {result.best_epoch})")
+            result.stopped_early, elapsed_before = counters["stopped_early"], counters["seconds"]
+            finished = result.stopped_early or first_epoch >= config.epochs
+            best_so_far = f"best val mse {best_val:.4f} at epoch {result.best_epoch}"
+            resumed = (f"training in {state_dir} already finished after epoch {first_epoch} ({best_so_far})"
+                       if finished else f"resuming from {state_dir} after epoch {first_epoch} ({best_so_far})")
     result.epochs_run = first_epoch
+    if finished:
+        first_epoch = config.epochs  # nothing left to train: only restore the best weights below
     start = time.perf_counter() - elapsed_before
     with _progress(progress) as bar:
         say = (lambda line: bar.console.print(line, highlight=False)) if progress else log

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import shutil
 import tempfile
 import time
@@ -132,7 +133,17 @@ def pruning_key(run: Run, config: PruneConfig) -> str:
     settings = dataclasses.asdict(config)
     for timing_only in ("latency_repeats",):
         settings.pop(timing_only)
-    return repr((str(run.path) if run.path is not None else id(run), sorted(settings.items())))
+    return repr((str(run.path) if run.path is not None else weights_fingerprint(run.model),
+                 sorted(settings.items())))
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's parameters and buffers: identifies an in-memory run that has no directory."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None, progress: bool = False) -> PrunedModel:
