@@ -1,7 +1,7 @@
 """Reproduce the published dense results: full default trainings compared with the published test MSE/MAE.
 
     python benchmarks/reproduce.py [--models Autoformer,FEDformer] [--dataset ETTh1] [--pred-len 96]
-        [--runs runs/reproduce] [--threads 2] [--no-train] [--json out.json]
+        [--runs runs/reproduce] [--threads 2] [--no-train] [--json out.json] [--record results.json]
 
 Each model is trained with its defaults and the study's protocol (Adam, batch 32, lr 1e-4 halved per epoch, up to
 10 epochs, early stopping with patience 3) into ``RUNS/<model>``, exactly as ``tsprune train`` would. A model whose
@@ -11,13 +11,19 @@ only reports: unfinished runs show their epochs so far.
 
 The table gives test MSE/MAE over all test windows, the published values (``published_mse.csv``), the ratio, and
 whether it lies within the tolerance (15%; 20% for Informer, whose published value varies a lot between runs, and
-for Crossformer, published with a larger configuration). Measures only; asserts nothing.
+for Crossformer, published with a larger configuration). Measures only; asserts nothing. ``--record FILE`` merges
+the finished protocol runs into a results file kept in the repository (``benchmarks/results/``), one entry per
+model, each with the code commit and machine it ran on.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import platform
+import subprocess
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -95,6 +101,48 @@ def row(model: str, run_dir: Path, reference: dict[str, float] | None,
     return record
 
 
+FINISHED = ("stopped early", "all epochs")
+
+
+def machine_description() -> str:
+    """The CPU model and core count, e.g. ``AMD EPYC 7B13, 2 cores``."""
+    name = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def current_commit() -> str | None:
+    """The git commit of the checkout this script lives in, if it is one."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def record_runs(path: Path, records: list[dict[str, Any]], dataset: str, pred_len: int, code_commit: str | None,
+                machine: str) -> list[str]:
+    """Merge the finished protocol runs of ``records`` into the results file ``path`` (a newer run of a model
+    replaces the older one; other models' entries stay); returns the models written."""
+    stored = read_json(path) if path.is_file() else {}
+    runs = {run["model"]: run for run in stored.get("runs", [])}
+    written = [r["model"] for r in records if r["status"] in FINISHED]
+    for record in records:
+        if record["status"] in FINISHED:
+            runs[record["model"]] = {**record, "code_commit": code_commit, "machine": machine,
+                                     "recorded": date.today().isoformat()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "what": f"full default runs on {dataset}/{pred_len} with the study's protocol, one per model "
+                "(tsprune train --model M --dataset ... --pred-len ...), recorded by benchmarks/reproduce.py --record",
+        "dataset": dataset, "pred_len": pred_len, "runs": [runs[m] for m in sorted(runs)]}, indent=2) + "\n")
+    return written
+
+
 @cli.command()
 def main(
     models: Annotated[str, typer.Option(help="Comma-separated model names.")] = ",".join(model_names()),
@@ -108,6 +156,12 @@ def main(
     epochs: Annotated[Optional[int], typer.Option(help="Override the protocol's 10 (quick checks only).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Cap steps per epoch (quick checks only).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json")] = None,
+    record: Annotated[Optional[Path], typer.Option(help="Merge the finished protocol runs into this results file.")
+                      ] = None,
+    code_commit: Annotated[Optional[str], typer.Option(
+        help="Commit of the code that trained the runs, for --record (default: this checkout's HEAD).")] = None,
+    machine: Annotated[Optional[str], typer.Option(
+        help="Where the runs trained, for --record (default: this machine's CPU and cores).")] = None,
 ) -> None:
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = sorted(set(names) - set(model_names()))
@@ -128,6 +182,10 @@ def main(
     print(markdown_table(records, COLUMNS, digits=3))
     if json_out is not None:
         json_out.write_text(json.dumps(records, indent=2))
+    if record is not None:
+        written = record_runs(record, records, dataset, pred_len, code_commit or current_commit(),
+                              machine or machine_description())
+        console.print(f"recorded {', '.join(written) or 'no finished protocol run'} in {record}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -86,3 +86,19 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     assert (unfinished["published_mse"], "mse" in unfinished) == (0.865, False)
     assert missing == {"model": "FEDformer", "status": "not run", "published_mse": 0.376, "published_mae": 0.419}
     assert "| Autoformer | not the protocol:" in result.output and "| Informer | unfinished" in result.output
+
+    # --record keeps finished protocol runs only: a newer run of a model replaces its entry, others stay
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"runs": [{"model": "FEDformer", "mse": 0.41}, {"model": "Autoformer", "mse": 9.}]}))
+    written = reproduce.record_runs(results, [compared, flagged, unfinished], "ETTh1", 96, "abc123", "a machine")
+    assert written == ["Autoformer"]
+    stored = json.loads(results.read_text())
+    assert (stored["dataset"], stored["pred_len"]) == ("ETTh1", 96)
+    assert [r["model"] for r in stored["runs"]] == ["Autoformer", "FEDformer"]
+    assert stored["runs"][0] == {**compared, "code_commit": "abc123", "machine": "a machine",
+                                 "recorded": stored["runs"][0]["recorded"]}
+    assert stored["runs"][1] == {"model": "FEDformer", "mse": 0.41}
+    result = CliRunner().invoke(reproduce.cli, ["--models", "Autoformer", "--runs", str(tmp_path), "--no-train",
+                                                "--record", str(results), "--code-commit", "def456"])
+    assert result.exit_code == 0 and "recorded no finished protocol run" in result.output
+    assert json.loads(results.read_text()) == stored
