@@ -130,17 +130,16 @@ def record_runs(path: Path, records: list[dict[str, Any]], dataset: str, pred_le
     replaces the older one; other models' entries stay); returns the models written."""
     stored = read_json(path) if path.is_file() else {}
     runs = {run["model"]: run for run in stored.get("runs", [])}
-    written = [r["model"] for r in records if r["status"] in FINISHED]
-    for record in records:
-        if record["status"] in FINISHED:
-            runs[record["model"]] = {**record, "code_commit": code_commit, "machine": machine,
-                                     "recorded": date.today().isoformat()}
+    finished = [record for record in records if record["status"] in FINISHED]
+    for record in finished:
+        runs[record["model"]] = {**record, "code_commit": code_commit, "machine": machine,
+                                 "recorded": date.today().isoformat()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "what": f"full default runs on {dataset}/{pred_len} with the study's protocol, one per model "
                 "(tsprune train --model M --dataset ... --pred-len ...), recorded by benchmarks/reproduce.py --record",
         "dataset": dataset, "pred_len": pred_len, "runs": [runs[m] for m in sorted(runs)]}, indent=2) + "\n")
-    return written
+    return [record["model"] for record in finished]
 
 
 @cli.command()

@@ -151,9 +151,8 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
             result.history, result.best_epoch = counters["history"], counters["best_epoch"]
             result.stopped_early, elapsed_before = counters["stopped_early"], counters["seconds"]
             finished = result.stopped_early or first_epoch >= config.epochs
-            best_so_far = f"best val mse {best_val:.4f} at epoch {result.best_epoch}"
-            resumed = (f"training in {state_dir} already finished after epoch {first_epoch} ({best_so_far})"
-                       if finished else f"resuming from {state_dir} after epoch {first_epoch} ({best_so_far})")
+            what = f"training in {state_dir} already finished" if finished else f"resuming from {state_dir}"
+            resumed = f"{what} after epoch {first_epoch} (best val mse {best_val:.4f} at epoch {result.best_epoch})"
     result.epochs_run = first_epoch
     if finished:
         first_epoch = config.epochs  # nothing left to train: only restore the best weights below
