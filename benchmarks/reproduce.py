@@ -1,19 +1,23 @@
 """Reproduce the published dense results: full default trainings compared with the published test MSE/MAE.
 
     python benchmarks/reproduce.py [--models Autoformer,FEDformer] [--dataset ETTh1] [--pred-len 96]
-        [--runs runs/reproduce] [--threads 2] [--no-train] [--json out.json] [--record results.json]
+        [--seeds 2021,2022] [--runs runs/reproduce] [--threads 2] [--no-train] [--json out.json]
+        [--record results.json]
 
 Each model is trained with its defaults and the study's protocol (Adam, batch 32, lr 1e-4 halved per epoch, up to
-10 epochs, early stopping with patience 3) into ``RUNS/<model>``, exactly as ``tsprune train`` would. A model whose
-run directory is complete is only read; an interrupted one resumes after its last finished epoch, so the script
-can be stopped and restarted at will (a full run takes tens of minutes to hours on a 2-core CPU). ``--no-train``
-only reports: unfinished runs show their epochs so far.
+10 epochs, early stopping with patience 3) into ``RUNS/<model>``, exactly as ``tsprune train`` would; seeds other
+than the default (2021) go to ``RUNS/<model>_seed<S>``. A run directory that is complete is only read; an
+interrupted one resumes after its last finished epoch, so the script can be stopped and restarted at will (a full
+run takes tens of minutes to hours on a 2-core CPU). ``--no-train`` only reports: unfinished runs show their epochs
+so far.
 
 The table gives test MSE/MAE over all test windows, the published values (``published_mse.csv``), the ratio, and
 whether it lies within the tolerance (15%; 20% for Informer, whose published value varies a lot between runs, and
-for Crossformer, published with a larger configuration). Measures only; asserts nothing. ``--record FILE`` merges
-the finished protocol runs into a results file kept in the repository (``benchmarks/results/``), one entry per
-model, each with the code commit and machine it ran on.
+for Crossformer, published with a larger configuration). With several seeds, each model also gets a row with the
+mean and standard deviation over its finished seeds, and the mean is what is compared. Measures only; asserts
+nothing. ``--record FILE`` merges the finished protocol runs into a results file kept in the repository
+(``benchmarks/results/``), one entry per model and seed, each with the code commit and machine it ran on, plus the
+seed means of everything recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -32,7 +37,7 @@ from rich.console import Console
 
 from tsprune import api
 from tsprune.checkpoint import COUNTERS
-from tsprune.config import DATA_BOUND_FIELDS, read_json
+from tsprune.config import DATA_BOUND_FIELDS, TrainConfig, read_json
 from tsprune.models.registry import model_names
 from tsprune.report.render import markdown_table
 from tsprune.run import CONFIG, METRICS
@@ -40,8 +45,9 @@ from tsprune.run import CONFIG, METRICS
 PUBLISHED = Path(__file__).with_name("published_mse.csv")
 TOLERANCE = {"Informer": 0.20, "Crossformer": 0.20}
 DEFAULT_TOLERANCE = 0.15
-COLUMNS = ("model", "status", "mse", "mae", "published_mse", "published_mae", "mse_ratio", "tolerance", "within",
-           "epochs_run", "best_epoch", "best_val_mse", "train_minutes")
+DEFAULT_SEED = TrainConfig().seed  # its runs keep the plain RUNS/<model> directory
+COLUMNS = ("model", "seed", "status", "mse", "mae", "mse_std", "published_mse", "published_mae", "mse_ratio",
+           "tolerance", "within", "epochs_run", "best_epoch", "best_val_mse", "train_minutes")
 
 cli = typer.Typer(add_completion=False)
 console = Console(stderr=True)
@@ -80,28 +86,65 @@ def row(model: str, run_dir: Path, reference: dict[str, float] | None,
     A finished run whose configuration is not ``expected`` (another protocol, a quick run) is flagged, not compared.
     """
     shown = {"published_mse": reference["mse"], "published_mae": reference["mae"]} if reference else {}
+    head: dict[str, Any] = {"model": model}
+    if expected is not None:
+        head["seed"] = expected["train"]["seed"]
     if not (run_dir / METRICS).is_file():
-        return {"model": model, **unfinished_status(run_dir), **shown}
+        return {**head, **unfinished_status(run_dir), **shown}
     metrics = read_json(run_dir / METRICS)
-    differences = protocol_differences(read_json(run_dir / CONFIG), expected) if expected is not None else []
+    stored = read_json(run_dir / CONFIG)
+    head["seed"] = stored["train"]["seed"]
+    differences = protocol_differences(stored, expected) if expected is not None else []
     if differences:
-        return {"model": model, "status": f"not the protocol: {', '.join(differences)}", "mse": metrics["mse"],
+        return {**head, "status": f"not the protocol: {', '.join(differences)}", "mse": metrics["mse"],
                 "mae": metrics["mae"], "epochs_run": metrics["epochs_run"], **shown}
     record: dict[str, Any] = {
-        "model": model, "status": "stopped early" if metrics["stopped_early"] else "all epochs",
+        **head, "status": "stopped early" if metrics["stopped_early"] else "all epochs",
         "mse": metrics["mse"], "mae": metrics["mae"], "epochs_run": metrics["epochs_run"],
         "best_epoch": metrics["best_epoch"], "best_val_mse": metrics["best_val_mse"],
         "train_minutes": metrics["train_seconds"] / 60, "params": metrics["params"],
         "history": metrics["history"], "environment": metrics["environment"]}
-    if reference is not None:
-        tolerance = TOLERANCE.get(model, DEFAULT_TOLERANCE)
-        ratio = metrics["mse"] / reference["mse"]
-        record.update(published_mse=reference["mse"], published_mae=reference["mae"], mse_ratio=ratio,
-                      tolerance=tolerance, within="yes" if abs(ratio - 1) <= tolerance else "no")
-    return record
+    return {**record, **comparison(model, metrics["mse"], reference)}
+
+
+def comparison(model: str, mse: float, reference: dict[str, float] | None) -> dict[str, Any]:
+    """The published values, the MSE ratio and whether it lies within the model's tolerance (nothing without a
+    published value)."""
+    if reference is None:
+        return {}
+    tolerance = TOLERANCE.get(model, DEFAULT_TOLERANCE)
+    ratio = mse / reference["mse"]
+    return {"published_mse": reference["mse"], "published_mae": reference["mae"], "mse_ratio": ratio,
+            "tolerance": tolerance, "within": "yes" if abs(ratio - 1) <= tolerance else "no"}
 
 
 FINISHED = ("stopped early", "all epochs")
+
+
+def seed_means(records: list[dict[str, Any]], references: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """One row per model with at least two finished protocol runs (distinct seeds): mean test MSE/MAE, the sample
+    standard deviation of the MSE and the mean's comparison with the published value."""
+    by_model: dict[str, dict[Any, dict[str, Any]]] = {}
+    for record in records:
+        if record.get("status") in FINISHED:
+            by_model.setdefault(record["model"], {})[record.get("seed", DEFAULT_SEED)] = record
+    means = []
+    for model, runs in by_model.items():
+        if len(runs) < 2:
+            continue
+        mse = [run["mse"] for run in runs.values()]
+        mean_mse = statistics.fmean(mse)
+        means.append({"model": model, "seed": ",".join(str(seed) for seed in runs),
+                      "status": f"mean of {len(runs)} seeds", "mse": mean_mse,
+                      "mae": statistics.fmean(run["mae"] for run in runs.values()), "mse_std": statistics.stdev(mse),
+                      "epochs_run": statistics.fmean(run["epochs_run"] for run in runs.values()),
+                      **comparison(model, mean_mse, references.get(model))})
+    return means
+
+
+def run_directory(runs: Path, model: str, seed: int, default_seed: int) -> Path:
+    """``RUNS/<model>`` for the protocol's default seed, ``RUNS/<model>_seed<S>`` for any other."""
+    return runs / (model if seed == default_seed else f"{model}_seed{seed}")
 
 
 def machine_description() -> str:
@@ -125,21 +168,27 @@ def current_commit() -> str | None:
 
 
 def record_runs(path: Path, records: list[dict[str, Any]], dataset: str, pred_len: int, code_commit: str | None,
-                machine: str) -> list[str]:
-    """Merge the finished protocol runs of ``records`` into the results file ``path`` (a newer run of a model
-    replaces the older one; other models' entries stay); returns the models written."""
+                machine: str, references: dict[str, dict[str, float]] | None = None) -> list[str]:
+    """Merge the finished protocol runs of ``records`` into the results file ``path`` (a newer run of a model and
+    seed replaces the older one; other entries stay) and recompute the seed means of all entries; returns the
+    ``model`` (default seed) or ``model/seed`` names written."""
     stored = read_json(path) if path.is_file() else {}
-    runs = {run["model"]: run for run in stored.get("runs", [])}
+    key = lambda run: (run["model"], run.get("seed", DEFAULT_SEED))  # noqa: E731 (old entries: the default seed)
+    runs = {key(run): {"model": run["model"], "seed": key(run)[1], **run} for run in stored.get("runs", [])}
     finished = [record for record in records if record["status"] in FINISHED]
     for record in finished:
-        runs[record["model"]] = {**record, "code_commit": code_commit, "machine": machine,
-                                 "recorded": date.today().isoformat()}
+        runs[key(record)] = {**record, "code_commit": code_commit, "machine": machine,
+                             "recorded": date.today().isoformat()}
+    ordered = [runs[k] for k in sorted(runs)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
-        "what": f"full default runs on {dataset}/{pred_len} with the study's protocol, one per model "
-                "(tsprune train --model M --dataset ... --pred-len ...), recorded by benchmarks/reproduce.py --record",
-        "dataset": dataset, "pred_len": pred_len, "runs": [runs[m] for m in sorted(runs)]}, indent=2) + "\n")
-    return [record["model"] for record in finished]
+        "what": f"full default runs on {dataset}/{pred_len} with the study's protocol, one per model and seed "
+                "(tsprune train --model M --dataset ... --pred-len ... --seed S), recorded by "
+                "benchmarks/reproduce.py --record",
+        "dataset": dataset, "pred_len": pred_len, "runs": ordered,
+        "seed_means": seed_means(ordered, references or {})}, indent=2) + "\n")
+    return [record["model"] if key(record)[1] == DEFAULT_SEED else f"{record['model']}/{key(record)[1]}"
+            for record in finished]
 
 
 @cli.command()
@@ -147,6 +196,8 @@ def main(
     models: Annotated[str, typer.Option(help="Comma-separated model names.")] = ",".join(model_names()),
     dataset: Annotated[str, typer.Option(help="Built-in dataset.")] = "ETTh1",
     pred_len: Annotated[int, typer.Option()] = 96,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; several give a mean row per model.")] = str(
+        DEFAULT_SEED),
     runs: Annotated[Path, typer.Option(help="Folder of the run directories (one per model).")] = Path(
         "runs/reproduce"),
     train: Annotated[bool, typer.Option(help="Train (or resume) unfinished runs; off: only report.")] = True,
@@ -166,24 +217,30 @@ def main(
     unknown = sorted(set(names) - set(model_names()))
     if unknown:
         raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(model_names())}")
+    try:
+        seed_list = list(dict.fromkeys(int(seed) for seed in seeds.split(",") if seed.strip()))
+    except ValueError:
+        raise typer.BadParameter(f"--seeds takes comma-separated integers, got {seeds!r}") from None
     references = published(dataset, pred_len)
     records = []
     for name in names:
-        run_dir = runs / name
-        config = api.make_config(name, data={"dataset": dataset, "pred_len": pred_len},
-                                 train={"threads": threads, "device": device, "epochs": epochs,
-                                        "max_steps": max_steps})
-        if train and not (run_dir / METRICS).is_file():
-            console.print(f"[bold]{name}[/bold] on {dataset}/{pred_len} -> {run_dir}", highlight=False)
-            api.train(config, out=run_dir, progress=False,
-                      log=lambda line, name=name: console.print(f"{name} {line}", highlight=False))
-        records.append(row(name, run_dir, references.get(name), config.to_dict()))
-    print(markdown_table(records, COLUMNS, digits=3))
+        for seed in seed_list:
+            run_dir = run_directory(runs, name, seed, DEFAULT_SEED)
+            config = api.make_config(name, data={"dataset": dataset, "pred_len": pred_len},
+                                     train={"seed": seed, "threads": threads, "device": device, "epochs": epochs,
+                                            "max_steps": max_steps})
+            if train and not (run_dir / METRICS).is_file():
+                console.print(f"[bold]{name}[/bold] seed {seed} on {dataset}/{pred_len} -> {run_dir}",
+                              highlight=False)
+                api.train(config, out=run_dir, progress=False,
+                          log=lambda line, name=name: console.print(f"{name} {line}", highlight=False))
+            records.append(row(name, run_dir, references.get(name), config.to_dict()))
+    print(markdown_table(records + seed_means(records, references), COLUMNS, digits=3))
     if json_out is not None:
         json_out.write_text(json.dumps(records, indent=2))
     if record is not None:
         written = record_runs(record, records, dataset, pred_len, code_commit or current_commit(),
-                              machine or machine_description())
+                              machine or machine_description(), references)
         console.print(f"recorded {', '.join(written) or 'no finished protocol run'} in {record}", highlight=False)
 
 

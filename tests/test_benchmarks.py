@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from datetime import date
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -53,7 +54,7 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     expected = api.make_config("Autoformer", data={"dataset": "ETTh1", "pred_len": 96},
                                train={"epochs": 1, "max_steps": 2, "threads": 2}, **TINY).to_dict()
     compared = reproduce.row("Autoformer", tmp_path / "Autoformer", {"mse": 0.449, "mae": 0.459}, expected)
-    assert compared["mse"] == metrics["mse"] and compared["epochs_run"] == 1
+    assert compared["mse"] == metrics["mse"] and compared["epochs_run"] == 1 and compared["seed"] == 2021
     assert compared["status"] == "all epochs" and compared["mse_ratio"] == metrics["mse"] / 0.449
     # the tolerance: 15% for Autoformer, 20% for Informer (references placed at known ratios)
     within = lambda model, ratio: reproduce.row(  # noqa: E731
@@ -84,12 +85,15 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     assert unfinished["status"] == "unfinished, after epoch 1" and unfinished["epochs_run"] == 1
     assert unfinished["best_val_mse"] == history[0]["val_mse"] and unfinished["history"] == history
     assert (unfinished["published_mse"], "mse" in unfinished) == (0.865, False)
-    assert missing == {"model": "FEDformer", "status": "not run", "published_mse": 0.376, "published_mae": 0.419}
-    assert "| Autoformer | not the protocol:" in result.output and "| Informer | unfinished" in result.output
+    assert missing == {"model": "FEDformer", "seed": 2021, "status": "not run", "published_mse": 0.376,
+                       "published_mae": 0.419}
+    assert "| Autoformer | 2021 | not the protocol:" in result.output
+    assert "| Informer | 2021 | unfinished" in result.output
 
     # --record keeps finished protocol runs only: a newer run of a model replaces its entry, others stay
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"runs": [{"model": "FEDformer", "mse": 0.41}, {"model": "Autoformer", "mse": 9.}]}))
+    today = date.today().isoformat()
     written = reproduce.record_runs(results, [compared, flagged, unfinished], "ETTh1", 96, "abc123", "a machine")
     assert written == ["Autoformer"]
     stored = json.loads(results.read_text())
@@ -97,8 +101,55 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     assert [r["model"] for r in stored["runs"]] == ["Autoformer", "FEDformer"]
     assert stored["runs"][0] == {**compared, "code_commit": "abc123", "machine": "a machine",
                                  "recorded": stored["runs"][0]["recorded"]}
-    assert stored["runs"][1] == {"model": "FEDformer", "mse": 0.41}
+    assert stored["runs"][0]["recorded"] in {today, date.today().isoformat()}  # the day of recording (midnight-safe)
+    assert stored["runs"][1] == {"model": "FEDformer", "seed": 2021, "mse": 0.41}
     result = CliRunner().invoke(reproduce.cli, ["--models", "Autoformer", "--runs", str(tmp_path), "--no-train",
                                                 "--record", str(results), "--code-commit", "def456"])
     assert result.exit_code == 0 and "recorded no finished protocol run" in result.output
     assert json.loads(results.read_text()) == stored
+
+
+def test_reproduce_averages_seeds_and_keeps_one_entry_per_model_and_seed(tmp_path):
+    reproduce = load("reproduce")
+    # the default seed keeps the plain directory, so single-seed runs made before seeds existed are still found
+    assert reproduce.run_directory(tmp_path, "Informer", 2021, 2021) == tmp_path / "Informer"
+    assert reproduce.run_directory(tmp_path, "Informer", 7, 2021) == tmp_path / "Informer_seed7"
+
+    def finished(model, seed, mse, mae=0.5, epochs=4):
+        return {"model": model, "seed": seed, "status": "stopped early", "mse": mse, "mae": mae,
+                "epochs_run": epochs}
+
+    references = {"Informer": {"mse": 1.0, "mae": 1.0}, "Autoformer": {"mse": 0.5, "mae": 0.5}}
+    records = [finished("Informer", 1, 1.25, 0.8, 4), finished("Informer", 2, 1.05, 0.6, 6),
+               finished("Informer", 3, 1.15, 0.7, 5), finished("Autoformer", 1, 0.5),
+               {"model": "Autoformer", "seed": 2, "status": "unfinished, after epoch 1", "epochs_run": 1}]
+    (informer,) = reproduce.seed_means(records, references)  # one finished Autoformer seed: no mean row
+    assert informer["model"] == "Informer" and informer["seed"] == "1,2,3"
+    assert informer["status"] == "mean of 3 seeds" and informer["epochs_run"] == 5
+    assert abs(informer["mse"] - 1.15) < 1e-12 and abs(informer["mae"] - 0.7) < 1e-12
+    assert abs(informer["mse_std"] - 0.1) < 1e-12  # sample std of 1.25, 1.05, 1.15
+    # the mean is what is compared: 1.15 lies within Informer's 20%, though one seed (1.25) lies outside it
+    assert abs(informer["mse_ratio"] - 1.15) < 1e-12 and informer["within"] == "yes"
+
+    # a run of the same model and seed replaces the stored one; old entries without a seed count as the default
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"runs": [{"model": "Informer", "mse": 1.05, "mae": 0.81, "epochs_run": 4,
+                                             "status": "stopped early"}, finished("Informer", 3, 9.0)]}))
+    written = reproduce.record_runs(results, [finished("Informer", 2, 1.0), finished("Informer", 3, 1.1)],
+                                    "ETTh1", 96, "abc", "m", references)
+    assert written == ["Informer/2", "Informer/3"]
+    stored = json.loads(results.read_text())
+    assert [(r["model"], r["seed"], r["mse"]) for r in stored["runs"]] == [
+        ("Informer", 2, 1.0), ("Informer", 3, 1.1), ("Informer", 2021, 1.05)]
+    (mean,) = stored["seed_means"]
+    assert mean["seed"] == "2,3,2021" and abs(mean["mse"] - (1.0 + 1.05 + 1.1) / 3) < 1e-12
+    assert mean["published_mse"] == 1.0 and mean["within"] == "yes"
+
+    # --seeds: every seed has its own directory and row; bad seeds are a clear error
+    out = tmp_path / "table.json"
+    result = CliRunner().invoke(reproduce.cli, ["--models", "Informer", "--seeds", "2021,5", "--runs",
+                                                str(tmp_path / "none"), "--no-train", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [(r["seed"], r["status"]) for r in json.loads(out.read_text())] == [(2021, "not run"), (5, "not run")]
+    result = CliRunner().invoke(reproduce.cli, ["--models", "Informer", "--seeds", "1,x", "--no-train"])
+    assert result.exit_code == 2 and "--seeds takes comma-separated integers" in result.output
