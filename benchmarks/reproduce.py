@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 from datetime import date
@@ -38,6 +37,7 @@ from rich.console import Console
 from tsprune import api
 from tsprune.checkpoint import COUNTERS
 from tsprune.config import DATA_BOUND_FIELDS, TrainConfig, read_json
+from tsprune.measure import cpu_name
 from tsprune.models.registry import model_names
 from tsprune.report.render import markdown_table
 from tsprune.run import CONFIG, METRICS
@@ -149,13 +149,7 @@ def run_directory(runs: Path, model: str, seed: int, default_seed: int) -> Path:
 
 def machine_description() -> str:
     """The CPU model and core count, e.g. ``AMD EPYC 7B13, 2 cores``."""
-    name = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def current_commit() -> str | None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import DEVICE
 from tsprune.cli import app
+from tsprune.measure import device_name
 from tsprune.models.registry import model_names
 
 runner = CliRunner()
@@ -48,6 +49,9 @@ def test_train_then_evaluate_reproduces_metrics(name, tmp_path):
     for key in ("mse", "mae", "mse_raw", "mae_raw", "train_seconds"):
         assert math.isfinite(metrics[key]), key
     assert metrics["params"] > 0 and metrics["epochs_run"] == 1
+    # the hardware its train_seconds were measured on
+    assert (metrics["environment"]["device_name"], metrics["environment"]["cpu_count"]) == (
+        device_name(DEVICE), os.cpu_count())
     result = invoke("evaluate", str(out), "--json", "--device", DEVICE)
     assert result.exit_code == 0, result.output
     again = json.loads(result.output)

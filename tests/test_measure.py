@@ -4,6 +4,7 @@ forecaster with real windows. Latency is checked for consistency only, never aga
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,3 +182,20 @@ def test_measure_every_model(name, data):
     assert result["environment"]["threads"] == 1 and result["environment"]["torch"] == torch.__version__
     # The count does not depend on which keys Informer samples, nor on repeated calls.
     assert measure(model, data, latency=False)["flops"] == result["flops"]
+
+
+def test_cpu_name_reads_the_model_and_falls_back_to_platform(monkeypatch):
+    import builtins
+    import platform
+
+    from tsprune.measure import cpu_name
+
+    cpuinfo = Path("/proc/cpuinfo")
+    models = {line.split(":", 1)[1].strip() for line in (cpuinfo.read_text() if cpuinfo.is_file() else "").splitlines()
+              if line.startswith("model name")}
+    if models:  # Linux: the model (e.g. "AMD EPYC 7B13"), not the architecture platform gives
+        assert cpu_name() in models
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: (_ for _ in ()).throw(OSError("no cpuinfo"))
+                        if str(path) == "/proc/cpuinfo" else real_open(path, *a, **k))
+    assert cpu_name() == (platform.processor() or platform.machine())

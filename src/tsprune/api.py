@@ -81,7 +81,7 @@ def train(config: RunConfig, out: str | Path | None = None, progress: bool = Tru
         "test_windows": data.n_windows("test"),
         "history": result.history,
         "device": str(device),
-        "environment": environment(),
+        "environment": environment(device),
     })
     run = Run(config, model.cpu(), data.scaler, data.columns, data.freq, metrics)
     if out is not None:

@@ -338,13 +338,29 @@ def _summary(times: list[float], inputs: Sequence[Tensor], threads: int, device:
 # --------------------------------------------------------------------------------------------------- everything
 
 
+def cpu_name() -> str:
+    """The CPU model, e.g. ``AMD EPYC 7B13`` (from ``/proc/cpuinfo`` on Linux; elsewhere what ``platform`` knows,
+    often only the architecture)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device | str) -> str:
+    """The GPU's name for a CUDA device, the CPU model otherwise."""
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+
+
 def environment(device: torch.device | str, threads: int | None = None) -> dict[str, Any]:
     """Where a measurement ran: enough to tell whether two latency numbers are comparable."""
     device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
+    name = device_name(device)
     return {
         "device": str(device),
         "device_name": name,

@@ -5,6 +5,7 @@ Nothing here unpickles: weights are safetensors, everything else JSON.
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from tsprune._version import __version__
 from tsprune.config import RunConfig, read_json, write_json
 from tsprune.data.dataset import ForecastData, Scaler, prepare_data
 from tsprune.errors import TsPruneError
+from tsprune.measure import device_name
 from tsprune.models.base import Forecaster
 from tsprune.models.registry import build_model
 
@@ -59,9 +61,10 @@ class Run:
         return predict(self, read_history(self) if history is None else history, device)
 
 
-def environment() -> dict[str, Any]:
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What a training or pruning ran on: versions, threads and hardware, so its timings can be put in context."""
     return {"tsprune": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "device_name": device_name(device), "cpu_count": os.cpu_count()}
 
 
 def save_run(run: Run, out: Path, extra_config: dict[str, Any] | None = None) -> Path:

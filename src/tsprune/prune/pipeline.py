@@ -265,7 +265,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         # pruning, fine-tuning and evaluation (once for engine twins that share them) plus this run's timing
         "prune_seconds": (pruned.seconds if shared else 0.0) + time.perf_counter() - started,
         "device": str(device),
-        "environment": {**environment(), **cost["environment"]},
+        "environment": {**environment(device), **cost["environment"]},
         "engine": engine,
         **pruned.facts,
     })
