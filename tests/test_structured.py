@@ -194,3 +194,14 @@ def test_segment_merging_pruner_removes_a_channel_from_every_window_position():
     torch.testing.assert_close(merge.proj.weight, reference.proj.weight[:, wide])
     torch.testing.assert_close(merge.norm.weight, reference.norm.weight[wide])
     assert merge(x[..., keep]).shape == (1, 1, 3, 4)
+
+
+def test_informer_reference_layout_is_refused_with_a_clear_error():
+    from tsprune.errors import TsPruneError
+
+    torch.manual_seed(0)
+    config = default_config("Informer", **SIZE, prob_layout="reference")
+    model = build_model(config).eval()
+    with pytest.raises(TsPruneError, match="structured pruning needs Informer's prob_layout 'paper'"):
+        structured.prune_to_density(model, random_inputs(config, device="cpu"), 0.5)
+    assert structured.count_params(model) == structured.count_params(build_model(config))  # untouched

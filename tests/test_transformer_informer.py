@@ -155,3 +155,41 @@ def test_full_attention_inference_path_matches_sdpa_and_the_written_out_math(cau
     assert (source <= SHORT_KEYS) == (source == 7)
     torch.testing.assert_close(inference, with_grad.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(inference, reference_attention(q, k, v, causal), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_prob_attention_reference_layout_flattens_heads_as_the_autoformer_code(causal):
+    torch.manual_seed(4)
+    batch, length, heads, dim = 2, 12, 3, 5
+    q, k, v = (torch.randn(batch, length, heads, dim) for _ in range(3))
+    torch.manual_seed(5)
+    paper = ProbAttention(causal=causal, factor=1)(q, k, v)  # [B, L, H, D]
+    torch.manual_seed(5)  # the same key sample and selection
+    reference = ProbAttention(causal=causal, factor=1, layout="reference")(q, k, v)
+    # the reference code's context is [B, H, L, D]; its attention layer then reads that memory as [B, L, H * D]
+    flattened = paper.transpose(1, 2).contiguous().view(batch, length, -1)
+    torch.testing.assert_close(reference.reshape(batch, length, -1), flattened)
+    assert not torch.allclose(reference, paper)
+    # row 0 of the reference output holds positions 0, 1, 2 of head 0 (H consecutive positions of one head)
+    torch.testing.assert_close(reference[0, 0], paper[0, :heads, 0])
+
+
+def test_informer_reference_layout_is_a_setting_with_the_same_weights():
+    from conftest import TINY
+    from tsprune.config import ModelConfig
+    from tsprune.errors import TsPruneError
+    from tsprune.models.registry import build_model
+
+    paper = build_model(ModelConfig(name="Informer", **TINY))
+    reference = build_model(ModelConfig(name="Informer", prob_layout="reference", **TINY))
+    reference.load_state_dict(paper.state_dict())  # no new parameter: a checkpoint loads into either layout
+    x_enc, x_mark_enc = torch.randn(2, 96, 7), torch.randn(2, 96, 4)
+    x_dec, x_mark_dec = torch.randn(2, 144, 7), torch.randn(2, 144, 4)
+    paper.eval(), reference.eval()
+    torch.manual_seed(0)
+    a = paper(x_enc, x_mark_enc, x_dec, x_mark_dec)
+    torch.manual_seed(0)
+    b = reference(x_enc, x_mark_enc, x_dec, x_mark_dec)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    with pytest.raises(TsPruneError, match="prob_layout must be paper or reference"):
+        ModelConfig(name="Informer", prob_layout="mixed").validate()

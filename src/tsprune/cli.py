@@ -108,6 +108,9 @@ def train(
     moving_avg: Annotated[Optional[int], typer.Option(help="Decomposition kernel.", rich_help_panel=MODEL)] = None,
     activation: Annotated[Optional[str], typer.Option(help="gelu or relu.", rich_help_panel=MODEL)] = None,
     distil: Annotated[Optional[bool], typer.Option(help="Informer distilling.", rich_help_panel=MODEL)] = None,
+    prob_layout: Annotated[Optional[str], typer.Option(
+        help="Informer: paper, or reference (flatten ProbSparse outputs as the Autoformer/Time-Series-Library "
+             "code does, mixing heads and positions).", rich_help_panel=MODEL)] = None,
     modes: Annotated[Optional[int], typer.Option(help="FEDformer Fourier modes.", rich_help_panel=MODEL)] = None,
     mode_select: Annotated[Optional[str], typer.Option(help="FEDformer: random or low.",
                                                        rich_help_panel=MODEL)] = None,
@@ -130,7 +133,8 @@ def train(
         train=dict(epochs=epochs, max_steps=max_steps, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size,
                    patience=patience, seed=seed, device=device, threads=threads),
         d_model=d_model, n_heads=n_heads, e_layers=e_layers, d_layers=d_layers, d_ff=d_ff, dropout=dropout,
-        factor=factor, moving_avg=moving_avg, activation=activation, distil=distil, modes=modes,
+        factor=factor, moving_avg=moving_avg, activation=activation, distil=distil, prob_layout=prob_layout,
+        modes=modes,
         mode_select=mode_select, mode_seed=mode_seed, seg_len=seg_len, win_size=win_size, n_routers=n_routers)
     run = api.train(config, out=out, progress=progress,
                     log=lambda line: err_console.print(line, highlight=False, soft_wrap=True))

@@ -48,6 +48,8 @@ class DataConfig:
             raise TsPruneError("no data given: pass --dataset NAME or --data-path FILE.csv")
 
 
+PROB_LAYOUTS = ("paper", "reference")  # Informer's ProbSparse output layouts (ModelConfig.prob_layout)
+
 # ModelConfig fields filled in from the prepared data, not hyper-parameters.
 DATA_BOUND_FIELDS = ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len", "n_time_features")
 
@@ -78,6 +80,9 @@ class ModelConfig:
     moving_avg: int = 25
     activation: str = "gelu"
     distil: bool = True  # Informer: halve the sequence between encoder layers
+    # Informer: "paper" keeps each position's heads together; "reference" flattens the ProbSparse output as the
+    # Autoformer and Time-Series-Library code does, which mixes heads and positions (see prob_attention.py)
+    prob_layout: str = "paper"
     modes: int = 64  # FEDformer: Fourier modes kept
     mode_select: str = "random"  # FEDformer: random | low
     mode_seed: int = 0  # FEDformer: seed of the random mode selection (the indices are also in the checkpoint)
@@ -90,6 +95,8 @@ class ModelConfig:
             raise TsPruneError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.activation not in ("gelu", "relu"):
             raise TsPruneError(f"activation must be gelu or relu, got {self.activation!r}")
+        if self.prob_layout not in PROB_LAYOUTS:
+            raise TsPruneError(f"prob_layout must be paper or reference, got {self.prob_layout!r}")
         if self.mode_select not in ("random", "low"):
             raise TsPruneError(f"mode_select must be random or low, got {self.mode_select!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -12,7 +12,7 @@ from tsprune.models.registry import COMMON_FIELDS, register
 @register(
     "Informer",
     summary="ProbSparse self-attention (top-u queries) + distilling conv layers halving the encoder sequence",
-    uses=COMMON_FIELDS + ("d_layers", "factor", "distil"),
+    uses=COMMON_FIELDS + ("d_layers", "factor", "distil", "prob_layout"),
 )
 class Informer(EncoderDecoderForecaster):
     """``forward(x_enc [B, seq_len, enc_in], x_mark_enc, x_dec [B, label_len + pred_len, dec_in], x_mark_dec)
@@ -20,14 +20,16 @@ class Informer(EncoderDecoderForecaster):
 
     Encoder and decoder self-attention are ProbSparse (the decoder's causal); cross-attention is full, as in the
     paper and the official code. With ``distil``, a ``DistilConv`` after each encoder layer but the last halves the
-    sequence (96 -> 48 -> ...).
+    sequence (96 -> 48 -> ...). ``prob_layout="reference"`` flattens ProbSparse outputs as the Autoformer and
+    Time-Series-Library code does (see ``layers/prob_attention.py``).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         c = config
 
         def prob(causal: bool) -> AttentionLayer:
-            return AttentionLayer(ProbAttention(causal=causal, factor=c.factor), c.d_model, c.n_heads)
+            return AttentionLayer(ProbAttention(causal=causal, factor=c.factor, layout=c.prob_layout), c.d_model,
+                                  c.n_heads)
 
         super().__init__(
             config,

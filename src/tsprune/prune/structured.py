@@ -41,6 +41,7 @@ from tsprune.errors import TsPruneError
 from tsprune.models.crossformer import SegmentMerging
 from tsprune.models.layers.attention import AttentionLayer
 from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
+from tsprune.models.layers.prob_attention import ProbAttention
 
 SCOPES = ("global", "uniform")
 HEAD_MODES = ("dims", "heads")
@@ -209,7 +210,17 @@ def _attention_layers(model: nn.Module) -> list[AttentionLayer]:
     return [m for m in model.modules() if isinstance(m, AttentionLayer)]
 
 
+def _refuse_mixed_layouts(model: nn.Module) -> None:
+    """DepGraph couples channel ``h * D + d`` of a value projection with the same column of the output projection;
+    Informer's reference ProbSparse layout routes that column to another head and position, so no per-head channel
+    removal is the same sub-network."""
+    if any(isinstance(m, ProbAttention) and m.layout == "reference" for m in model.modules()):
+        raise TsPruneError("structured pruning needs Informer's prob_layout 'paper': the 'reference' layout mixes "
+                           "heads and positions, so channels cannot be removed per head (prune it unstructured)")
+
+
 def _pruner(model: nn.Module, inputs: tuple, ratio: float, scope: str, heads: str, round_to: int | None):
+    _refuse_mixed_layouts(model)
     num_heads: dict[nn.Module, int] = {}
     for layer in _attention_layers(model):
         for name in ("query", "key", "value"):

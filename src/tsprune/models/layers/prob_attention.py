@@ -13,6 +13,13 @@ batch 32 on 2 cores). Whenever the full score matrix ``[B, H, L_Q, L_K]`` is no 
 *gather the same sampled entries* from it, and reuse its rows for the selected queries: the same dot products, the
 same sample and selection, 4.7-23x faster for fwd + bwd (L = 720 ... 48). Longer inputs keep the sampled gather,
 whose memory is smaller.
+
+``layout="reference"`` reproduces a quirk of the Autoformer and Time-Series-Library code, where the published
+baselines (Informer on ETTh1/96: 0.865) were run: their ProbAttention returns its context as ``[B, H, L, D]`` and the
+attention layer flattens it with ``view(B, L, -1)`` as if it were ``[B, L, H, D]``. Output row ``l`` then holds
+``H`` consecutive positions of one head (head ``l * H // L``), not position ``l`` of every head. The official
+Informer code had the same flattening until April 2021 (Informer2020 issue #100) and kept it in the decoder's
+self-attention (``mix=True``). ``"paper"`` (the default) is the paper's attention.
 """
 
 from __future__ import annotations
@@ -39,11 +46,15 @@ class ProbAttention(nn.Module):
     attention dropout, so there is none here.
     """
 
-    def __init__(self, causal: bool = False, factor: int = 5, scale: float | None = None) -> None:
+    def __init__(self, causal: bool = False, factor: int = 5, scale: float | None = None,
+                 layout: str = "paper") -> None:
         super().__init__()
+        if layout not in ("paper", "reference"):
+            raise ValueError(f"layout must be paper or reference, got {layout!r}")
         self.causal = causal
         self.factor = factor
         self.scale = scale
+        self.layout = layout
 
     @staticmethod
     def _full_scores(len_k: int, n_sample: int, dim_e: int) -> bool:
@@ -87,4 +98,6 @@ class ProbAttention(nn.Module):
         else:
             context = v.mean(dim=2, keepdim=True).expand(-1, -1, len_q, -1)
         context = context.scatter(2, top.unsqueeze(-1).expand(-1, -1, -1, dim_d), selected.to(context.dtype))
+        if self.layout == "reference":  # [B, H, L, D] memory read as [B, L, H, D] (module doc)
+            return context.reshape(context.shape[0], len_q, context.shape[1], dim_d)
         return context.transpose(1, 2)  # [B, L, H, D]
