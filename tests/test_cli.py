@@ -119,3 +119,39 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
 
     proc = run_cli("evaluate", str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_train_sets_every_model_hyper_parameter(monkeypatch):
+    """Each ModelConfig field the data does not fix is a `tsprune train` option that reaches the model config."""
+    import dataclasses
+
+    from tsprune import api
+    from tsprune.config import DATA_BOUND_FIELDS, ModelConfig
+
+    captured = []
+
+    def capture(config, **_):
+        captured.append(config)
+        raise KeyboardInterrupt  # stop before any data is read (the CLI turns it into exit code 130)
+
+    monkeypatch.setattr(api, "train", capture)
+    other = {"activation": "relu", "mode_select": "low", "prob_layout": "reference"}
+    args, expected = [], {}
+    for field in dataclasses.fields(ModelConfig):
+        if field.name == "name" or field.name in DATA_BOUND_FIELDS:
+            continue
+        option = "--" + field.name.replace("_", "-")
+        if isinstance(field.default, bool):
+            value = not field.default
+            args.append(option if value else "--no-" + field.name.replace("_", "-"))
+        else:
+            if field.name in other:
+                value = other[field.name]
+            else:
+                value = field.default / 2 if isinstance(field.default, float) else field.default + 1
+            args += [option, str(value)]
+        expected[field.name] = value
+    result = CliRunner().invoke(app, ["train", "--model", "Informer", *args])
+    assert result.exit_code == 130, result.output
+    (config,) = captured
+    assert {name: getattr(config.model, name) for name in expected} == expected
