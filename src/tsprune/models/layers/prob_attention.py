@@ -14,12 +14,12 @@ batch 32 on 2 cores). Whenever the full score matrix ``[B, H, L_Q, L_K]`` is no 
 same sample and selection, 4.7-23x faster for fwd + bwd (L = 720 ... 48). Longer inputs keep the sampled gather,
 whose memory is smaller.
 
-``layout="reference"`` reproduces a quirk of the Autoformer and Time-Series-Library code, where the published
-baselines (Informer on ETTh1/96: 0.865) were run: their ProbAttention returns its context as ``[B, H, L, D]`` and the
-attention layer flattens it with ``view(B, L, -1)`` as if it were ``[B, L, H, D]``. Output row ``l`` then holds
-``H`` consecutive positions of one head (head ``l * H // L``), not position ``l`` of every head. The official
-Informer code had the same flattening until April 2021 (Informer2020 issue #100) and kept it in the decoder's
-self-attention (``mix=True``). ``"paper"`` (the default) is the paper's attention.
+``layout="reference"`` reproduces a quirk of the Autoformer repository (whose paper's table gives the Informer
+baseline we compare with, 0.865 on ETTh1/96) and of the Time-Series-Library: their ProbAttention returns its context
+as ``[B, H, L, D]`` and the attention layer flattens it with ``view(B, L, -1)`` as if it were ``[B, L, H, D]``.
+Output row ``l`` then holds ``H`` consecutive positions of one head (head ``l * H // L``), not position ``l`` of
+every head. The official Informer code flattened every layer this way until April 2021 (Informer2020 issue #100)
+and still does in the decoder's self-attention (``mix=True``). ``"paper"`` (the default) is the paper's attention.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import math
 
 import torch
 from torch import nn
+
+from tsprune.config import PROB_LAYOUTS
 
 
 def _log_count(factor: int, length: int) -> int:
@@ -49,8 +51,8 @@ class ProbAttention(nn.Module):
     def __init__(self, causal: bool = False, factor: int = 5, scale: float | None = None,
                  layout: str = "paper") -> None:
         super().__init__()
-        if layout not in ("paper", "reference"):
-            raise ValueError(f"layout must be paper or reference, got {layout!r}")
+        if layout not in PROB_LAYOUTS:
+            raise ValueError(f"layout must be one of {PROB_LAYOUTS}, got {layout!r}")
         self.causal = causal
         self.factor = factor
         self.scale = scale
