@@ -73,10 +73,14 @@ def unfinished_status(run_dir: Path) -> dict[str, Any]:
 
 
 def protocol_differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """The ``section.key`` settings in which a run's ``config.json`` departs from the expected configuration."""
+    """The ``section.key`` settings in which a run's ``config.json`` departs from the expected configuration.
+
+    A setting the file lacks was written before the setting existed and reads as its default, as when the run is
+    loaded."""
     skip = {"model": DATA_BOUND_FIELDS, "train": api.EXECUTION_SETTINGS, "data": ()}
+    defaults = api.make_config(expected["model"]["name"]).to_dict()
     return [f"{section}.{key}" for section, ignored in skip.items() for key, value in expected[section].items()
-            if key not in ignored and stored.get(section, {}).get(key) != value]
+            if key not in ignored and stored.get(section, {}).get(key, defaults[section][key]) != value]
 
 
 def row(model: str, run_dir: Path, reference: dict[str, float] | None,

@@ -56,6 +56,19 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     compared = reproduce.row("Autoformer", tmp_path / "Autoformer", {"mse": 0.449, "mae": 0.459}, expected)
     assert compared["mse"] == metrics["mse"] and compared["epochs_run"] == 1 and compared["seed"] == 2021
     assert compared["status"] == "all epochs" and compared["mse_ratio"] == metrics["mse"] / 0.449
+    # a config.json written before a setting existed reads as that setting's default, as when the run is loaded
+    config_path = tmp_path / "Autoformer" / "config.json"
+    older = json.loads(config_path.read_text())
+    del older["model"]["prob_layout"]
+    config_path.write_text(json.dumps(older))
+    assert reproduce.row("Autoformer", tmp_path / "Autoformer", None, expected)["status"] == "all epochs"
+    trained_factor = older["model"]["factor"]
+    older["model"]["factor"] = trained_factor + 1
+    config_path.write_text(json.dumps(older))
+    assert reproduce.row("Autoformer", tmp_path / "Autoformer", None, expected)["status"] == (
+        "not the protocol: model.factor")
+    older["model"]["factor"] = trained_factor  # back to the run as trained
+    config_path.write_text(json.dumps(older))
     # the tolerance: 15% for Autoformer, 20% for Informer (references placed at known ratios)
     within = lambda model, ratio: reproduce.row(  # noqa: E731
         model, tmp_path / "Autoformer", {"mse": metrics["mse"] / ratio, "mae": 1.0}, expected)["within"]
