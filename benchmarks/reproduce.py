@@ -233,9 +233,10 @@ def main(
                 api.train(config, out=run_dir, progress=False,
                           log=lambda line, name=name: console.print(f"{name} {line}", highlight=False))
             records.append(row(name, run_dir, references.get(name), config.to_dict()))
-    print(markdown_table(records + seed_means(records, references), COLUMNS, digits=3))
+    table = records + seed_means(records, references)
+    print(markdown_table(table, COLUMNS, digits=3))
     if json_out is not None:
-        json_out.write_text(json.dumps(records, indent=2))
+        json_out.write_text(json.dumps(table, indent=2))
     if record is not None:
         written = record_runs(record, records, dataset, pred_len, code_commit or current_commit(),
                               machine or machine_description(), references)

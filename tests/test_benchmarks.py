@@ -122,7 +122,7 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     assert json.loads(results.read_text()) == stored
 
 
-def test_reproduce_averages_seeds_and_keeps_one_entry_per_model_and_seed(tmp_path):
+def test_reproduce_averages_seeds_and_keeps_one_entry_per_model_and_seed(tmp_path, monkeypatch):
     reproduce = load("reproduce")
     # the default seed keeps the plain directory, so single-seed runs made before seeds existed are still found
     assert reproduce.run_directory(tmp_path, "Informer", 2021, 2021) == tmp_path / "Informer"
@@ -166,3 +166,15 @@ def test_reproduce_averages_seeds_and_keeps_one_entry_per_model_and_seed(tmp_pat
     assert [(r["seed"], r["status"]) for r in json.loads(out.read_text())] == [(2021, "not run"), (5, "not run")]
     result = CliRunner().invoke(reproduce.cli, ["--models", "Informer", "--seeds", "1,x", "--no-train"])
     assert result.exit_code == 2 and "--seeds takes comma-separated integers" in result.output
+
+    # finished seeds: the table and --json end with their mean
+    mse = {1: 1.25, 2: 1.05}
+    monkeypatch.setattr(reproduce, "row", lambda model, run_dir, reference, expected: finished(
+        model, expected["train"]["seed"], mse[expected["train"]["seed"]]))
+    result = CliRunner().invoke(reproduce.cli, ["--models", "Informer", "--seeds", "1,2", "--runs", str(tmp_path),
+                                                "--no-train", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    *runs, mean = json.loads(out.read_text())
+    assert [r["mse"] for r in runs] == [1.25, 1.05] and mean["status"] == "mean of 2 seeds"
+    assert abs(mean["mse"] - 1.15) < 1e-12 and mean["published_mse"] == 0.865
+    assert "| Informer | 1,2 | mean of 2 seeds |" in result.output
