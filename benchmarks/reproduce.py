@@ -218,7 +218,9 @@ def main(
     try:
         seed_list = list(dict.fromkeys(int(seed) for seed in seeds.split(",") if seed.strip()))
     except ValueError:
-        raise typer.BadParameter(f"--seeds takes comma-separated integers, got {seeds!r}") from None
+        seed_list = []
+    if not seed_list:
+        raise typer.BadParameter(f"--seeds takes comma-separated integers, got {seeds!r}")
     references = published(dataset, pred_len)
     records = []
     for name in names:

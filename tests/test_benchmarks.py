@@ -164,8 +164,9 @@ def test_reproduce_averages_seeds_and_keeps_one_entry_per_model_and_seed(tmp_pat
                                                 str(tmp_path / "none"), "--no-train", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert [(r["seed"], r["status"]) for r in json.loads(out.read_text())] == [(2021, "not run"), (5, "not run")]
-    result = CliRunner().invoke(reproduce.cli, ["--models", "Informer", "--seeds", "1,x", "--no-train"])
-    assert result.exit_code == 2 and "--seeds takes comma-separated integers" in result.output
+    for bad in ("1,x", " , "):
+        result = CliRunner().invoke(reproduce.cli, ["--models", "Informer", "--seeds", bad, "--no-train"])
+        assert result.exit_code == 2 and "--seeds takes comma-separated integers" in result.output
 
     # finished seeds: the table and --json end with their mean
     mse = {1: 1.25, 2: 1.05}
