@@ -125,13 +125,18 @@ def comparison(model: str, mse: float, reference: dict[str, float] | None) -> di
 FINISHED = ("stopped early", "all epochs")
 
 
+def seed_of(record: dict[str, Any]) -> int:
+    """A record's seed; entries recorded before seeds were stored ran the default seed."""
+    return record.get("seed", DEFAULT_SEED)
+
+
 def seed_means(records: list[dict[str, Any]], references: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     """One row per model with at least two finished protocol runs (distinct seeds): mean test MSE/MAE, the sample
     standard deviation of the MSE and the mean's comparison with the published value."""
     by_model: dict[str, dict[Any, dict[str, Any]]] = {}
     for record in records:
         if record.get("status") in FINISHED:
-            by_model.setdefault(record["model"], {})[record.get("seed", DEFAULT_SEED)] = record
+            by_model.setdefault(record["model"], {})[seed_of(record)] = record
     means = []
     for model, runs in by_model.items():
         if len(runs) < 2:
@@ -171,12 +176,12 @@ def record_runs(path: Path, records: list[dict[str, Any]], dataset: str, pred_le
     seed replaces the older one; other entries stay) and recompute the seed means of all entries; returns the
     ``model`` (default seed) or ``model/seed`` names written."""
     stored = read_json(path) if path.is_file() else {}
-    key = lambda run: (run["model"], run.get("seed", DEFAULT_SEED))  # noqa: E731 (old entries: the default seed)
-    runs = {key(run): {"model": run["model"], "seed": key(run)[1], **run} for run in stored.get("runs", [])}
+    runs = {(run["model"], seed_of(run)): {"model": run["model"], "seed": seed_of(run), **run}
+            for run in stored.get("runs", [])}
     finished = [record for record in records if record["status"] in FINISHED]
     for record in finished:
-        runs[key(record)] = {**record, "code_commit": code_commit, "machine": machine,
-                             "recorded": date.today().isoformat()}
+        runs[record["model"], seed_of(record)] = {**record, "code_commit": code_commit, "machine": machine,
+                                                  "recorded": date.today().isoformat()}
     ordered = [runs[k] for k in sorted(runs)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
@@ -185,7 +190,7 @@ def record_runs(path: Path, records: list[dict[str, Any]], dataset: str, pred_le
                 "benchmarks/reproduce.py --record",
         "dataset": dataset, "pred_len": pred_len, "runs": ordered,
         "seed_means": seed_means(ordered, references or {})}, indent=2) + "\n")
-    return [record["model"] if key(record)[1] == DEFAULT_SEED else f"{record['model']}/{key(record)[1]}"
+    return [record["model"] if seed_of(record) == DEFAULT_SEED else f"{record['model']}/{seed_of(record)}"
             for record in finished]
 
 

@@ -175,7 +175,7 @@ def test_prob_attention_reference_layout_flattens_heads_as_the_autoformer_code(c
 
 
 def test_informer_reference_layout_is_a_setting_with_the_same_weights():
-    from conftest import TINY
+    from conftest import TINY, random_inputs
     from tsprune.config import ModelConfig
     from tsprune.errors import TsPruneError
     from tsprune.models.registry import build_model
@@ -183,13 +183,12 @@ def test_informer_reference_layout_is_a_setting_with_the_same_weights():
     paper = build_model(ModelConfig(name="Informer", **TINY))
     reference = build_model(ModelConfig(name="Informer", prob_layout="reference", **TINY))
     reference.load_state_dict(paper.state_dict())  # no new parameter: a checkpoint loads into either layout
-    x_enc, x_mark_enc = torch.randn(2, 96, 7), torch.randn(2, 96, 4)
-    x_dec, x_mark_dec = torch.randn(2, 144, 7), torch.randn(2, 144, 4)
+    inputs = random_inputs(paper.config, device="cpu")
     paper.eval(), reference.eval()
     torch.manual_seed(0)
-    a = paper(x_enc, x_mark_enc, x_dec, x_mark_dec)
+    a = paper(*inputs)
     torch.manual_seed(0)
-    b = reference(x_enc, x_mark_enc, x_dec, x_mark_dec)
+    b = reference(*inputs)
     assert a.shape == b.shape and not torch.allclose(a, b)
     with pytest.raises(TsPruneError, match="prob_layout must be paper or reference"):
         ModelConfig(name="Informer", prob_layout="mixed").validate()

@@ -96,7 +96,7 @@ class ModelConfig:
         if self.activation not in ("gelu", "relu"):
             raise TsPruneError(f"activation must be gelu or relu, got {self.activation!r}")
         if self.prob_layout not in PROB_LAYOUTS:
-            raise TsPruneError(f"prob_layout must be paper or reference, got {self.prob_layout!r}")
+            raise TsPruneError(f"prob_layout must be {' or '.join(PROB_LAYOUTS)}, got {self.prob_layout!r}")
         if self.mode_select not in ("random", "low"):
             raise TsPruneError(f"mode_select must be random or low, got {self.mode_select!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -5,8 +5,6 @@ Nothing here unpickles: weights are safetensors, everything else JSON.
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from tsprune._version import __version__
 from tsprune.config import RunConfig, read_json, write_json
 from tsprune.data.dataset import ForecastData, Scaler, prepare_data
 from tsprune.errors import TsPruneError
-from tsprune.measure import device_name
+from tsprune.measure import environment as measurement_environment
 from tsprune.models.base import Forecaster
 from tsprune.models.registry import build_model
 
@@ -62,9 +60,9 @@ class Run:
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """What a training or pruning ran on: versions, threads and hardware, so its timings can be put in context."""
-    return {"tsprune": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "device_name": device_name(device), "cpu_count": os.cpu_count()}
+    """What a training or pruning ran on (:func:`tsprune.measure.environment` plus the tsprune version), so its
+    timings can be put in context."""
+    return {"tsprune": __version__, **measurement_environment(device)}
 
 
 def save_run(run: Run, out: Path, extra_config: dict[str, Any] | None = None) -> Path:
