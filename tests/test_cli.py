@@ -135,7 +135,7 @@ def test_train_sets_every_model_hyper_parameter(monkeypatch):
         raise KeyboardInterrupt  # stop before any data is read (the CLI turns it into exit code 130)
 
     monkeypatch.setattr(api, "train", capture)
-    other = {"activation": "relu", "mode_select": "low", "prob_layout": "reference"}
+    other = {"activation": "relu", "mode_select": "low", "prob_layout": "paper"}
     args, expected = [], {}
     for field in dataclasses.fields(ModelConfig):
         if field.name == "name" or field.name in DATA_BOUND_FIELDS:

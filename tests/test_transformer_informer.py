@@ -62,7 +62,7 @@ def test_prob_attention_equals_full_attention_when_every_query_is_selected(causa
     q = torch.randn(3, length, 2, 8)
     k = torch.randn(3, source, 2, 8)
     v = torch.randn(3, source, 2, 6)
-    attention = ProbAttention(causal=causal, factor=10)  # u = 10 * ceil(ln 9) >= 9: every query selected
+    attention = ProbAttention(causal=causal, factor=10, layout="paper")  # u = 10 * ceil(ln 9) >= 9: every query selected
     torch.testing.assert_close(attention(q, k, v), reference_attention(q, k, v, causal))
 
 
@@ -71,7 +71,7 @@ def test_prob_attention_lazy_queries_get_mean_or_cumsum_of_values(causal):
     torch.manual_seed(1)
     length = 24  # factor 1: u = ceil(ln 24) = 4 of 24 queries get full attention
     q, k, v = torch.randn(2, length, 3, 4), torch.randn(2, length, 3, 4), torch.randn(2, length, 3, 5)
-    out = ProbAttention(causal=causal, factor=1)(q, k, v)
+    out = ProbAttention(causal=causal, factor=1, layout="paper")(q, k, v)
     lazy = v.cumsum(dim=1) if causal else v.mean(dim=1, keepdim=True).expand_as(v)
     full = reference_attention(q, k, v, causal)
     is_lazy = torch.isclose(out, lazy, atol=1e-5).all(dim=-1)  # [B, L, H]
@@ -158,14 +158,14 @@ def test_full_attention_inference_path_matches_sdpa_and_the_written_out_math(cau
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_prob_attention_reference_layout_flattens_heads_as_the_autoformer_code(causal):
+def test_prob_attention_tslib_layout_flattens_heads_as_the_study_code(causal):
     torch.manual_seed(4)
     batch, length, heads, dim = 2, 12, 3, 5
     q, k, v = (torch.randn(batch, length, heads, dim) for _ in range(3))
     torch.manual_seed(5)
-    paper = ProbAttention(causal=causal, factor=1)(q, k, v)  # [B, L, H, D]
+    paper = ProbAttention(causal=causal, factor=1, layout="paper")(q, k, v)  # [B, L, H, D]
     torch.manual_seed(5)  # the same key sample and selection
-    reference = ProbAttention(causal=causal, factor=1, layout="reference")(q, k, v)
+    reference = ProbAttention(causal=causal, factor=1)(q, k, v)  # the default: tslib
     # the reference code's context is [B, H, L, D]; its attention layer then reads that memory as [B, L, H * D]
     flattened = paper.transpose(1, 2).contiguous().view(batch, length, -1)
     torch.testing.assert_close(reference.reshape(batch, length, -1), flattened)
@@ -174,14 +174,15 @@ def test_prob_attention_reference_layout_flattens_heads_as_the_autoformer_code(c
     torch.testing.assert_close(reference[0, 0], paper[0, :heads, 0])
 
 
-def test_informer_reference_layout_is_a_setting_with_the_same_weights():
+def test_informer_layouts_are_a_setting_with_the_same_weights():
     from conftest import TINY, random_inputs
     from tsprune.config import ModelConfig
     from tsprune.errors import TsPruneError
     from tsprune.models.registry import build_model
 
-    paper = build_model(ModelConfig(name="Informer", **TINY))
-    reference = build_model(ModelConfig(name="Informer", prob_layout="reference", **TINY))
+    paper = build_model(ModelConfig(name="Informer", prob_layout="paper", **TINY))
+    reference = build_model(ModelConfig(name="Informer", **TINY))
+    assert reference.config.prob_layout == "tslib"  # the study's model is the default
     reference.load_state_dict(paper.state_dict())  # no new parameter: a checkpoint loads into either layout
     inputs = random_inputs(paper.config, device="cpu")
     paper.eval(), reference.eval()
@@ -190,5 +191,5 @@ def test_informer_reference_layout_is_a_setting_with_the_same_weights():
     torch.manual_seed(0)
     b = reference(*inputs)
     assert a.shape == b.shape and not torch.allclose(a, b)
-    with pytest.raises(TsPruneError, match="prob_layout must be paper or reference"):
+    with pytest.raises(TsPruneError, match="prob_layout must be tslib or paper"):
         ModelConfig(name="Informer", prob_layout="mixed").validate()

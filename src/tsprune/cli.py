@@ -109,8 +109,9 @@ def train(
     activation: Annotated[Optional[str], typer.Option(help="gelu or relu.", rich_help_panel=MODEL)] = None,
     distil: Annotated[Optional[bool], typer.Option(help="Informer distilling.", rich_help_panel=MODEL)] = None,
     prob_layout: Annotated[Optional[str], typer.Option(
-        help="Informer: paper, or reference (flatten ProbSparse outputs as the Autoformer/Time-Series-Library "
-             "code does, mixing heads and positions).", rich_help_panel=MODEL)] = None,
+        help="Informer: tslib (default: ProbSparse outputs flattened as the study's code and the published "
+             "baselines do, mixing heads and positions) or paper (the paper's attention).",
+        rich_help_panel=MODEL)] = None,
     modes: Annotated[Optional[int], typer.Option(help="FEDformer Fourier modes.", rich_help_panel=MODEL)] = None,
     mode_select: Annotated[Optional[str], typer.Option(help="FEDformer: random or low.",
                                                        rich_help_panel=MODEL)] = None,

@@ -48,7 +48,11 @@ class DataConfig:
             raise TsPruneError("no data given: pass --dataset NAME or --data-path FILE.csv")
 
 
-PROB_LAYOUTS = ("paper", "reference")  # Informer's ProbSparse output layouts (ModelConfig.prob_layout)
+# Informer's ProbSparse output layouts (ModelConfig.prob_layout), the default first. "tslib" is the layout of the
+# study's code and of every published Informer baseline; "paper" is the paper's attention (see prob_attention.py).
+PROB_LAYOUTS = ("tslib", "paper")
+# Names a config.json may hold from an earlier version, and what they are now.
+LEGACY_PROB_LAYOUTS = {"reference": "tslib"}
 
 # ModelConfig fields filled in from the prepared data, not hyper-parameters.
 DATA_BOUND_FIELDS = ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len", "n_time_features")
@@ -80,9 +84,9 @@ class ModelConfig:
     moving_avg: int = 25
     activation: str = "gelu"
     distil: bool = True  # Informer: halve the sequence between encoder layers
-    # Informer: "paper" keeps each position's heads together; "reference" flattens the ProbSparse output as the
-    # Autoformer and Time-Series-Library code does, which mixes heads and positions (see prob_attention.py)
-    prob_layout: str = "paper"
+    # Informer: "tslib" flattens the ProbSparse output as the study's code (FEDformer/Autoformer/Time-Series-Library)
+    # does, which mixes heads and positions; "paper" keeps each position's heads together (see prob_attention.py)
+    prob_layout: str = "tslib"
     modes: int = 64  # FEDformer: Fourier modes kept
     mode_select: str = "random"  # FEDformer: random | low
     mode_seed: int = 0  # FEDformer: seed of the random mode selection (the indices are also in the checkpoint)
@@ -212,9 +216,16 @@ class RunConfig:
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         return cls(
             data=from_dict(DataConfig, raw.get("data", {})),
-            model=from_dict(ModelConfig, raw.get("model", {})),
+            model=from_dict(ModelConfig, _current_model_names(raw.get("model", {}))),
             train=from_dict(TrainConfig, raw.get("train", {})),
         )
+
+
+def _current_model_names(raw: Any) -> Any:
+    """A saved model config with the names of today (``prob_layout`` "reference" is "tslib")."""
+    if isinstance(raw, dict) and raw.get("prob_layout") in LEGACY_PROB_LAYOUTS:
+        return {**raw, "prob_layout": LEGACY_PROB_LAYOUTS[raw["prob_layout"]]}
+    return raw
 
 
 def from_dict(cls: type, raw: dict[str, Any]) -> Any:

@@ -20,8 +20,8 @@ class Informer(EncoderDecoderForecaster):
 
     Encoder and decoder self-attention are ProbSparse (the decoder's causal); cross-attention is full, as in the
     paper and the official code. With ``distil``, a ``DistilConv`` after each encoder layer but the last halves the
-    sequence (96 -> 48 -> ...). ``prob_layout="reference"`` flattens ProbSparse outputs as the Autoformer and
-    Time-Series-Library code does (see ``layers/prob_attention.py``).
+    sequence (96 -> 48 -> ...). The default ``prob_layout="tslib"`` flattens ProbSparse outputs as the study's
+    code and the published baselines do; ``"paper"`` is the paper's attention (see ``layers/prob_attention.py``).
     """
 
     def __init__(self, config: ModelConfig) -> None:

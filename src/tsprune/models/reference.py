@@ -197,7 +197,7 @@ def _reference_inner(inner: nn.Module) -> nn.Module | None:
     if isinstance(inner, FourierCrossAttention):
         return ReferenceFourierCrossAttention(inner)
     if isinstance(inner, ProbAttention):
-        return ReferenceProbAttention(inner.causal, inner.factor, inner.scale)
+        return ReferenceProbAttention(inner.causal, inner.factor, inner.scale, inner.layout)
     return None
 
 

@@ -1,6 +1,11 @@
 """Expand a :class:`SweepSpec` into the runs it stands for: dense trainings, and prune runs that each name the dense
-run they start from. A run's id is a short hash of its full configuration, so the same run always gets the same id
+run they start from. A run's id is a short hash of its configuration, so the same run always gets the same id
 (that is what lets an interrupted sweep skip what it already did) and two different runs never share one.
+
+The hash leaves out every config field that holds its default. A field added in a later version (with a default
+that keeps the old behaviour) therefore leaves the ids of earlier runs unchanged, and a sweep that ran for days
+resumes on newer code. The price: changing a field's *default* changes what an id means, so a default is changed
+only with a new record format. Records keep the full configuration.
 """
 
 from __future__ import annotations
@@ -52,12 +57,12 @@ class DenseRun:
     parent_id: ClassVar[None] = None
 
     def identity(self) -> dict[str, Any]:
-        """The full configuration the id is the hash of."""
+        """The full configuration, as records keep it."""
         return {"kind": "dense", "config": self.config.to_dict()}
 
     @cached_property
     def run_id(self) -> str:
-        return config_hash(self.identity())
+        return config_hash({"kind": "dense", "config": non_default(self.config)})
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,8 @@ class PruneRun:
 
     @cached_property
     def run_id(self) -> str:
-        return config_hash(self.identity())
+        return config_hash({"kind": "prune", "parent": self.parent_id, "engine": self.engine,
+                            "prune": non_default(self.config)})
 
 
 @dataclass
@@ -100,6 +106,25 @@ class Plan:
         return len(self.dense) + len(self.prune)
 
 
+def non_default(config: Any) -> dict[str, Any]:
+    """The fields of dataclass ``config`` that differ from their defaults, nested dataclasses likewise."""
+    out: dict[str, Any] = {}
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        if dataclasses.is_dataclass(value):
+            out[spec.name] = non_default(value)
+            continue
+        if spec.default is not dataclasses.MISSING:
+            default = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            default = spec.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            out[spec.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def config_hash(payload: dict[str, Any]) -> str:
     """12 hex digits of the SHA-256 of ``payload`` as canonical JSON (sorted keys, no spaces)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
@@ -117,7 +142,22 @@ def dense_config(spec: SweepSpec, entry: DatasetEntry, model: str, pred_len: int
 
 
 def plan_sweep(spec: SweepSpec) -> Plan:
-    """All runs of ``spec``. Prune runs start from the first model size at the largest train fraction only,
+    """All runs of ``spec`` and of its ``studies``; a run that several grids share is planned once, with the
+    labels of the first grid that has it."""
+    plan = _plan_grid(spec)
+    seen = {run.run_id for run in [*plan.dense, *plan.prune]}
+    for study in spec.studies:
+        extra = _plan_grid(study)
+        for group, runs in ((plan.dense, extra.dense), (plan.prune, extra.prune)):
+            for run in runs:
+                if run.run_id not in seen:
+                    seen.add(run.run_id)
+                    group.append(run)
+    return plan
+
+
+def _plan_grid(spec: SweepSpec) -> Plan:
+    """The runs of one grid. Prune runs start from the first model size at the largest train fraction only,
     unless ``prune_studies`` is set (then from every size and fraction)."""
     plan = Plan()
     first_size, top_fraction = next(iter(spec.model_sizes)), max(spec.train_fractions)

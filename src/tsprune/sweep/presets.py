@@ -23,6 +23,36 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [2021, 2022, 2023],
         "measure": {"batch_sizes": [1, 32], "repeats": 20},
     },
+    # The study at real scale on one benchmark: fully trained default-size models, the whole magnitude schedule
+    # down to 1.2% (the study reports Autoformer/FEDformer competitive near 1%), DepGraph as far as each model goes,
+    # one-epoch fine-tuning at the study's 0.328 and at 0.107, sparse-engine twins, and the model-size x
+    # dataset-size study on Autoformer (d_ff = 4 x d_model; d_model 512 is the default run of the main grid).
+    "study-etth1": {
+        "description": "ETTh1/96, seed 2021, the five models at default sizes and the study's protocol; magnitude "
+                       "0.8^0..20 (dense and sparse engines), depgraph 0.8^1..10, 1-epoch fine-tuning at 0.328 "
+                       "and 0.107; Autoformer d_model 64-512 x train fraction 0.25-1.0, dense and magnitude at "
+                       "0.328 and 0.107",
+        "models": model_names(),
+        "datasets": ["ETTh1"],
+        "pred_lens": [96],
+        "seeds": [2021],
+        "methods": {"magnitude": "0.8^0..20", "depgraph": "0.8^1..10"},
+        "finetune_epochs": [0, 1],
+        "finetune_densities": [0.8**5, 0.8**10],
+        "engines": ["dense", "sparse"],
+        "keep_pruned": True,  # the measuring pass re-times the pruned models on a quiet machine
+        "measure": {"batch_sizes": [1, 32], "repeats": 20, "threads": 2},
+        "studies": [{
+            "models": ["Autoformer"],
+            "model_sizes": {**{f"d{width}": {"d_model": width, "d_ff": 4 * width} for width in (64, 128, 256)},
+                            "default": {}},
+            "train_fractions": [0.25, 0.5, 1.0],
+            "prune_studies": True,
+            "methods": {"magnitude": [0.8**5, 0.8**10]},
+            "finetune_epochs": [0],
+            "engines": ["dense"],
+        }],
+    },
     # The demo: the same kinds of results in miniature, sized to finish in minutes on two CPU cores.
     "paper-mini": {
         "description": "ETTh1/96, five small models trained briefly; magnitude 0.8^0..10 (dense and sparse "

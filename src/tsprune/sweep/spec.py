@@ -2,6 +2,10 @@
 
 Every axis is a list; omitted axes take defaults. Validation happens here, once, so a typo fails before anything
 trains, with a one-line message that names the offending key.
+
+A grid is one product of axes. A study that is not one product (the study's model-size x dataset-size part runs
+one model only) adds ``studies``: a list of mappings, each the main spec with some keys replaced, planned as a
+grid of its own. A run two grids share (the same configuration) is one run.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class SweepSpec:
     engines: list[str] = field(default_factory=lambda: ["dense"])
     keep_pruned: bool = False
     description: str = ""
+    studies: list[SweepSpec] = field(default_factory=list)  # further grids, each a variant of this one
     source: str = "<dict>"  # the file or preset it came from
 
     def finetunes_at(self, density: float) -> bool:
@@ -111,10 +116,12 @@ def parse_spec(raw: Any, base_dir: Path | None = None, source: str = "<dict>") -
     """Validate a spec mapping (as YAML gives it) into a :class:`SweepSpec`; errors name the key at fault."""
     if not isinstance(raw, dict):
         raise TsPruneError(f"a sweep spec must be a mapping of keys to values, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(_KEYS))
+    unknown = sorted(set(raw) - set(_KEYS) - {"studies"})
     if unknown:
-        raise TsPruneError(f"unknown sweep spec key(s): {', '.join(map(str, unknown))} (known: {', '.join(_KEYS)})")
+        raise TsPruneError(f"unknown sweep spec key(s): {', '.join(map(str, unknown))} "
+                           f"(known: {', '.join([*_KEYS, 'studies'])})")
     base_dir = base_dir or Path.cwd()
+    studies = _studies(raw, base_dir, source)
     values: dict[str, Any] = {}
     for key, reader in _KEYS.items():
         try:
@@ -124,9 +131,28 @@ def parse_spec(raw: Any, base_dir: Path | None = None, source: str = "<dict>") -
     densities = values.pop("densities")
     values["methods"] = {name: list(own) if own is not None else list(densities)
                          for name, own in values["methods"].items()}
-    spec = SweepSpec(**values, source=source)
+    spec = SweepSpec(**values, studies=studies, source=source)
     _check_combinations(spec)
     return spec
+
+
+def _studies(raw: dict[str, Any], base_dir: Path, source: str) -> list[SweepSpec]:
+    """Each entry of ``studies``: the main spec's keys with the entry's keys replacing them."""
+    entries = raw.get("studies")
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise TsPruneError("studies: give a list of mappings, each the keys it changes from the main grid")
+    shared = {key: value for key, value in raw.items() if key not in ("studies", "description")}
+    out = []
+    for number, entry in enumerate(entries, 1):
+        if "studies" in entry:
+            raise TsPruneError(f"studies: entry {number} has studies of its own; list every grid at the top")
+        try:
+            out.append(parse_spec({**shared, **entry}, base_dir, f"{source} study {number}"))
+        except TsPruneError as exc:
+            raise TsPruneError(f"studies: entry {number}: {exc}") from None
+    return out
 
 
 # --- one reader per key: (raw value or None when absent, spec directory) -> validated value ---------------------

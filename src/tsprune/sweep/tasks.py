@@ -146,7 +146,8 @@ def now_utc() -> str:
 
 @functools.cache
 def git_revision() -> str:
-    """The git commit of the tsprune source in use, or its version when it is not a git checkout."""
+    """The git commit of the tsprune source in use: asked of git in a checkout, read from ``_commit.py`` in a
+    ``git archive`` export (how long sweeps run from a frozen copy), else the version."""
     package = Path(__file__).resolve().parents[1]
     if "site-packages" not in package.parts:
         try:
@@ -156,4 +157,6 @@ def git_revision() -> str:
                 return found.stdout.strip()
         except (OSError, subprocess.SubprocessError):
             pass
-    return __version__
+    from tsprune._commit import COMMIT
+
+    return __version__ if COMMIT.startswith("$") else COMMIT

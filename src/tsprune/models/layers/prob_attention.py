@@ -14,12 +14,16 @@ batch 32 on 2 cores). Whenever the full score matrix ``[B, H, L_Q, L_K]`` is no 
 same sample and selection, 4.7-23x faster for fwd + bwd (L = 720 ... 48). Longer inputs keep the sampled gather,
 whose memory is smaller.
 
-``layout="reference"`` reproduces a quirk of the Autoformer repository (whose paper's table gives the Informer
-baseline we compare with, 0.865 on ETTh1/96) and of the Time-Series-Library: their ProbAttention returns its context
-as ``[B, H, L, D]`` and the attention layer flattens it with ``view(B, L, -1)`` as if it were ``[B, L, H, D]``.
-Output row ``l`` then holds ``H`` consecutive positions of one head (head ``l * H // L``), not position ``l`` of
-every head. The official Informer code flattened every layer this way until April 2021 (Informer2020 issue #100)
-and still does in the decoder's self-attention (``mix=True``). ``"paper"`` (the default) is the paper's attention.
+``layout="tslib"`` (the default) is the model the study ran and every published Informer baseline comes from: the
+study's code (the FEDformer repository), the Autoformer repository (whose paper's table gives the 0.865 on ETTh1/96
+we compare with) and the Time-Series-Library all have ProbAttention return its context as ``[B, H, L, D]``, and
+their attention layer flattens it with ``view(B, L, -1)`` as if it were ``[B, L, H, D]``. Output row ``l`` then
+holds ``H`` consecutive positions of one head (slot ``s = l * H + k`` of the row reads head ``s // L``, position
+``s % L``), not position ``l`` of every head. Column ``k * D + d`` always carries value dim ``d``, whatever ``D``
+is, which is what lets structured pruning remove the same value dims from every head (``prune/structured.py``).
+The official Informer code flattened every layer this way until April 2021 (Informer2020 issue #100) and still
+does in the decoder's self-attention (``mix=True``). ``"paper"`` is the paper's attention: position ``l`` of
+every head in row ``l``.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class ProbAttention(nn.Module):
     """
 
     def __init__(self, causal: bool = False, factor: int = 5, scale: float | None = None,
-                 layout: str = "paper") -> None:
+                 layout: str = PROB_LAYOUTS[0]) -> None:
         super().__init__()
         if layout not in PROB_LAYOUTS:
             raise ValueError(f"layout must be one of {PROB_LAYOUTS}, got {layout!r}")
@@ -100,6 +104,6 @@ class ProbAttention(nn.Module):
         else:
             context = v.mean(dim=2, keepdim=True).expand(-1, -1, len_q, -1)
         context = context.scatter(2, top.unsqueeze(-1).expand(-1, -1, -1, dim_d), selected.to(context.dtype))
-        if self.layout == "reference":  # [B, H, L, D] memory read as [B, L, H, D] (module doc)
+        if self.layout == "tslib":  # [B, H, L, D] memory read as [B, L, H, D] (module doc)
             return context.reshape(context.shape[0], len_q, context.shape[1], dim_d)
         return context.transpose(1, 2)  # [B, L, H, D]
