@@ -62,7 +62,8 @@ def test_prob_attention_equals_full_attention_when_every_query_is_selected(causa
     q = torch.randn(3, length, 2, 8)
     k = torch.randn(3, source, 2, 8)
     v = torch.randn(3, source, 2, 6)
-    attention = ProbAttention(causal=causal, factor=10, layout="paper")  # u = 10 * ceil(ln 9) >= 9: every query selected
+    # u = 10 * ceil(ln 9) >= 9: every query selected
+    attention = ProbAttention(causal=causal, factor=10, layout="paper")
     torch.testing.assert_close(attention(q, k, v), reference_attention(q, k, v, causal))
 
 
