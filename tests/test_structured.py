@@ -196,13 +196,14 @@ def test_segment_merging_pruner_removes_a_channel_from_every_window_position():
     assert merge(x[..., keep]).shape == (1, 1, 3, 4)
 
 
-def test_informer_reference_layout_is_refused_with_a_clear_error():
+def test_informer_tslib_layout_refuses_whole_heads_with_a_clear_error():
     from tsprune.errors import TsPruneError
 
     torch.manual_seed(0)
-    config = default_config("Informer", **SIZE, prob_layout="reference")
+    config = default_config("Informer", **SIZE)
+    assert config.prob_layout == "tslib"
     model = build_model(config).eval()
     dense_params = structured.count_params(model)
-    with pytest.raises(TsPruneError, match="structured pruning needs Informer's prob_layout 'paper'"):
-        structured.prune_to_density(model, random_inputs(config, device="cpu"), 0.5)
+    with pytest.raises(TsPruneError, match="whole heads cannot be removed from Informer's prob_layout 'tslib'"):
+        structured.prune_to_density(model, random_inputs(config, device="cpu"), 0.5, heads="heads")
     assert structured.count_params(model) == dense_params  # untouched

@@ -11,6 +11,15 @@ a trace cannot see is handled here by custom pruners:
 * Crossformer's segment merging: its LayerNorm and Linear see ``win_size`` copies of ``d_model`` side by side, so a
   removed channel ``c`` removes features ``i * d_model + c`` for every window position ``i``.
 * Crossformer's routers and positional parameters: plain parameters pruned on their last (``d_model``) dimension.
+* The sinusoidal positional encoding (Transformer, Informer) is computed, not stored, so no tracer sees it: after
+  each step the channels its embedding kept are found and the encoding keeps the trained model's values for them.
+* Informer's default ProbSparse layout (``tslib``) reads the ``[B, H, L, D]`` context as ``[B, L, H, D]``: output
+  column ``k * D + d`` carries value dim ``d`` whatever ``D`` is, so removing the same value dims from every head
+  (what head-dim pruning does: one set of indices, repeated per head) keeps the function. Removing a whole head
+  would remove slot ``k`` of every row instead, which is not that head, so it is refused there.
+
+``tests/test_structured_contract.py`` checks the result for every model: the pruned model computes what the dense
+model computes with the removed weights zeroed.
 
 Attention keeps equal head dimensions per head (default) or loses whole heads (``heads="heads"``); either way every
 ``AttentionLayer`` gets its ``n_heads`` written back, and attention temperatures are frozen at their trained value
@@ -40,6 +49,7 @@ from torch import nn
 from tsprune.errors import TsPruneError
 from tsprune.models.crossformer import SegmentMerging
 from tsprune.models.layers.attention import AttentionLayer
+from tsprune.models.layers.embed import DataEmbedding, PositionalEmbedding
 from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
 from tsprune.models.layers.prob_attention import ProbAttention
 
@@ -210,17 +220,15 @@ def _attention_layers(model: nn.Module) -> list[AttentionLayer]:
     return [m for m in model.modules() if isinstance(m, AttentionLayer)]
 
 
-def _refuse_mixed_layouts(model: nn.Module) -> None:
-    """DepGraph couples channel ``h * D + d`` of a value projection with the same column of the output projection;
-    Informer's reference ProbSparse layout routes that column to another head and position, so no per-head channel
-    removal is the same sub-network."""
-    if any(isinstance(m, ProbAttention) and m.layout == "reference" for m in model.modules()):
-        raise TsPruneError("structured pruning needs Informer's prob_layout 'paper': the 'reference' layout mixes "
-                           "heads and positions, so channels cannot be removed per head (prune it unstructured)")
+def _refuse_whole_heads_in_mixed_layouts(model: nn.Module) -> None:
+    """In Informer's ``tslib`` layout, column block ``k`` of the output projection reads slot ``k`` of every row, a
+    mixture of heads and positions, not head ``k``; removing a head's block is not removing that head."""
+    if any(isinstance(m, ProbAttention) and m.layout == "tslib" for m in model.modules()):
+        raise TsPruneError("whole heads cannot be removed from Informer's prob_layout 'tslib' (its flattening mixes "
+                           "heads and positions): use heads='dims', or prob_layout 'paper'")
 
 
 def _pruner(model: nn.Module, inputs: tuple, ratio: float, scope: str, heads: str, round_to: int | None):
-    _refuse_mixed_layouts(model)
     num_heads: dict[nn.Module, int] = {}
     for layer in _attention_layers(model):
         for name in ("query", "key", "value"):
@@ -263,16 +271,40 @@ def prune_channels(model: nn.Module, inputs: tuple, ratio: float, scope: str = "
         raise TsPruneError(f"unknown head mode {heads!r}: use one of {', '.join(HEAD_MODES)}")
     if heads == "heads" and any(isinstance(a.inner, tuple(CUSTOM_PRUNERS)) for a in _attention_layers(model)):
         raise TsPruneError("whole-head pruning is not supported for Fourier blocks: use heads='dims'")
+    if heads == "heads":
+        _refuse_whole_heads_in_mixed_layouts(model)
     freeze_attention_scales(model)
     was_training = model.training
+    embeddings = {m: m.fingerprint() for m in model.modules() if isinstance(m, DataEmbedding) and m.position is not None}
     with time_limit(timeout_s), torch.enable_grad():
         pruner = _pruner(model, inputs, ratio, scope, heads, round_to)
         if ratio > 0:
             pruner.step()
     for layer in _attention_layers(model):  # heads removed by the pruner are written back to the layers
         layer.n_heads = pruner.num_heads.get(layer.query, layer.n_heads)
+    for embedding, before in embeddings.items():
+        _keep_positions(embedding, before)
     model.train(was_training)
     return model
+
+
+def _keep_positions(embedding: DataEmbedding, before: torch.Tensor) -> None:
+    """Point the embedding's positional encoding at the channels it kept (``before``: its fingerprint then)."""
+    after = embedding.fingerprint()
+    if after.shape[0] == before.shape[0]:
+        return
+    kept, row = [], 0
+    for channel in range(after.shape[0]):  # pruning keeps channels in order: match each row to the next equal one
+        while row < before.shape[0] and not torch.equal(before[row], after[channel]):
+            row += 1
+        if row == before.shape[0]:
+            raise TsPruneError("structured pruning changed an embedding's weights, not only its channels")
+        kept.append(row)
+        row += 1
+    position = embedding.position
+    previous = position.channels if position.channels is not None else list(range(before.shape[0]))
+    position.width = position.width or before.shape[0]
+    position.channels = [previous[i] for i in kept]
 
 
 def prune_to_density(model: nn.Module, inputs: tuple, density: float, scope: str = "global", heads: str = "dims",
@@ -341,7 +373,9 @@ def architecture(model: nn.Module) -> dict[str, Any]:
     attention = {name: {"n_heads": m.n_heads, **{key: getattr(m.inner, key) for key in FROZEN_SETTINGS
                                                  if getattr(m.inner, key, None) is not None}}
                  for name, m in model.named_modules() if isinstance(m, AttentionLayer)}
-    return {"shapes": shapes, "attention": attention}
+    positions = {name: {"width": m.width, "channels": list(m.channels)} for name, m in model.named_modules()
+                 if isinstance(m, PositionalEmbedding) and m.channels is not None}
+    return {"shapes": shapes, "attention": attention, **({"positions": positions} if positions else {})}
 
 
 def apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
@@ -366,6 +400,9 @@ def _apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
             if buffer is not None and shape is not None and list(buffer.shape) != shape:
                 setattr(module, bname, buffer.new_empty(shape))
         _sync_sizes(module)
+    for name, settings in arch.get("positions", {}).items():
+        position = model.get_submodule(name)
+        position.width, position.channels = int(settings["width"]), [int(c) for c in settings["channels"]]
     for name, settings in arch.get("attention", {}).items():
         layer = model.get_submodule(name)
         layer.n_heads = int(settings["n_heads"])

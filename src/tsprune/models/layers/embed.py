@@ -24,17 +24,33 @@ def sinusoidal_table(length: int, d_model: int, device: torch.device, dtype: tor
 
 
 class PositionalEmbedding(nn.Module):
-    """Sinusoidal positions ``[1, length, d_model]``; the width follows the caller's ``d_model`` at run time."""
+    """Sinusoidal positions ``[1, length, d_model]``; the width follows the caller's ``d_model`` at run time.
+
+    After structured pruning, ``width`` is the width the model was trained at and ``channels`` the channels of that
+    table it kept: a pruned model adds the trained model's encoding of its kept channels, not a new table of the
+    smaller width (whose frequencies would all differ). ``prune.structured`` sets both; they are saved with the
+    pruned architecture.
+    """
 
     def __init__(self) -> None:
         super().__init__()
+        self.width: int | None = None
+        self.channels: list[int] | None = None
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def forward(self, length: int, d_model: int, like: torch.Tensor) -> torch.Tensor:
-        key = (length, d_model, like.device, like.dtype)
+        key = (length, d_model, like.device, like.dtype, self.width, None if self.channels is None
+               else tuple(self.channels))
         table = self._cache.get(key)
         if table is None:
-            table = sinusoidal_table(length, d_model, like.device, like.dtype).unsqueeze(0)
+            if self.channels is None:
+                table = sinusoidal_table(length, d_model, like.device, like.dtype)
+            else:
+                if len(self.channels) != d_model:
+                    raise ValueError(f"positional encoding keeps {len(self.channels)} channels, input has {d_model}")
+                index = torch.tensor(self.channels, device=like.device)
+                table = sinusoidal_table(length, self.width, like.device, like.dtype).index_select(1, index)
+            table = table.unsqueeze(0)
             self._cache = {key: table}  # keep one entry: shapes rarely change within a run
         return table
 
@@ -98,6 +114,14 @@ class DataEmbedding(nn.Module):
         self.position = PositionalEmbedding() if positional else None
         self.temporal = TimeFeatureEmbedding(n_time_features, d_model) if n_time_features > 0 else None
         self.dropout = nn.Dropout(dropout)
+
+    def fingerprint(self) -> torch.Tensor:
+        """``[d_model, k]``: each output channel's weights in the value and calendar embeddings (structured pruning
+        keeps channels in order, so matching these rows tells which channels are left)."""
+        rows = [self.value.proj.conv.weight.detach().flatten(1)]
+        if self.temporal is not None:
+            rows.append(self.temporal.proj.weight.detach())
+        return torch.cat(rows, dim=1)
 
     def layer_names(self, prefix: str) -> tuple[str, ...]:
         """Qualified names (under ``prefix``, this module's own name) of the weight layers it holds.
