@@ -275,7 +275,8 @@ def prune_channels(model: nn.Module, inputs: tuple, ratio: float, scope: str = "
         _refuse_whole_heads_in_mixed_layouts(model)
     freeze_attention_scales(model)
     was_training = model.training
-    embeddings = {m: m.fingerprint() for m in model.modules() if isinstance(m, DataEmbedding) and m.position is not None}
+    embeddings = {m: m.fingerprint() for m in model.modules()
+                  if isinstance(m, DataEmbedding) and m.position is not None}
     with time_limit(timeout_s), torch.enable_grad():
         pruner = _pruner(model, inputs, ratio, scope, heads, round_to)
         if ratio > 0:
