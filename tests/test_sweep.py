@@ -158,6 +158,73 @@ def test_plan_counts_ids_and_presets(tmp_path):
                                                                                                           48, 60}
 
 
+def test_study_etth1_preset_plans_the_study_grid():
+    from collections import Counter
+
+    spec = load_spec("study-etth1")
+    assert spec.seeds == [2021] and spec.train == {} and spec.keep_pruned  # the default protocol, no step cap
+    plan = plan_sweep(spec)
+    dense = Counter((run.labels.model, run.labels.size, run.labels.train_fraction) for run in plan.dense)
+    # five default-size dense runs, plus Autoformer at d_model 64/128/256 x 3 fractions and 512 at 0.25 and 0.5
+    assert len(plan.dense) == 16 and sum(n for (m, _, _), n in dense.items() if m != "Autoformer") == 4
+    assert {(size, fraction) for (model, size, fraction) in dense if model == "Autoformer"} == {
+        (size, fraction) for size in ("default", "d64", "d128", "d256") for fraction in (0.25, 0.5, 1.0)}
+    widths = {run.labels.size: (run.config.model.d_model, run.config.model.d_ff) for run in plan.dense
+              if run.labels.model == "Autoformer"}
+    assert widths == {"default": (512, 2048), "d64": (64, 256), "d128": (128, 512), "d256": (256, 1024)}
+    main = [run for run in plan.prune if run.labels.size == "default" and run.labels.train_fraction == 1.0]
+    per_model = Counter((run.labels.model, run.labels.method, run.labels.engine, run.labels.finetune_epochs)
+                        for run in main)
+    for model in ("Transformer", "Informer", "Autoformer", "FEDformer", "Crossformer"):
+        assert per_model[(model, "magnitude", "dense", 0)] == 21  # 0.8^0 .. 0.8^20
+        assert per_model[(model, "magnitude", "sparse", 0)] == 21  # sparse-engine twins
+        assert per_model[(model, "magnitude", "dense", 1)] == per_model[(model, "magnitude", "sparse", 1)] == 2
+        assert per_model[(model, "depgraph", "dense", 0)] == 10 and per_model[(model, "depgraph", "dense", 1)] == 2
+    assert min(run.config.density for run in main) == pytest.approx(0.8**20)  # 1.2%
+    tuned = {round(run.config.density, 3) for run in main if run.config.finetune_epochs}
+    assert tuned == {0.328, 0.107}
+    study = [run for run in plan.prune if run not in main]
+    assert len(study) == 11 * 2 and {run.labels.method for run in study} == {"magnitude"}
+    assert {round(run.config.density, 3) for run in study} == {0.328, 0.107}
+    assert len(plan) == 16 + 5 * 58 + 22
+    assert all(run.config.batch_sizes == (1, 32) and run.config.threads == 2 for run in plan.prune)
+    result = runner.invoke(app, ["sweep", "plan", "study-etth1"])
+    assert result.exit_code == 0, result.output
+    assert "16 dense trainings, 312 pruning runs" in result.output
+
+
+def test_studies_are_variants_of_the_main_grid_and_shared_runs_are_planned_once():
+    raw = yaml.safe_load(EXAMPLE)
+    main = plan_sweep(parse_spec(raw))
+    both = plan_sweep(parse_spec({**raw, "studies": [{"models": ["Autoformer"], "train_fractions": [0.5, 1.0]}]}))
+    # the study's fraction-1.0 Autoformer run and its prune runs are the main grid's: planned once
+    assert len(both.dense) == len(main.dense) + 1 and len(both.prune) == len(main.prune)
+    tuned = plan_sweep(parse_spec({**raw, "studies": [{"models": ["Autoformer"], "train_fractions": [0.5, 1.0],
+                                                         "prune_studies": True}]}))
+    assert len(tuned.prune) == len(main.prune) + 3  # now the fraction-0.5 run is pruned too
+    assert [run.run_id for run in both.dense[:len(main.dense)]] == [run.run_id for run in main.dense]
+    with pytest.raises(TsPruneError, match="studies: entry 1: train_fractions"):
+        parse_spec({**raw, "studies": [{"train_fractions": [2.0]}]})
+    with pytest.raises(TsPruneError, match="studies: give a list of mappings"):
+        parse_spec({**raw, "studies": ["Autoformer"]})
+
+
+def test_run_ids_ignore_config_fields_at_their_defaults():
+    """A field added later with a default that keeps the old behaviour must not change earlier runs' ids."""
+    import dataclasses
+
+    from tsprune.sweep.plan import DenseRun, non_default
+
+    plan = plan_sweep(parse_spec(yaml.safe_load(EXAMPLE)))
+    run = plan.prune[1]
+    assert "include_fourier" not in non_default(run.config) and non_default(run.config)["density"] == 0.25
+    assert non_default(plan.dense[0].config)["train"]["max_steps"] == 3
+    changed = dataclasses.replace(run, config=dataclasses.replace(run.config, include_fourier=True))
+    assert changed.run_id != run.run_id
+    dense = plan.dense[0]
+    assert DenseRun(dense.labels, dense.config).run_id == dense.run_id
+
+
 # --- running ------------------------------------------------------------------------------------------------------
 
 
