@@ -228,6 +228,48 @@ def test_run_ids_ignore_config_fields_at_their_defaults():
 # --- running ------------------------------------------------------------------------------------------------------
 
 
+def test_measuring_pass_retimes_kept_runs_and_changes_nothing_else(csv, tmp_path):
+    import shutil
+
+    spec = tiny_spec(csv, methods={"magnitude": [0.5, 0.25]}, finetune_epochs=[0], engines=["dense", "sparse"],
+                     keep_pruned=True)
+    outcome = run_sweep(parse_spec(spec), tmp_path, threads=1, progress=False)
+    assert outcome.failed == 0 and outcome.done == 5
+    before = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "records").glob("*.json")}
+    result = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "2", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "4 run(s) timed, 0 already timed by a pass, 0 without weights" in result.output
+    after = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "records").glob("*.json")}
+    from tsprune.sweep.remeasure import TIMING_FIELDS
+
+    for run_id, record in after.items():
+        old = before[run_id]
+        untimed = {key: value for key, value in record["metrics"].items() if key not in (*TIMING_FIELDS,
+                                                                                         "latency_pass")}
+        assert untimed == {k: v for k, v in old["metrics"].items() if k not in TIMING_FIELDS}  # nothing else moved
+        assert {k: v for k, v in record.items() if k != "metrics"} == {k: v for k, v in old.items() if k != "metrics"}
+        if record["kind"] == "prune":
+            timing = record["metrics"]["latency_pass"]
+            assert timing["repeats"] == 2 and timing["batch_sizes"] == [2] and timing["threads"] == 1
+            assert record["metrics"]["latency"]["2"]["repeats"] == 2
+            assert record["metrics"]["speedup"] == pytest.approx(
+                record["metrics"]["latency_dense_ms"] / record["metrics"]["latency_ms"])
+            if record["labels"]["engine"] == "sparse":  # timed against its masked twin as well
+                assert record["metrics"]["latency_masked"]["2"]["repeats"] == 2
+    frame = load_results(tmp_path)
+    assert set(frame.loc[frame["kind"] == "prune", "latency_measured"]) == {"pass"}
+    # a second pass with the same settings has nothing to do; runs without weights keep their timings
+    again = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "2", "--threads", "1"])
+    assert "0 run(s) timed, 4 already timed by a pass" in again.output
+    pruned = next(r for r in after.values() if r["kind"] == "prune" and r["labels"]["engine"] == "dense")
+    shutil.rmtree(tmp_path / "runs" / pruned["run_id"])
+    third = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "3", "--threads", "1"])
+    assert third.exit_code == 0 and "without weights here" in third.output
+    assert "2 run(s) timed" in third.output  # the other magnitude run and its twin; this one and its twin cannot
+    bad = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "not a sweep directory" in bad.output and "Traceback" not in bad.output
+
+
 def check_rows(sweep: Path, ids: set[str]) -> pd.DataFrame:
     """Exactly one row per planned run; the dense row is its own baseline; depgraph 0.001 failed."""
     frame = load_results(sweep)

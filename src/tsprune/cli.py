@@ -411,7 +411,7 @@ def report(
 sweep_app = typer.Typer(no_args_is_help=True, help="Plan and run sweeps (models x datasets x horizons x methods x "
                         "densities x fine-tuning x seeds, dataset-size and model-size studies).")
 app.add_typer(sweep_app, name="sweep")
-SPEC_HELP = "A sweep spec: a YAML file, or a preset (paper, paper-mini)."
+SPEC_HELP = "A sweep spec: a YAML file, or a preset (paper, paper-mini, study-etth1)."
 
 
 @sweep_app.command("plan")
@@ -454,6 +454,26 @@ def sweep_run(
                         console=err_console)
     console.print(f"{outcome.done} run(s) done, {outcome.failed} failed, {outcome.skipped} already recorded, in "
                   f"{outcome.seconds:.0f}s; results: {outcome.results}", highlight=False, soft_wrap=True)
+
+
+@sweep_app.command("measure")
+@user_errors
+def sweep_measure(
+    sweep_dir: Annotated[Path, typer.Option("--dir", help="Sweep directory written by `tsprune sweep run`.")],
+    threads: Annotated[Optional[int], typer.Option(help="Threads (default: each run's own).")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Timed passes (default: each run's own).")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Only these models (comma-separated).")] = None,
+    redo: Annotated[bool, typer.Option(help="Time again runs an earlier pass timed with these settings.")] = False,
+) -> None:
+    """The measuring pass: time the kept prune runs again, in alternation with their dense run, on a quiet machine."""
+    from tsprune.sweep.remeasure import remeasure
+
+    chosen = [name.strip() for name in models.split(",") if name.strip()] if models else None
+    outcome = remeasure(sweep_dir, threads=threads, repeats=repeats, redo=redo, models=chosen,
+                        say=lambda line: err_console.print(line, highlight=False))
+    console.print(f"{len(outcome.measured)} run(s) timed, {len(outcome.current)} already timed by a pass, "
+                  f"{len(outcome.no_weights)} without weights here (keep their in-sweep timing); results: "
+                  f"{outcome.results}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -37,7 +37,7 @@ COLUMNS: dict[str, str] = {
     "dense_mae": "float64", "params": "Int64", "nonzero_params": "Int64", "params_dense": "Int64",
     "density_prunable": "float64", "density_total": "float64", "flops": "Int64", "flops_dense": "Int64",
     "flops_ratio": "float64", "flops_effective": "Int64", "flops_effective_ratio": "float64",
-    "latency_ms": "float64", "latency_dense_ms": "float64", "speedup": "float64",
+    "latency_ms": "float64", "latency_dense_ms": "float64", "speedup": "float64", "latency_measured": "str",
     "train_seconds": "float64", "prune_seconds": "float64", "wall_seconds": "float64", "epochs_run": "Int64",
     "attempt": "Int64", "config_json": "str", "torch": "str", "threads": "Int64", "device": "str", "host": "str",
     "git_rev": "str", "tsprune_version": "str", "started_at": "str", "finished_at": "str",
@@ -149,6 +149,8 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row.update({key: (record.get("labels") or {}).get(key) for key in LABELS})
     row.update({key: metrics.get(key) for key in METRICS})
     row["config_json"] = json.dumps(record.get("config"), sort_keys=True)
+    # where the timing comes from: the measuring pass (a quiet machine) or the sweep itself (whatever else ran)
+    row["latency_measured"] = "pass" if metrics.get("latency_pass") else "sweep" if metrics.get("latency_ms") else None
     if record.get("kind") == "dense" and record.get("status") == "done":
         row.update(dense_mse=row["mse"], dense_mae=row["mae"], params_dense=row["params"],
                    nonzero_params=row["params"], density_prunable=1.0, density_total=1.0, flops_ratio=1.0,

@@ -1,0 +1,162 @@
+"""The measuring pass: time a sweep's finished prune runs again, on a machine doing nothing else.
+
+A long sweep trains with one worker while the machine does other work, so the latencies it records beside each run
+are honest ratios (dense and pruned alternate) taken under an unknown load. This pass loads every prune run whose
+weights the sweep kept (``keep_pruned``), times it in alternation with its dense run (and, for a sparse-engine run,
+with its masked twin) at the run's own batch sizes, threads and repeat count, and writes the timings into its
+record. ``metrics.latency_pass`` says when, how and under what load average it was measured; runs without weights
+(a sweep directory moved to a new machine keeps records only) keep their in-sweep timings and are listed.
+
+It never trains, prunes or evaluates, leaves every other field of a record as it was, and rewrites each record
+atomically, so it may run while the sweep itself is running (it takes its own lock, not the sweep's). Pause the
+sweep's worker (``kill -STOP``) for the duration when the pass should have the machine to itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tsprune.errors import TsPruneError
+from tsprune.sweep.store import SweepStore, run_dir_complete, write_results
+from tsprune.sweep.tasks import now_utc
+
+# The timing fields of a prune record that this pass replaces.
+TIMING_FIELDS = ("latency", "latency_dense", "latency_ms", "latency_dense_ms", "speedup", "speedup_by_batch_size",
+                 "latency_masked", "latency_masked_ms", "speedup_masked", "speedup_over_masked")
+
+
+@dataclass
+class MeasureOutcome:
+    measured: list[str] = field(default_factory=list)  # run ids timed now
+    current: list[str] = field(default_factory=list)  # timed by an earlier pass with the same settings
+    no_weights: list[str] = field(default_factory=list)  # the run (or its dense run, or twin) has no weights here
+    results: Path | None = None
+
+
+def pass_settings(record: dict[str, Any], threads: int | None, repeats: int | None) -> dict[str, Any]:
+    """The batch sizes, threads and repeats a record is timed with: the run's own, unless overridden."""
+    from tsprune.sweep.executors import available_cores
+
+    prune = (record.get("config") or {}).get("prune") or {}
+    return {"batch_sizes": [int(size) for size in prune.get("batch_sizes") or (1, 32)],
+            "threads": int(threads or prune.get("threads") or available_cores()),
+            "repeats": int(repeats or prune.get("latency_repeats") or 20)}
+
+
+@contextlib.contextmanager
+def _pass_lock(root: Path) -> Iterator[None]:
+    with open(root / ".measure.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TsPruneError(f"a measuring pass is already running in {root}: wait for it") from None
+        yield
+
+
+def remeasure(sweep_dir: str | Path, threads: int | None = None, repeats: int | None = None, redo: bool = False,
+              models: list[str] | None = None, say: Callable[[str], None] = lambda _: None) -> MeasureOutcome:
+    """Re-time the finished prune runs of ``sweep_dir`` (only ``models`` when given); see the module doc."""
+    store = SweepStore(sweep_dir)
+    if not store.records_dir.is_dir():
+        raise TsPruneError(f"{sweep_dir} is not a sweep directory (no records/ folder): run `tsprune sweep run`")
+    outcome = MeasureOutcome()
+    with _pass_lock(store.root):
+        records = store.records()
+        by_parent: dict[str, list[dict[str, Any]]] = {}
+        for record in records.values():
+            if record.get("kind") == "prune" and record.get("status") == "done":
+                if models is None or (record.get("labels") or {}).get("model") in models:
+                    by_parent.setdefault(str(record["parent_id"]), []).append(record)
+        for parent_id, children in sorted(by_parent.items()):
+            _measure_family(store, parent_id, children, records, threads, repeats, redo, outcome, say)
+        outcome.results = write_results(store.root)
+    return outcome
+
+
+def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, Any]],
+                    records: dict[str, dict[str, Any]], threads: int | None, repeats: int | None, redo: bool,
+                    outcome: MeasureOutcome, say: Callable[[str], None]) -> None:
+    """Time the prune runs of one dense run, loading the dense model once."""
+    from tsprune import api
+
+    todo = []
+    for record in children:
+        settings = pass_settings(record, threads, repeats)
+        done_before = (record.get("metrics") or {}).get("latency_pass") or {}
+        if not redo and all(done_before.get(key) == value for key, value in settings.items()):
+            outcome.current.append(record["run_id"])
+        elif not run_dir_complete(store.run_dir(record["run_id"])) or not run_dir_complete(store.run_dir(parent_id)):
+            outcome.no_weights.append(record["run_id"])
+        else:
+            todo.append((record, settings))
+    if not todo:
+        return
+    dense = api.load(store.run_dir(parent_id))
+    data = dense.data()
+    for record, settings in todo:
+        twin = _masked_twin(record, records) if _engine(record) == "sparse" else None
+        if twin is not None and not run_dir_complete(store.run_dir(twin)):
+            outcome.no_weights.append(record["run_id"])
+            continue
+        models = {"dense": dense.model, "pruned": api.load(store.run_dir(record["run_id"])).model}
+        if twin is not None:
+            models["masked"] = api.load(store.run_dir(twin)).model
+        timing = time_models(models, data, settings)
+        record["metrics"] = {**record["metrics"], **timing}
+        store.write_record(record)
+        outcome.measured.append(record["run_id"])
+        labels = record.get("labels") or {}
+        say(f"{labels.get('model')} {labels.get('method')} {labels.get('target_density', 0):.3g} "
+            f"[{_engine(record)}]: speedup {timing['speedup']:.2f}x at batch {timing['speedup_batch_size']}")
+
+
+def _engine(record: dict[str, Any]) -> str:
+    return str((record.get("labels") or {}).get("engine") or "dense")
+
+
+def _masked_twin(record: dict[str, Any], records: dict[str, dict[str, Any]]) -> str | None:
+    """The dense-engine run with the same parent and pruning settings as sparse-engine ``record``."""
+    prune = (record.get("config") or {}).get("prune")
+    for other in records.values():
+        config = other.get("config") or {}
+        if (other.get("parent_id") == record.get("parent_id") and config.get("engine") == "dense"
+                and config.get("prune") == prune and other.get("status") == "done"):
+            return str(other["run_id"])
+    return None
+
+
+def time_models(models: dict[str, Any], data: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """Alternating timings of ``models`` (``dense``, ``pruned``, optionally ``masked``) at each batch size, as the
+    record's timing fields plus ``latency_pass``."""
+    from tsprune.measure import compare_latency, cpu_name, example_inputs
+
+    load = os.getloadavg()[0]
+    paired = {str(size): compare_latency(models, example_inputs(data, size), settings["repeats"],
+                                         threads=settings["threads"]) for size in settings["batch_sizes"]}
+    largest = str(max(settings["batch_sizes"]))
+    latency = {size: timing["pruned"] for size, timing in paired.items()}
+    latency_dense = {size: timing["dense"] for size, timing in paired.items()}
+    out: dict[str, Any] = {
+        "latency": latency, "latency_dense": latency_dense,
+        "latency_ms": latency[largest]["median_ms"], "latency_dense_ms": latency_dense[largest]["median_ms"],
+        "speedup": latency_dense[largest]["median_ms"] / latency[largest]["median_ms"],
+        "speedup_by_batch_size": {size: latency_dense[size]["median_ms"] / latency[size]["median_ms"]
+                                  for size in latency},
+        "speedup_batch_size": int(largest),
+    }
+    if "masked" in models:
+        masked = {size: timing["masked"] for size, timing in paired.items()}
+        out.update({"latency_masked": masked, "latency_masked_ms": masked[largest]["median_ms"],
+                    "speedup_masked": out["latency_dense_ms"] / masked[largest]["median_ms"],
+                    "speedup_over_masked": masked[largest]["median_ms"] / out["latency_ms"]})
+    out["latency_pass"] = {**settings, "at": now_utc(), "load_average_before": round(load, 2),
+                           "load_average_after": round(os.getloadavg()[0], 2), "cpu": cpu_name(),
+                           "host": platform.node()}
+    return out
