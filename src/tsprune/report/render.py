@@ -19,6 +19,7 @@ import pandas as pd
 
 from tsprune.report import tables
 from tsprune.report.figures import FIGURES
+from tsprune.report.findings import SEED_SPREAD, findings
 from tsprune.report.style import STYLE, note_figure
 
 PNG_DPI = 150
@@ -51,6 +52,7 @@ class Table:
     columns: list[Column]
     frame: pd.DataFrame
     empty: str
+    lead: bool = False  # shown before the figures
 
 
 def figure_names() -> list[str]:
@@ -70,6 +72,7 @@ def build_report(frame: pd.DataFrame, out_dir: Path, title: str = "tsprune sweep
     header = tables.header(data)
     markdown_path = out_dir / "report.md"
     markdown_path.write_text(to_markdown(title, header, report_tables), encoding="utf-8")
+    (out_dir / FINDINGS_FILE).write_text(findings_markdown(report_tables[0]), encoding="utf-8")
     (out_dir / "report.html").write_text(to_html(title, header, report_tables, figure_dir), encoding="utf-8")
     return markdown_path
 
@@ -109,6 +112,26 @@ def text(value: object) -> str:
     return "—" if value is None or (not isinstance(value, str) and pd.isna(value)) else tables.format_value(value)
 
 
+FINDINGS_FILE = "findings.md"
+FINDINGS_CAPTION = (f"Each claim of the study, decided by the test beside it on this table's runs (main grid, "
+                    f"seed means). MSE differences below {SEED_SPREAD} are not findings: that is the spread of two "
+                    f"seeds of one model under one protocol (Informer on ETTh1/96, 1.045 vs 1.094). 'open': the "
+                    f"runs the test needs are not all finished.")
+
+
+def findings_table(data: pd.DataFrame) -> Table:
+    return Table("Findings", FINDINGS_CAPTION,
+                 [Column("claim", "claim of the study", text), Column("verdict", "verdict", text),
+                  Column("evidence", "evidence (from the results table)", text), Column("runs", "runs", count),
+                  Column("test", "test", text)],
+                 findings(data), "No runs.", lead=True)
+
+
+def findings_markdown(table: Table) -> str:
+    """The findings table as the README carries it (``tsprune report --readme``)."""
+    return f"{table.caption}\n\n{md_table(table)}\n"
+
+
 def build_tables(data: pd.DataFrame) -> list[Table]:
     task = [Column("model", "model", text), Column("dataset", "dataset", text), Column("pred_len", "horizon", text),
             Column("method", "method", text)]
@@ -140,7 +163,7 @@ def build_tables(data: pd.DataFrame) -> list[Table]:
          Column("target_density", "target density", number(3)), Column("seed", "seed", text),
          Column("status", "status", text), Column("error", "error", text), Column("run_id", "run", text)],
         tables.failed(data), "No failed runs.")
-    return [best, summary, failed]
+    return [findings_table(data), best, summary, failed]
 
 
 def cells(table: Table) -> list[list[str]]:
@@ -177,11 +200,14 @@ def md_table(table: Table) -> str:
 
 
 def to_markdown(title: str, header: list[tuple[str, str]], report_tables: list[Table]) -> str:
-    parts = [f"# {title}", "", *(f"- **{label}**: {md_cell(value)}" for label, value in header), "", "## Figures", ""]
+    parts = [f"# {title}", "", *(f"- **{label}**: {md_cell(value)}" for label, value in header), ""]
+    for table in (t for t in report_tables if t.lead):
+        parts += [f"## {table.title}", "", table.caption, "", md_table(table), ""]
+    parts += ["## Figures", ""]
     for name in FIGURES:
         parts += [f"### {name.replace('_', ' ')}", "", f"![{name}](figures/{name}.png)", "", CAPTIONS[name], "",
                   f"SVG: [figures/{name}.svg](figures/{name}.svg)", ""]
-    for table in report_tables:
+    for table in (t for t in report_tables if not t.lead):
         parts += [f"## {table.title}", "", table.caption, "", md_table(table), ""]
     return "\n".join(parts)
 
@@ -224,14 +250,17 @@ def to_html(title: str, header: list[tuple[str, str]], report_tables: list[Table
     nav = " ".join(f'<a href="#{name}">{name.replace("_", " ")}</a>' for name in FIGURES)
     head = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>")
-    parts = [head, f"<h1>{html.escape(title)}</h1>", f'<dl class="meta">\n{meta}\n</dl>', f"<nav>{nav}</nav>",
-             "<h2>Figures</h2>"]
+    parts = [head, f"<h1>{html.escape(title)}</h1>", f'<dl class="meta">\n{meta}\n</dl>', f"<nav>{nav}</nav>"]
+    for table in (t for t in report_tables if t.lead):
+        parts += [f"<h2>{html.escape(table.title)}</h2>", f'<p class="caption">{html.escape(table.caption)}</p>',
+                  html_table(table)]
+    parts.append("<h2>Figures</h2>")
     for name in FIGURES:
         encoded = base64.b64encode((figure_dir / f"{name}.png").read_bytes()).decode("ascii")
         parts.append(f'<figure id="{name}">\n<h3>{name.replace("_", " ")}</h3>\n'
                      f'<img alt="{name}" src="data:image/png;base64,{encoded}">\n'
                      f"<figcaption>{html.escape(CAPTIONS[name])}</figcaption>\n</figure>")
-    for table in report_tables:
+    for table in (t for t in report_tables if not t.lead):
         parts += [f"<h2>{html.escape(table.title)}</h2>", f'<p class="caption">{html.escape(table.caption)}</p>',
                   html_table(table)]
     parts.append("</body>\n</html>\n")

@@ -1,0 +1,156 @@
+"""The findings table: each claim of the study decided by its written test on a results table.
+
+The tables here are built by hand so that each claim's outcome is known: the study's claims all hold in the first,
+and each variant breaks (or leaves open) exactly one of them.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tsprune.report import tables
+from tsprune.report.findings import findings
+from tsprune.report.render import build_report
+
+MODELS = ["Autoformer", "Crossformer", "FEDformer", "Informer", "Transformer"]
+DENSE = {"Autoformer": 0.45, "Crossformer": 0.38, "FEDformer": 0.41, "Informer": 0.78, "Transformer": 0.81}
+# how far magnitude pruning keeps each model within the seed spread (Autoformer and FEDformer the furthest)
+KEPT = {"Autoformer": 0.8**20, "FEDformer": 0.8**19, "Crossformer": 0.8**12, "Informer": 0.8**8,
+        "Transformer": 0.8**6}
+DEPGRAPH_LOSS = {"Autoformer": 0.01, "Crossformer": 0.30, "FEDformer": 0.02, "Informer": 0.12, "Transformer": 0.05}
+
+
+def row(model: str, method: str = "dense", density: float = 1.0, mse: float | None = None, **extra) -> dict:
+    base = {"run_id": f"{model}-{method}-{density:.5f}-{extra.get('finetune_epochs', 0)}-"
+                      f"{extra.get('engine', 'dense')}-{extra.get('size', 'default')}-"
+                      f"{extra.get('train_fraction', 1.0)}",
+            "parent_id": None if method == "dense" else f"{model}-dense", "kind": "dense" if method == "dense"
+            else "prune", "status": "done", "model": model, "dataset": "ETTh1", "pred_len": 96, "seed": 2021,
+            "size": "default", "train_fraction": 1.0, "method": method, "target_density": density,
+            "finetune_epochs": 0, "engine": "dense", "mse": DENSE[model] if mse is None else mse,
+            "dense_mse": DENSE[model], "params": 10_000_000, "flops_ratio": 1.0 if method != "depgraph" else density,
+            "flops_effective_ratio": density, "speedup": 1.0, "density_total": density}
+    return {**base, **extra}
+
+
+def study_table(**changes) -> pd.DataFrame:
+    rows = []
+    for model in MODELS:
+        dense = DENSE[model]
+        rows.append(row(model))
+        for i in range(21):
+            density = 0.8**i
+            mse = dense + (0.0 if density >= KEPT[model] - 1e-9 else 0.2)
+            rows.append(row(model, "magnitude", density, mse, speedup=1.02))
+            rows.append(row(model, "magnitude", density, mse, engine="sparse", speedup=1.0 / max(density, 0.2)))
+        for i in range(1, 11):
+            density = 0.8**i
+            loss = DEPGRAPH_LOSS[model] * i
+            bump = 0.1 if model == "Crossformer" and i == 7 else 0.0  # falls back by 0.1 on the way down
+            rows.append(row(model, "depgraph", density, dense + loss - bump, speedup=1.0 / density ** 0.5))
+        for method in ("magnitude", "depgraph"):
+            for density in (0.8**5, 0.8**10):
+                rows.append(row(model, method, density, dense + 0.02, finetune_epochs=1))
+        rows = [r for r in rows if not (r["model"] == model and r["method"] in ("magnitude", "depgraph")
+                                        and abs(r["target_density"] - 0.8**10) < 1e-9 and r["finetune_epochs"] == 0)]
+        for method in ("magnitude", "depgraph"):  # before fine-tuning at 0.107: well above dense, but for the
+            # magnitude-pruned Autoformer and FEDformer, which keep their accuracy far below it
+            robust = method == "magnitude" and KEPT[model] < 0.8**10
+            mse = dense if robust else dense + 0.3
+            rows.append(row(model, method, 0.8**10, mse, speedup=1.02))
+            if method == "magnitude":
+                rows.append(row(model, method, 0.8**10, mse, engine="sparse", speedup=3.1))
+    # Autoformer size x data: the small model wins on little data, the default one on all of it
+    for size, params in (("d64", 200_000), ("d256", 3_000_000), ("default", 10_000_000)):
+        for fraction in (0.25, 0.5, 1.0):
+            gap = {"d64": {0.25: 0.0, 0.5: 0.05, 1.0: 0.12}, "d256": {0.25: 0.03, 0.5: 0.0, 1.0: 0.04},
+                   "default": {0.25: 0.08, 0.5: 0.02, 1.0: 0.0}}[size][fraction]
+            if (size, fraction) != ("default", 1.0):
+                rows.append(row("Autoformer", mse=0.45 + gap, size=size, train_fraction=fraction, params=params))
+    frame = pd.DataFrame(rows)
+    for key, edit in changes.items():
+        frame = edit(frame)
+    return tables.prepare(frame)
+
+
+def verdicts(frame: pd.DataFrame) -> dict[str, str]:
+    table = findings(frame)
+    assert table["claim"].is_unique
+    return dict(zip(table["claim"], table["verdict"]))
+
+
+def test_the_studys_claims_hold_on_a_table_built_to_confirm_them():
+    table = findings(study_table())
+    got = dict(zip(table["claim"], table["verdict"]))
+    assert got == {
+        "Magnitude pruning keeps accuracy to high sparsity": "confirmed",
+        "Autoformer and FEDformer are the most robust, competitive down to ~1%": "confirmed",
+        "DepGraph (structured) pruning is inconsistent across models": "confirmed",
+        "Pruning cuts FLOPs (~7x) but saves no time": "confirmed",
+        "…unless the zeros are skipped (tsprune, beyond the study)": "—",
+        "Fine-tuning is needed (magnitude)": "partly",  # not for the two robust models
+        "Fine-tuning is needed (depgraph)": "confirmed",
+        "Model size must grow with dataset size (Autoformer)": "confirmed",
+    }
+    evidence = dict(zip(table["claim"], table["evidence"]))
+    assert "Autoformer 1.15%" in evidence["Autoformer and FEDformer are the most robust, competitive down to ~1%"]
+    assert "median 9.3x fewer effective FLOPs, speedup 1.02x" in evidence["Pruning cuts FLOPs (~7x) but saves no time"]
+    beyond = evidence["…unless the zeros are skipped (tsprune, beyond the study)"]
+    assert "sparse engine at 10.7%: median 3.10x" in beyond
+    assert "non-monotone: Crossformer" in evidence["DepGraph (structured) pruning is inconsistent across models"]
+    assert "25% of the data: d64" in evidence["Model size must grow with dataset size (Autoformer)"]
+    assert (table["runs"] > 0).all()
+
+
+def drop(condition):
+    return lambda frame: frame[~condition(frame)]
+
+
+@pytest.mark.parametrize("change, claim, verdict", [
+    # Informer loses accuracy from the first cut: only four of five models keep it to 0.328
+    ({"mse": lambda f: f.assign(mse=f["mse"].where(~((f["model"] == "Informer") & (f["method"] == "magnitude")
+                                                     & (f["target_density"] < 0.9)), 1.2))},
+     "Magnitude pruning keeps accuracy to high sparsity", "partly"),
+    # Transformer keeps it furthest: Autoformer and FEDformer are no longer the two most robust
+    ({"mse": lambda f: f.assign(mse=f["mse"].where(~((f["model"] == "Transformer") & (f["method"] == "magnitude")
+                                                     & (f["finetune_epochs"] == 0)), 0.81))},
+     "Autoformer and FEDformer are the most robust, competitive down to ~1%", "partly"),
+    # every model loses the same under DepGraph and no curve turns back
+    ({"mse": lambda f: f.assign(mse=f["mse"].where(~((f["method"] == "depgraph") & (f["finetune_epochs"] == 0)),
+                                                  f["dense_mse"] + 0.01))},
+     "DepGraph (structured) pruning is inconsistent across models", "refuted"),
+    # masked models ran 1.5x faster: time was saved
+    ({"speedup": lambda f: f.assign(speedup=f["speedup"].where(~((f["method"] == "magnitude")
+                                                                 & (f["engine"] == "dense")), 1.5))},
+     "Pruning cuts FLOPs (~7x) but saves no time", "partly"),
+    # fine-tuning changed nothing
+    ({"mse": lambda f: f.assign(mse=f["mse"].where(f["finetune_epochs"] == 0, f["dense_mse"] + 0.3))},
+     "Fine-tuning is needed (depgraph)", "refuted"),
+    # every model loses accuracy at 0.107 without fine-tuning and gets it back with it
+    ({"mse": lambda f: f.assign(mse=f["mse"].where(~((f["method"] == "magnitude") & (f["finetune_epochs"] == 0)
+                                                     & (abs(f["target_density"] - 0.8**10) < 1e-6)),
+                                                  f["dense_mse"] + 0.3))},
+     "Fine-tuning is needed (magnitude)", "confirmed"),
+    # the largest model wins on every fraction: size did not have to grow with the data
+    ({"mse": lambda f: f.assign(mse=f["mse"].where(~((f["model"] == "Autoformer") & (f["kind"] == "dense")
+                                                     & (f["size"] == "default")), 0.40))},
+     "Model size must grow with dataset size (Autoformer)", "partly"),
+    # a model's DepGraph runs are not in the table yet
+    ({"drop": drop(lambda f: (f["model"] == "Crossformer") & (f["method"] == "depgraph"))},
+     "DepGraph (structured) pruning is inconsistent across models", "open"),
+    # without the smallest size the bigger one wins on little data, but its lead at full data is within the spread
+    ({"drop": drop(lambda f: (f["model"] == "Autoformer") & (f["size"] == "d64"))},
+     "Model size must grow with dataset size (Autoformer)", "partly"),
+])
+def test_each_claim_follows_its_test(change, claim, verdict):
+    assert verdicts(study_table(**change))[claim] == verdict
+
+
+def test_findings_lead_the_report_and_are_written_for_the_readme(tmp_path):
+    build_report(study_table(), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert report.index("## Findings") < report.index("## Figures")
+    lines = (tmp_path / "findings.md").read_text().splitlines()
+    assert lines[0].startswith("Each claim of the study") and "| claim of the study | verdict |" in lines[2]
+    assert len([line for line in lines if line.startswith("| ")]) == 1 + 8
