@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench reproduce clean
+.PHONY: install demo test lint bench reproduce study-results clean
 
 install: $(STAMP)
 
@@ -31,6 +31,16 @@ bench: install
 # resumable: run it again after an interruption).
 reproduce: install
 	$(BIN)/python benchmarks/reproduce.py --runs runs/reproduce
+
+# The study at real scale (preset study-etth1): export the sweep's table, write its report and the README's
+# findings from that table. SWEEP is the sweep directory (`tsprune sweep run study-etth1 --dir ...`); without it,
+# only the report and the findings are rebuilt from the committed table.
+STUDY := benchmarks/results/study-etth1
+study-results: install
+	@if [ -n "$(SWEEP)" ]; then $(BIN)/tsprune results $(SWEEP) --export $(STUDY)/results.parquet && \
+	  $(BIN)/tsprune results $(SWEEP) --export $(STUDY)/results.csv; fi
+	$(BIN)/tsprune report $(STUDY)/results.parquet --out $(STUDY)/report --title "The study on ETTh1/96 in tsprune" \
+	  --readme README.md
 
 clean:
 	rm -rf $(VENV) demo build dist src/*.egg-info

@@ -154,3 +154,46 @@ def test_findings_lead_the_report_and_are_written_for_the_readme(tmp_path):
     lines = (tmp_path / "findings.md").read_text().splitlines()
     assert lines[0].startswith("Each claim of the study") and "| claim of the study | verdict |" in lines[2]
     assert len([line for line in lines if line.startswith("| ")]) == 1 + 8
+
+
+def test_report_writes_the_findings_into_the_readme_block(tmp_path):
+    from typer.testing import CliRunner
+
+    from tsprune.cli import app
+
+    runner = CliRunner()
+    from tsprune.sweep.store import write_table
+
+    results = write_table(study_table(), tmp_path / "results.parquet")
+    readme = tmp_path / "README.md"
+    original = ("# tool\n\nbefore\n<!-- tsprune findings start -->\nstale\n<!-- tsprune findings end -->\n"
+                "after\n")
+    readme.write_text(original)
+    result = runner.invoke(app, ["report", str(results), "--out", str(tmp_path / "report"), "--readme", str(readme)])
+    assert result.exit_code == 0, result.output
+    text = readme.read_text()
+    assert text.startswith("# tool\n\nbefore\n<!-- tsprune findings start -->\nEach claim of the study")
+    assert text.endswith("|\n<!-- tsprune findings end -->\nafter\n") and "stale" not in text
+    assert (tmp_path / "report" / "findings.md").read_text() in text
+    readme.write_text("# no block\n")
+    result = runner.invoke(app, ["report", str(results), "--out", str(tmp_path / "report"), "--readme", str(readme)])
+    assert result.exit_code == 2 and "has no findings block" in result.output and "Traceback" not in result.output
+    assert readme.read_text() == "# no block\n"
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    result = runner.invoke(app, ["report", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and "not a readable results table" in result.output
+
+
+def test_readme_findings_are_those_of_the_committed_study_results():
+    """The README's findings block is generated from benchmarks/results/study-etth1/results.parquet."""
+    from pathlib import Path
+
+    from tsprune.report.render import README_END, README_START, findings_markdown, findings_table
+    from tsprune.sweep.store import read_results
+
+    root = Path(__file__).resolve().parents[1]
+    results = root / "benchmarks" / "results" / "study-etth1" / "results.parquet"
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index(README_START) + len(README_START):readme.index(README_END)].strip("\n")
+    expected = findings_markdown(findings_table(tables.prepare(read_results(results)))).strip("\n")
+    assert block == expected, "README findings are stale: run `make study-report`"

@@ -393,19 +393,28 @@ def demo(
 @app.command()
 @user_errors
 def report(
-    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `tsprune sweep run`.")],
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `tsprune sweep run`, or a results "
+                                                   "table (.parquet/.csv) exported from one.")],
     out: Annotated[Path, typer.Option(help="Report directory (report.md, report.html, figures/).")] = Path("report"),
     title: Annotated[str, typer.Option()] = "tsprune sweep report",
+    readme: Annotated[Optional[Path], typer.Option(help="Also write the findings into this file's findings block "
+                                                        "(the README's).")] = None,
 ) -> None:
     """Write the study's figures and tables for a sweep: markdown, self-contained HTML, PNG and SVG."""
     from tsprune.report import build_report
-    from tsprune.sweep.store import load_results
+    from tsprune.report.render import update_readme
+    from tsprune.sweep.store import read_results
 
-    frame = load_results(sweep_dir)
+    frame = read_results(sweep_dir)
     if frame.empty:
-        raise TsPruneError(f"{sweep_dir} has no records: run `tsprune sweep run SPEC --dir {sweep_dir}` first")
+        raise TsPruneError(f"{sweep_dir} holds no runs yet: run `tsprune sweep run SPEC --dir DIR` first")
+    if readme is not None and not readme.is_file():
+        raise TsPruneError(f"{readme} not found: --readme takes the file whose findings block to update")
     path = build_report(frame, out, title=title)
     console.print(f"[green]report written:[/green] {path} (and {path.with_suffix('.html')})")
+    if readme is not None:
+        update_readme(readme, out)
+        console.print(f"findings written into {readme}", highlight=False)
 
 
 sweep_app = typer.Typer(no_args_is_help=True, help="Plan and run sweeps (models x datasets x horizons x methods x "

@@ -132,6 +132,26 @@ def findings_markdown(table: Table) -> str:
     return f"{table.caption}\n\n{md_table(table)}\n"
 
 
+README_START, README_END = "<!-- tsprune findings start -->", "<!-- tsprune findings end -->"
+
+
+def update_readme(readme: Path, out_dir: Path) -> None:
+    """Replace the block between :data:`README_START` and :data:`README_END` in ``readme`` with the findings
+    ``build_report`` wrote to ``out_dir``; the rest of the file is kept byte for byte."""
+    from tsprune.errors import TsPruneError
+
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise TsPruneError(f"{readme} has no findings block: add a line {README_START} and, below it, a line "
+                           f"{README_END}")
+    block = (out_dir / FINDINGS_FILE).read_text(encoding="utf-8")
+    updated = f"{text[:start + len(README_START)]}\n{block}{text[end:]}"
+    tmp = readme.with_name(f".{readme.name}.tmp")
+    tmp.write_text(updated, encoding="utf-8")
+    tmp.replace(readme)
+
+
 def build_tables(data: pd.DataFrame) -> list[Table]:
     task = [Column("model", "model", text), Column("dataset", "dataset", text), Column("pred_len", "horizon", text),
             Column("method", "method", text)]

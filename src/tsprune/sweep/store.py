@@ -190,6 +190,27 @@ def load_results(sweep_dir: str | Path) -> pd.DataFrame:
     return records_frame(list(store.records().values()))
 
 
+def read_results(source: str | Path) -> pd.DataFrame:
+    """The results of a sweep directory, or a results table exported from one (``.parquet`` or ``.csv``)."""
+    path = Path(source)
+    if path.is_dir():
+        return load_results(path)
+    if not path.is_file():
+        raise TsPruneError(f"{path} not found: give a sweep directory or a results .parquet/.csv file")
+    import duckdb
+
+    reader = "read_parquet" if path.suffix.lower() == ".parquet" else "read_csv_auto"
+    try:
+        frame = duckdb.sql(f"SELECT * FROM {reader}('{_sql_string(path)}')").df()
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise TsPruneError(f"{path} is not a readable results table ({type(exc).__name__}): export one with "
+                           "`tsprune results DIR --export FILE.parquet`") from None
+    missing = [column for column in ("run_id", "kind", "status", "model", "mse") if column not in frame]
+    if missing:
+        raise TsPruneError(f"{path} is not a tsprune results table (no {', '.join(missing)} column)")
+    return frame
+
+
 def query(sweep_dir: str | Path, sql: str) -> pd.DataFrame:
     """Run DuckDB ``sql`` over a view named ``runs`` holding :func:`load_results`."""
     import duckdb
@@ -209,13 +230,17 @@ EXPORT_FORMATS = {".parquet": "(FORMAT parquet)", ".csv": "(FORMAT csv, HEADER)"
 
 def export(sweep_dir: str | Path, path: str | Path) -> Path:
     """Write the results table to ``path`` (``.parquet`` or ``.csv``) with DuckDB, atomically."""
+    return write_table(load_results(sweep_dir), path)
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` to ``path`` (``.parquet`` or ``.csv``) with DuckDB, atomically."""
     import duckdb
 
     path = Path(path)
     options = EXPORT_FORMATS.get(path.suffix.lower())
     if options is None:
         raise TsPruneError(f"cannot export to {path.name}: use a .parquet or .csv file name")
-    frame = load_results(sweep_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     connection = duckdb.connect()
