@@ -377,16 +377,23 @@ def plot(
 @app.command()
 @user_errors
 def demo(
-    out: Annotated[Path, typer.Option(help="Directory for the sweep and the report.")] = Path("demo"),
-    workers: Annotated[int, typer.Option(help="Concurrent runs.")] = 2,
-    threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: cores // workers).")]
-    = None,
+    out: Annotated[Path, typer.Option(help="Directory for the sweep, the timings and the report.")] = Path("demo"),
+    workers: Annotated[int, typer.Option(help="Concurrent runs of the accuracy part (one thread each).")] = 2,
+    retrain: Annotated[bool, typer.Option(help="Train the five dense models from scratch instead of using the "
+                                               "shipped checkpoints.")] = False,
+    save_checkpoints: Annotated[Optional[Path], typer.Option(help="Write the dense runs to this folder in the "
+                                                                  "shipped layout (with --retrain: the command "
+                                                                  "that makes the shipped checkpoints).")] = None,
+    speed: Annotated[bool, typer.Option(help="Run the speed part (full-size models timed).")] = True,
     progress: Annotated[bool, typer.Option(help="Live progress bar.")] = True,
 ) -> None:
-    """Run the paper-mini sweep (five small models on ETTh1/96, pruned every way) and write its report."""
+    """The study in miniature: the paper-mini sweep on trained small models, full-size timings, and the report."""
     from tsprune.demo import run_demo
 
-    report = run_demo(Path(out), workers=workers, threads=threads, progress=progress, console=err_console)
+    if workers < 1:
+        raise TsPruneError(f"--workers must be at least 1, got {workers}")
+    report = run_demo(Path(out), workers=workers, retrain=retrain, save_to=save_checkpoints, speed=speed,
+                      progress=progress, console=err_console)
     console.print(f"[green]report written:[/green] {report} (and {report.with_suffix('.html')})")
 
 

@@ -60,20 +60,37 @@ def figure_names() -> list[str]:
     return list(FIGURES)
 
 
-def build_report(frame: pd.DataFrame, out_dir: Path, title: str = "tsprune sweep report") -> Path:
-    """Write report.md, report.html and figures/*.png|svg for a sweep results table; returns report.md's path."""
+SPEED_CAPTION = ("Measured speedup against FLOPs reduction at full default size (d_model 512; Crossformer its own "
+                 "defaults), batch 32, dense and pruned models timed in alternation. The weights are untrained: "
+                 "accuracy does not enter here, and timing does not depend on the values. Filled markers: masked "
+                 "weights on dense kernels; hollow: the same model on tsprune's sparse engine.")
+
+
+def build_report(frame: pd.DataFrame, out_dir: Path, title: str = "tsprune sweep report", preface: str = "",
+                 speed: pd.DataFrame | None = None) -> Path:
+    """Write report.md, report.html and figures/*.png|svg for a sweep results table; returns report.md's path.
+
+    ``preface`` (markdown paragraphs) opens the report. ``speed`` is a table of timings taken apart from the sweep
+    (``tsprune.speed``): the speed figure and the time claims are then drawn from it, and it gets a table.
+    """
     data = tables.prepare(frame)
+    timing = tables.prepare(speed) if speed is not None else None
     out_dir = Path(out_dir)
     figure_dir = out_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
+    captions = dict(CAPTIONS)
     for name in FIGURES:
-        save_figure(data, name, figure_dir)
-    report_tables = build_tables(data)
+        source = timing if timing is not None and name == "speedup_vs_flops" else data
+        save_figure(source, name, figure_dir)
+    if timing is not None:
+        captions["speedup_vs_flops"] = SPEED_CAPTION
+    report_tables = build_tables(data, timing)
     header = tables.header(data)
     markdown_path = out_dir / "report.md"
-    markdown_path.write_text(to_markdown(title, header, report_tables), encoding="utf-8")
+    markdown_path.write_text(to_markdown(title, header, report_tables, preface, captions), encoding="utf-8")
     (out_dir / FINDINGS_FILE).write_text(findings_markdown(report_tables[0]), encoding="utf-8")
-    (out_dir / "report.html").write_text(to_html(title, header, report_tables, figure_dir), encoding="utf-8")
+    (out_dir / "report.html").write_text(to_html(title, header, report_tables, figure_dir, preface, captions),
+                                         encoding="utf-8")
     return markdown_path
 
 
@@ -119,12 +136,27 @@ FINDINGS_CAPTION = (f"Each claim of the study, decided by the test beside it on 
                     f"runs the test needs are not all finished.")
 
 
-def findings_table(data: pd.DataFrame) -> Table:
+def findings_table(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> Table:
     return Table("Findings", FINDINGS_CAPTION,
                  [Column("claim", "claim of the study", text), Column("verdict", "verdict", text),
                   Column("evidence", "evidence (from the results table)", text), Column("runs", "runs", count),
                   Column("test", "test", text)],
-                 findings(data), "No runs.", lead=True)
+                 findings(data, timing), "No runs.", lead=True)
+
+
+def speed_table(timing: pd.DataFrame) -> Table:
+    frame = timing.assign(flops_reduction=tables.flops_reduction(timing))
+    columns = [Column("model", "model", text), Column("method", "method", text), Column("engine", "engine", text),
+               Column("target_density", "density target", number(3)),
+               Column("density_total", "density (all params)", number(3)),
+               Column("flops_reduction", "FLOPs reduction", fixed(1, "×"))]
+    for key in [c for c in timing.columns if c.startswith("speedup_b")]:
+        size = key.removeprefix("speedup_b")
+        columns += [Column(f"latency_dense_b{size}_ms", f"dense ms (batch {size})", fixed(1)),
+                    Column(f"latency_b{size}_ms", f"pruned ms (batch {size})", fixed(1)),
+                    Column(key, f"speedup (batch {size})", fixed(2, "×"))]
+    return Table("Speed at full size", SPEED_CAPTION.replace("Measured speedup against FLOPs reduction", "Latency")
+                 .replace(", batch 32", ""), columns, frame, "No timings.")
 
 
 def findings_markdown(table: Table) -> str:
@@ -152,7 +184,7 @@ def update_readme(readme: Path, out_dir: Path) -> None:
     tmp.replace(readme)
 
 
-def build_tables(data: pd.DataFrame) -> list[Table]:
+def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> list[Table]:
     task = [Column("model", "model", text), Column("dataset", "dataset", text), Column("pred_len", "horizon", text),
             Column("method", "method", text)]
     grid = tables.grid_description(data)
@@ -183,7 +215,8 @@ def build_tables(data: pd.DataFrame) -> list[Table]:
          Column("target_density", "target density", number(3)), Column("seed", "seed", text),
          Column("status", "status", text), Column("error", "error", text), Column("run_id", "run", text)],
         tables.failed(data), "No failed runs.")
-    return [findings_table(data), best, summary, failed]
+    speed = [speed_table(timing)] if timing is not None else []
+    return [findings_table(data, timing), *speed, best, summary, failed]
 
 
 def cells(table: Table) -> list[list[str]]:
@@ -219,13 +252,15 @@ def md_table(table: Table) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(title: str, header: list[tuple[str, str]], report_tables: list[Table]) -> str:
-    parts = [f"# {title}", "", *(f"- **{label}**: {md_cell(value)}" for label, value in header), ""]
+def to_markdown(title: str, header: list[tuple[str, str]], report_tables: list[Table], preface: str = "",
+                captions: dict[str, str] = CAPTIONS) -> str:
+    parts = [f"# {title}", "", *([preface.strip(), ""] if preface else []),
+             *(f"- **{label}**: {md_cell(value)}" for label, value in header), ""]
     for table in (t for t in report_tables if t.lead):
         parts += [f"## {table.title}", "", table.caption, "", md_table(table), ""]
     parts += ["## Figures", ""]
     for name in FIGURES:
-        parts += [f"### {name.replace('_', ' ')}", "", f"![{name}](figures/{name}.png)", "", CAPTIONS[name], "",
+        parts += [f"### {name.replace('_', ' ')}", "", f"![{name}](figures/{name}.png)", "", captions[name], "",
                   f"SVG: [figures/{name}.svg](figures/{name}.svg)", ""]
     for table in (t for t in report_tables if not t.lead):
         parts += [f"## {table.title}", "", table.caption, "", md_table(table), ""]
@@ -265,12 +300,16 @@ def html_table(table: Table) -> str:
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
-def to_html(title: str, header: list[tuple[str, str]], report_tables: list[Table], figure_dir: Path) -> str:
+def to_html(title: str, header: list[tuple[str, str]], report_tables: list[Table], figure_dir: Path,
+            preface: str = "", captions: dict[str, str] = CAPTIONS) -> str:
     meta = "\n".join(f"<dt>{html.escape(label)}</dt><dd>{html.escape(value)}</dd>" for label, value in header)
     nav = " ".join(f'<a href="#{name}">{name.replace("_", " ")}</a>' for name in FIGURES)
     head = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>")
-    parts = [head, f"<h1>{html.escape(title)}</h1>", f'<dl class="meta">\n{meta}\n</dl>', f"<nav>{nav}</nav>"]
+    intro = "".join(f"<p>{html.escape(paragraph.strip())}</p>\n" for paragraph in preface.split("\n\n")
+                    if paragraph.strip())
+    parts = [head, f"<h1>{html.escape(title)}</h1>", intro, f'<dl class="meta">\n{meta}\n</dl>',
+             f"<nav>{nav}</nav>"]
     for table in (t for t in report_tables if t.lead):
         parts += [f"<h2>{html.escape(table.title)}</h2>", f'<p class="caption">{html.escape(table.caption)}</p>',
                   html_table(table)]
@@ -279,7 +318,7 @@ def to_html(title: str, header: list[tuple[str, str]], report_tables: list[Table
         encoded = base64.b64encode((figure_dir / f"{name}.png").read_bytes()).decode("ascii")
         parts.append(f'<figure id="{name}">\n<h3>{name.replace("_", " ")}</h3>\n'
                      f'<img alt="{name}" src="data:image/png;base64,{encoded}">\n'
-                     f"<figcaption>{html.escape(CAPTIONS[name])}</figcaption>\n</figure>")
+                     f"<figcaption>{html.escape(captions[name])}</figcaption>\n</figure>")
     for table in (t for t in report_tables if not t.lead):
         parts += [f"<h2>{html.escape(table.title)}</h2>", f'<p class="caption">{html.escape(table.caption)}</p>',
                   html_table(table)]
