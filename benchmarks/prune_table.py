@@ -20,7 +20,7 @@ from tsprune.config import PruneConfig
 from tsprune.errors import TsPruneError
 from tsprune.report.render import markdown_table
 from tsprune.prune.pipeline import dense_baseline
-from tsprune.prune.unstructured import parse_densities
+from tsprune.schedule import parse_densities
 
 cli = typer.Typer(add_completion=False)
 

@@ -6,13 +6,19 @@
     >>> tsprune.evaluate("runs/autoformer")["mse"]
     >>> pruned = tsprune.prune("runs/autoformer", "magnitude", 0.107, out="runs/autoformer-0.107", finetune_epochs=1)
     >>> pruned.metrics["speedup"], tsprune.measure("runs/autoformer-0.107")["flops"]
+
+The names below are imported when first used, so ``import tsprune`` stays light.
 """
 
-from tsprune._version import __version__
-from tsprune.api import evaluate, load, make_config, measure, prune, train
-from tsprune.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
-from tsprune.errors import TsPruneError
-from tsprune.run import Run
+from tsprune._lazy import lazy_attributes
+from tsprune._version import __version__  # noqa: F401 - listed in __all__
 
-__all__ = ["DataConfig", "ModelConfig", "PruneConfig", "Run", "RunConfig", "TrainConfig", "TsPruneError", "__version__",
-           "evaluate", "load", "make_config", "measure", "prune", "train"]
+_WHERE = {
+    "evaluate": "tsprune.api", "load": "tsprune.api", "measure": "tsprune.api", "prune": "tsprune.api",
+    "train": "tsprune.api", "make_config": "tsprune.configure",
+    "DataConfig": "tsprune.config", "ModelConfig": "tsprune.config", "PruneConfig": "tsprune.config",
+    "RunConfig": "tsprune.config", "TrainConfig": "tsprune.config", "TsPruneError": "tsprune.errors",
+    "Run": "tsprune.run",
+}
+__getattr__ = lazy_attributes(__name__, _WHERE)
+__all__ = sorted([*_WHERE, "__version__"])

@@ -9,35 +9,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tsprune.config import TRAIN_PRESETS, DataConfig, RunConfig, TrainConfig, read_json, replace_known, write_json
+from tsprune.config import RunConfig, read_json, replace_known, write_json
+from tsprune.configure import make_config  # noqa: F401 - part of the API
 from tsprune.data.dataset import ForecastData, prepare_data
 from tsprune.errors import TsPruneError
-from tsprune.models.registry import default_config
 from tsprune.run import Run, environment, load_run, save_run
 from tsprune.train import configure_threads, evaluate as evaluate_model, fit, resolve_device, seed_everything
-
-
-def make_config(model: str = "Transformer", *, preset: str | None = None, data: dict[str, Any] | None = None,
-                train: dict[str, Any] | None = None, **hyper: Any) -> RunConfig:
-    """A complete run configuration: model defaults + ``hyper`` overrides, data and training settings.
-
-    ``preset`` names a training preset (``study-code``, the default protocol, or ``study-text``: lr 5e-4);
-    explicit ``train`` values win over the preset.
-    """
-    if preset is not None and preset not in TRAIN_PRESETS:
-        raise TsPruneError(f"unknown preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}")
-    train_cfg = replace_known(TrainConfig(), {**TRAIN_PRESETS.get(preset or "study-code", {}), **(train or {})})
-    data = dict(data or {})
-    if data.get("data_path") is not None and data.get("dataset") is None:
-        data["dataset"] = None  # a user CSV: do not fall back to the default built-in dataset
-        data_cfg = replace_known(DataConfig(dataset=None), data)
-    else:
-        data_cfg = replace_known(DataConfig(), data)
-    model_cfg = default_config(model, **hyper)
-    config = RunConfig(data=data_cfg, model=model_cfg, train=train_cfg)
-    config.data.validate()
-    config.train.validate()
-    return config
 
 
 def data_bound_values(config: RunConfig, data: ForecastData) -> dict[str, int]:

@@ -1,6 +1,17 @@
-"""The five forecasters behind one registry."""
+"""The five forecasters behind one registry (``registry.SPECS``), which imports no model until one is built."""
 
-from tsprune.models.base import Forecaster
-from tsprune.models.registry import build_model, default_config, get_spec, model_names
+from __future__ import annotations
 
-__all__ = ["Forecaster", "build_model", "default_config", "get_spec", "model_names"]
+from typing import Any
+
+from tsprune.models.registry import SPECS, build_model, default_config, get_spec, model_names
+
+__all__ = ["Forecaster", "SPECS", "build_model", "default_config", "get_spec", "model_names"]
+
+
+def __getattr__(name: str) -> Any:  # the base class needs torch: imported when asked for
+    if name == "Forecaster":
+        from tsprune.models.base import Forecaster
+
+        return Forecaster
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

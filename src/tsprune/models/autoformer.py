@@ -6,14 +6,8 @@ from tsprune.config import ModelConfig
 from tsprune.models.layers.attention import AttentionLayer
 from tsprune.models.layers.autocorrelation import AutoCorrelation
 from tsprune.models.layers.decomp_blocks import DecompositionForecaster
-from tsprune.models.registry import COMMON_FIELDS, register
 
 
-@register(
-    "Autoformer",
-    summary="Series decomposition + Auto-Correlation (FFT period discovery, time-delay aggregation)",
-    uses=COMMON_FIELDS + ("d_layers", "factor", "moving_avg"),
-)
 class Autoformer(DecompositionForecaster):
     """``forward(x_enc [B, seq_len, enc_in], x_mark_enc, x_dec, x_mark_dec) -> [B, pred_len, c_out]``.
 

@@ -21,7 +21,6 @@ from tsprune.config import ModelConfig
 from tsprune.errors import TsPruneError
 from tsprune.models.base import Forecaster
 from tsprune.models.layers.attention import AttentionLayer, FullAttention
-from tsprune.models.registry import register
 
 
 def _mlp(d_in: int, d_hidden: int) -> nn.Sequential:
@@ -149,21 +148,6 @@ class DecoderLayer(nn.Module):
         return out, self.predict(out)
 
 
-@register(
-    "Crossformer",
-    "segment-wise embedding, two-stage (time, then router-based cross-channel) attention, hierarchical encoder-decoder",
-    defaults={
-        "d_model": 256,
-        "d_ff": 512,
-        "n_heads": 4,
-        "e_layers": 3,
-        "dropout": 0.2,
-        "seg_len": 12,
-        "win_size": 2,
-        "n_routers": 10,
-    },
-    uses=("d_model", "n_heads", "e_layers", "d_ff", "dropout", "seg_len", "win_size", "n_routers"),
-)
 class Crossformer(Forecaster):
     """Crossformer forecaster: ``x_enc [B, seq_len, enc_in] -> [B, pred_len, c_out]``.
 

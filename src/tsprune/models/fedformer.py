@@ -8,14 +8,8 @@ import torch
 from tsprune.config import ModelConfig
 from tsprune.models.layers.decomp_blocks import DecompositionForecaster
 from tsprune.models.layers.fourier import FourierAttentionLayer, FourierBlock, FourierCrossAttention
-from tsprune.models.registry import COMMON_FIELDS, register
 
 
-@register(
-    "FEDformer",
-    summary="Series decomposition + Fourier-enhanced blocks on a fixed set of frequency modes (FEDformer-f)",
-    uses=COMMON_FIELDS + ("d_layers", "moving_avg", "modes", "mode_select", "mode_seed"),
-)
 class FEDformer(DecompositionForecaster):
     """``forward(x_enc [B, seq_len, enc_in], x_mark_enc, x_dec, x_mark_dec) -> [B, pred_len, c_out]``.
 

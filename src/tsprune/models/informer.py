@@ -6,14 +6,8 @@ from tsprune.config import ModelConfig
 from tsprune.models.layers.attention import AttentionLayer, FullAttention
 from tsprune.models.layers.prob_attention import ProbAttention
 from tsprune.models.layers.transformer_blocks import EncoderDecoderForecaster
-from tsprune.models.registry import COMMON_FIELDS, register
 
 
-@register(
-    "Informer",
-    summary="ProbSparse self-attention (top-u queries) + distilling conv layers halving the encoder sequence",
-    uses=COMMON_FIELDS + ("d_layers", "factor", "distil", "prob_layout"),
-)
 class Informer(EncoderDecoderForecaster):
     """``forward(x_enc [B, seq_len, enc_in], x_mark_enc, x_dec [B, label_len + pred_len, dec_in], x_mark_dec)
     -> [B, pred_len, c_out]``.

@@ -1,52 +1,68 @@
-"""Name -> forecaster class, default hyper-parameters and a one-line summary. The one place models are listed."""
+"""Name -> forecaster class, default hyper-parameters and a one-line summary. The one place models are listed.
+
+Importing this module imports no model and no torch: a spec names its class by module path, loaded when a model
+is built, so commands that only read specs (``tsprune models``, ``sweep plan``) start fast.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from tsprune.config import ModelConfig
 from tsprune.errors import TsPruneError
-from tsprune.models.base import Forecaster
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tsprune.models.base import Forecaster
+
+COMMON_FIELDS = ("d_model", "n_heads", "e_layers", "d_ff", "dropout", "activation")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    cls: type[Forecaster]
+    target: str  # "module:Class" of the forecaster
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)  # overrides of ModelConfig's study defaults
     uses: tuple[str, ...] = ()  # hyper-parameters this model reads (shown by `tsprune models`), not data-bound ones
 
-
-_REGISTRY: dict[str, ModelSpec] = {}
-
-COMMON_FIELDS = ("d_model", "n_heads", "e_layers", "d_ff", "dropout", "activation")
-
-
-def register(name: str, summary: str, defaults: dict[str, Any] | None = None, uses: tuple[str, ...] = ()) -> Callable:
-    """Class decorator adding a forecaster to the registry."""
-
-    def wrap(cls: type[Forecaster]) -> type[Forecaster]:
-        _REGISTRY[name] = ModelSpec(name, cls, summary, dict(defaults or {}), uses)
-        return cls
-
-    return wrap
+    @property
+    def cls(self) -> type[Forecaster]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
-def _load_all() -> None:
-    # Importing the model modules runs their @register decorators.
-    from tsprune.models import autoformer, crossformer, fedformer, informer, transformer  # noqa: F401
+# In the study's order.
+SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec("Transformer", "tsprune.models.transformer:Transformer",
+              "Vanilla encoder-decoder Transformer with full (decoder: causal) self-attention",
+              uses=COMMON_FIELDS + ("d_layers",)),
+    ModelSpec("Informer", "tsprune.models.informer:Informer",
+              "ProbSparse self-attention (top-u queries) + distilling conv layers halving the encoder sequence",
+              uses=COMMON_FIELDS + ("d_layers", "factor", "distil", "prob_layout")),
+    ModelSpec("Autoformer", "tsprune.models.autoformer:Autoformer",
+              "Series decomposition + Auto-Correlation (FFT period discovery, time-delay aggregation)",
+              uses=COMMON_FIELDS + ("d_layers", "factor", "moving_avg")),
+    ModelSpec("FEDformer", "tsprune.models.fedformer:FEDformer",
+              "Series decomposition + Fourier-enhanced blocks on a fixed set of frequency modes (FEDformer-f)",
+              uses=COMMON_FIELDS + ("d_layers", "moving_avg", "modes", "mode_select", "mode_seed")),
+    ModelSpec("Crossformer", "tsprune.models.crossformer:Crossformer",
+              "segment-wise embedding, two-stage (time, then router-based cross-channel) attention, hierarchical "
+              "encoder-decoder",
+              defaults={"d_model": 256, "d_ff": 512, "n_heads": 4, "e_layers": 3, "dropout": 0.2, "seg_len": 12,
+                        "win_size": 2, "n_routers": 10},
+              uses=("d_model", "n_heads", "e_layers", "d_ff", "dropout", "seg_len", "win_size", "n_routers")),
+)
+_REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in SPECS}
 
 
 def model_names() -> list[str]:
-    _load_all()
     return list(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
-    _load_all()
     for key, spec in _REGISTRY.items():
         if key.lower() == name.lower():
             return spec

@@ -5,14 +5,8 @@ from __future__ import annotations
 from tsprune.config import ModelConfig
 from tsprune.models.layers.attention import AttentionLayer, FullAttention
 from tsprune.models.layers.transformer_blocks import EncoderDecoderForecaster
-from tsprune.models.registry import COMMON_FIELDS, register
 
 
-@register(
-    "Transformer",
-    summary="Vanilla encoder-decoder Transformer with full (decoder: causal) self-attention",
-    uses=COMMON_FIELDS + ("d_layers",),
-)
 class Transformer(EncoderDecoderForecaster):
     """``forward(x_enc [B, seq_len, enc_in], x_mark_enc, x_dec [B, label_len + pred_len, dec_in], x_mark_dec)
     -> [B, pred_len, c_out]``.

@@ -1,10 +1,10 @@
 """Sweeps at study scale: a YAML spec expands into dense trainings and prune runs that run (and resume) locally or
 on Ray, with one record per run and a DuckDB-queryable results table."""
 
-from tsprune.sweep.plan import Plan, plan_sweep
-from tsprune.sweep.runner import SweepOutcome, run_sweep
-from tsprune.sweep.spec import SweepSpec, load_spec, parse_spec
-from tsprune.sweep.store import load_results, query
+from tsprune._lazy import lazy_attributes
 
-__all__ = ["Plan", "SweepOutcome", "SweepSpec", "load_results", "load_spec", "parse_spec", "plan_sweep", "query",
-           "run_sweep"]
+_WHERE = {"Plan": "tsprune.sweep.plan", "plan_sweep": "tsprune.sweep.plan", "SweepOutcome": "tsprune.sweep.runner",
+          "run_sweep": "tsprune.sweep.runner", "SweepSpec": "tsprune.sweep.spec", "load_spec": "tsprune.sweep.spec",
+          "parse_spec": "tsprune.sweep.spec", "load_results": "tsprune.sweep.store", "query": "tsprune.sweep.store"}
+__getattr__ = lazy_attributes(__name__, _WHERE)
+__all__ = sorted(_WHERE)

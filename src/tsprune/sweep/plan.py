@@ -133,12 +133,12 @@ def config_hash(payload: dict[str, Any]) -> str:
 
 def dense_config(spec: SweepSpec, entry: DatasetEntry, model: str, pred_len: int, size: str, fraction: float,
                  seed: int) -> RunConfig:
-    from tsprune import api
+    from tsprune.configure import make_config
 
     data = {"dataset": entry.dataset, "data_path": entry.data_path, **spec.data, **entry.data,
             "pred_len": pred_len, "train_fraction": fraction}
     train = {**spec.train, "seed": seed, "device": spec.device}
-    return api.make_config(model, data=data, train=train, **spec.model_sizes[size])
+    return make_config(model, data=data, train=train, **spec.model_sizes[size])
 
 
 def plan_sweep(spec: SweepSpec) -> Plan:

@@ -28,7 +28,7 @@ from tsprune.config import (
     replace_known,
 )
 from tsprune.errors import TsPruneError
-from tsprune.prune.unstructured import STUDY_SCHEDULE, parse_densities
+from tsprune.schedule import STUDY_SCHEDULE, parse_densities
 
 # DataConfig fields a spec may fix for all datasets (or per dataset); the rest are axes or come from the entry.
 DATA_FIELDS = ("seq_len", "label_len", "target", "features", "freq")

@@ -1,0 +1,32 @@
+"""``make_config``: a complete run configuration from a model name, data and training settings (no torch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tsprune.config import TRAIN_PRESETS, DataConfig, RunConfig, TrainConfig, replace_known
+from tsprune.errors import TsPruneError
+from tsprune.models.registry import default_config
+
+
+def make_config(model: str = "Transformer", *, preset: str | None = None, data: dict[str, Any] | None = None,
+                train: dict[str, Any] | None = None, **hyper: Any) -> RunConfig:
+    """A complete run configuration: model defaults + ``hyper`` overrides, data and training settings.
+
+    ``preset`` names a training preset (``study-code``, the default protocol, or ``study-text``: lr 5e-4);
+    explicit ``train`` values win over the preset.
+    """
+    if preset is not None and preset not in TRAIN_PRESETS:
+        raise TsPruneError(f"unknown preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}")
+    train_cfg = replace_known(TrainConfig(), {**TRAIN_PRESETS.get(preset or "study-code", {}), **(train or {})})
+    data = dict(data or {})
+    if data.get("data_path") is not None and data.get("dataset") is None:
+        data["dataset"] = None  # a user CSV: do not fall back to the default built-in dataset
+        data_cfg = replace_known(DataConfig(dataset=None), data)
+    else:
+        data_cfg = replace_known(DataConfig(), data)
+    model_cfg = default_config(model, **hyper)
+    config = RunConfig(data=data_cfg, model=model_cfg, train=train_cfg)
+    config.data.validate()
+    config.train.validate()
+    return config
