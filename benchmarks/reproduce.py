@@ -35,9 +35,10 @@ import typer
 from rich.console import Console
 
 from tsprune import api
+from tsprune import checkpoint
 from tsprune.checkpoint import COUNTERS
 from tsprune.config import DATA_BOUND_FIELDS, TrainConfig, read_json
-from tsprune.measure import cpu_name
+from tsprune.runtime import cpu_name
 from tsprune.models.registry import model_names
 from tsprune.report.render import markdown_table
 from tsprune.run import CONFIG, METRICS
@@ -63,7 +64,7 @@ def published(dataset: str, pred_len: int, path: Path = PUBLISHED) -> dict[str, 
 
 def unfinished_status(run_dir: Path) -> dict[str, Any]:
     """What an interrupted run's saved training state says (nothing when it never finished an epoch)."""
-    counters_path = run_dir / api.TRAINING_STATE / COUNTERS
+    counters_path = run_dir / checkpoint.TRAINING_STATE / COUNTERS
     if not counters_path.is_file():
         return {"status": "not run"}
     counters = read_json(counters_path)
@@ -77,7 +78,7 @@ def protocol_differences(stored: dict[str, Any], expected: dict[str, Any]) -> li
 
     A setting the file lacks was written before the setting existed and reads as its default, as when the run is
     loaded."""
-    skip = {"model": DATA_BOUND_FIELDS, "train": api.EXECUTION_SETTINGS, "data": ()}
+    skip = {"model": DATA_BOUND_FIELDS, "train": checkpoint.EXECUTION_SETTINGS, "data": ()}
     defaults = api.make_config(expected["model"]["name"]).to_dict()
     return [f"{section}.{key}" for section, ignored in skip.items() for key, value in expected[section].items()
             if key not in ignored and stored.get(section, {}).get(key, defaults[section][key]) != value]

@@ -30,7 +30,7 @@ from tsprune.errors import TsPruneError
 from tsprune.report.render import markdown_table
 from tsprune.measure import compare_latency, count_flops, example_inputs
 from tsprune.models.registry import build_model, default_config
-from tsprune.prune.sparse import compile_sparse
+from tsprune.sparse.engine import compile_sparse
 from tsprune.prune.structured import prune_to_density
 from tsprune.prune.unstructured import parse_densities, prune_magnitude
 from tsprune.run import load_run

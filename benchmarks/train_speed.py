@@ -26,10 +26,11 @@ from rich.console import Console
 from rich.table import Table
 
 from tsprune import api
+from tsprune import configure
 from tsprune.data.dataset import prepare_data
 from tsprune.models.reference import reference_layout
 from tsprune.models.registry import build_model, model_names
-from tsprune.train import configure_threads, resolve_device
+from tsprune.runtime import configure_threads, resolve_device
 
 cli = typer.Typer(add_completion=False)
 
@@ -109,7 +110,7 @@ def main(
     for name in models.split(","):
         config = api.make_config(name.strip(), data={"dataset": "ETTh1", "pred_len": 96})
         data = prepare_data(config.data)
-        config = api.bind_to_data(config, data)
+        config = configure.bind_to_data(config, data)
         torch.manual_seed(0)
         ours = build_model(config.model).to(dev)
         candidates = {"ours": ours, "reference": reference_layout(ours)}

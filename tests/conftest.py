@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from tsprune.sweep.executors import available_cores
+from tsprune.runtime import available_cores
 
 # At most 2 threads, and no more than the cores this process may use (`taskset -c 1 make test` runs on one).
 torch.set_num_threads(min(2, available_cores()))

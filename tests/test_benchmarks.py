@@ -37,7 +37,7 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     import torch
 
     from conftest import TINY
-    from tsprune import api
+    from tsprune import api, checkpoint, configure
     from tsprune.data.dataset import prepare_data
     from tsprune.models.registry import build_model
     from tsprune.train import fit
@@ -81,8 +81,8 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     first_epoch = api.make_config("Informer", data=vars(informer.data), train={**vars(informer.train), "epochs": 1},
                                   **TINY)
     data = prepare_data(informer.data)
-    bound = api.bind_to_data(first_epoch, data)
-    state_dir = api.training_state_dir(tmp_path / "Informer", api.bind_to_data(informer, data))
+    bound = configure.bind_to_data(first_epoch, data)
+    state_dir = checkpoint.training_state_dir(tmp_path / "Informer", configure.bind_to_data(informer, data))
     history = fit(build_model(bound.model), data, bound.train, torch.device("cpu"), progress=False,
                   state_dir=state_dir).history
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import DEVICE
 from tsprune.cli import app
-from tsprune.measure import device_name
+from tsprune.runtime import device_name
 from tsprune.models.registry import model_names
 
 runner = CliRunner()

@@ -12,6 +12,7 @@ import torch
 
 from conftest import TINY, random_inputs
 from tsprune import api
+from tsprune import configure
 from tsprune.data.dataset import prepare_data
 from tsprune.data.io import read_table
 from tsprune.errors import TsPruneError
@@ -26,7 +27,7 @@ def make_run(model: str = "Transformer", dataset: str = "ETTh1", seed: int = 0, 
     """An untrained run bound to real data: enough to pin the forecasting pipeline (no training needed)."""
     config = api.make_config(model, data={"dataset": dataset, **data}, **TINY)
     prepared = prepare_data(config.data)
-    config = api.bind_to_data(config, prepared)
+    config = configure.bind_to_data(config, prepared)
     torch.manual_seed(seed)
     return Run(config, build_model(config.model), prepared.scaler, prepared.columns, prepared.freq)
 
@@ -40,7 +41,7 @@ def make_run(model: str = "Transformer", dataset: str = "ETTh1", seed: int = 0, 
 def test_forecast_timestamps_continue_the_series(dataset, step, windows):
     run = make_run(dataset=dataset, **windows)
     frame, _ = read_table(dataset, None)
-    forecast = run.predict()
+    forecast = api.predict(run)
     last = pd.Timestamp(frame["date"].iloc[-1])
     assert len(forecast) == run.config.model.pred_len
     assert list(forecast.columns) == ["date", *run.columns]
@@ -98,9 +99,9 @@ def test_structurally_pruned_run_predicts_after_reload(tmp_path):
                      architecture=structured.architecture(pruned))
     save_run(pruned_run, tmp_path / "pruned")
     reloaded = load_run(tmp_path / "pruned")
-    forecast = reloaded.predict(device="cpu")
+    forecast = api.predict(reloaded, device="cpu")
     assert forecast.shape == (run.config.model.pred_len, 1 + len(run.columns))
-    pd.testing.assert_frame_equal(forecast, pruned_run.predict(device="cpu"))
+    pd.testing.assert_frame_equal(forecast, api.predict(pruned_run, device="cpu"))
 
 
 def _valid_png(path) -> None:
@@ -115,7 +116,7 @@ def test_plots_write_valid_images(tmp_path):
         for parameter in pruned.model.parameters():
             parameter.mul_(0.5)
     frame, _ = read_table("ETTh1", None)
-    forecast = dense.predict(device="cpu")
+    forecast = api.predict(dense, device="cpu")
     _valid_png(plot_forecast(frame, forecast, tmp_path / "forecast.png", channels=["OT", "HUFL"]))
     _valid_png(plot_windows([dense, pruned], tmp_path / "windows.png", labels=["dense", "half"], windows=2))
     with pytest.raises(TsPruneError, match="not forecast"):

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tsprune"
 # Bottom up; a module may import from its own layer and the layers below it.
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "_commit", "_lazy", "errors", "config", "schedule", "runtime"),
-    ("data", "models", "checkpoint", "configure"),
+    ("data", "models", "checkpoint", "configure", "sparse"),
     ("train", "measure", "run"),
     ("prune", "forecast", "plots", "speed"),
     ("sweep", "report"),

@@ -188,7 +188,7 @@ def test_cpu_name_reads_the_model_and_falls_back_to_platform(monkeypatch):
     import builtins
     import platform
 
-    from tsprune.measure import cpu_name
+    from tsprune.runtime import cpu_name
 
     cpuinfo = Path("/proc/cpuinfo")
     models = {line.split(":", 1)[1].strip() for line in (cpuinfo.read_text() if cpuinfo.is_file() else "").splitlines()

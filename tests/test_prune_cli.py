@@ -204,7 +204,7 @@ def test_compiled_sparse_run_saves_reloads_and_matches_masked(trained, tmp_path)
     result = invoke("measure", str(tmp_path / "sparse"), "--batch-sizes", "2", "--repeats", "1", "--threads", "1",
                     "--device", DEVICE)
     assert result.exit_code == 0 and "sparse engine speedup, batch 2" in result.output, result.output
-    assert len(reloaded.predict(device=DEVICE)) == reloaded.config.model.pred_len
+    assert len(api.predict(reloaded, device=DEVICE)) == reloaded.config.model.pred_len
     for engine in ("dense", "sparse"):  # a compiled run forecasts on either engine with the same numbers
         result = invoke("predict", str(tmp_path / "sparse"), "--engine", engine,
                         "--out", str(tmp_path / f"{engine}.csv"), "--device", DEVICE)

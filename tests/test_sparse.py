@@ -15,8 +15,8 @@ from tsprune.data.dataset import prepare_data
 from tsprune.errors import TsPruneError
 from tsprune.measure import example_inputs
 from tsprune.models.registry import build_model, default_config, model_names
-from tsprune.prune import sparse
-from tsprune.prune.sparse import (
+from tsprune.sparse import engine as sparse
+from tsprune.sparse.engine import (
     apply_plan,
     choose_engine,
     compile_sparse,
@@ -24,7 +24,7 @@ from tsprune.prune.sparse import (
     densify_model,
     sparse_candidates,
 )
-from tsprune.prune.sparse_layers import SkippedLinear, SparseConv1d, SparseLinear, SparseWeight, ZeroLinear
+from tsprune.sparse.layers import SkippedLinear, SparseConv1d, SparseLinear, SparseWeight, ZeroLinear
 from tsprune.prune.unstructured import prune_magnitude
 
 DENSITY = 0.107

@@ -13,6 +13,7 @@ from conftest import TINY, random_inputs
 from tsprune.models.crossformer import SegmentMerging
 from tsprune.models.layers.fourier import FourierBlock
 from tsprune.models.registry import build_model, default_config, model_names
+from tsprune.measure import count_params
 from tsprune.prune import structured
 from tsprune.run import Run, load_run, save_run
 from tsprune.data.dataset import Scaler
@@ -39,7 +40,7 @@ def forward(model: nn.Module, inputs: tuple) -> torch.Tensor:
 @pytest.mark.parametrize("name", MODELS)
 def test_depgraph_targets_run_shrink_and_reload_exactly(name, tmp_path):
     model, inputs = tiny_model(name)
-    dense_params = structured.count_params(model)
+    dense_params = count_params(model)["params"]
     dense_out = forward(model, inputs)
     for density in (0.8, 0.5, 0.25):
         pruned, result = structured.prune_to_density(model, inputs, density, tolerance=0.03, max_trials=6)
@@ -55,7 +56,7 @@ def test_depgraph_targets_run_shrink_and_reload_exactly(name, tmp_path):
         reloaded = load_run(tmp_path / f"{density}").model
         assert torch.equal(forward(reloaded, inputs), out)
     # The dense model is left as it was.
-    assert structured.count_params(model) == dense_params
+    assert count_params(model)["params"] == dense_params
     assert torch.equal(forward(model, inputs), dense_out)
 
 
@@ -69,7 +70,7 @@ def test_unreachable_target_is_reported_not_raised():
     model, inputs = tiny_model("Transformer")
     pruned, result = structured.prune_to_density(model, inputs, 0.001, max_trials=2)
     assert not result.reached and "out of reach" in result.reason
-    assert structured.count_params(pruned) < structured.count_params(model)
+    assert count_params(pruned)["params"] < count_params(model)["params"]
 
 
 def test_wide_models_keep_channel_counts_multiples_of_8():
@@ -178,7 +179,7 @@ def test_removing_dead_channels_leaves_outputs_unchanged(name):
         graph_pruner = structured._pruner(dead, inputs, 0.0, "global", "dims", None)
         graph_root = dict(dead.named_modules())[names[root]]
         graph_pruner.DG.get_pruning_group(graph_root, root_dep.handler, idxs).prune()
-        assert structured.count_params(dead) < structured.count_params(model)
+        assert count_params(dead)["params"] < count_params(model)["params"]
         torch.testing.assert_close(forward(dead, inputs), expected, rtol=1e-5, atol=1e-5,
                                    msg=f"{name}: group rooted at {names[root]}")
 
@@ -203,7 +204,7 @@ def test_informer_tslib_layout_refuses_whole_heads_with_a_clear_error():
     config = default_config("Informer", **SIZE)
     assert config.prob_layout == "tslib"
     model = build_model(config).eval()
-    dense_params = structured.count_params(model)
+    dense_params = count_params(model)["params"]
     with pytest.raises(TsPruneError, match="whole heads cannot be removed from Informer's prob_layout 'tslib'"):
         structured.prune_to_density(model, random_inputs(config, device="cpu"), 0.5, heads="heads")
-    assert structured.count_params(model) == dense_params  # untouched
+    assert count_params(model)["params"] == dense_params  # untouched

@@ -7,12 +7,15 @@ import torch
 
 from conftest import DEVICE, TINY
 from tsprune import api
+from tsprune import configure
+from tsprune import checkpoint
 from tsprune.checkpoint import COUNTERS
 from tsprune.config import DATA_BOUND_FIELDS, TrainConfig, read_json, write_json
 from tsprune.errors import TsPruneError
 from tsprune.data.dataset import prepare_data
 from tsprune.models.registry import build_model, model_names
-from tsprune.train import evaluate, fit, learning_rate, seed_everything
+from tsprune.train import evaluate, fit, learning_rate
+from tsprune.runtime import seed_everything
 
 
 def quick_config(name: str, **train):
@@ -25,8 +28,8 @@ def test_binding_fills_exactly_the_data_bound_fields():
     config = api.make_config("Crossformer", data={"dataset": "ETTh1", "features": "MS", "seq_len": 48,
                                                   "label_len": 24, "pred_len": 24}, **TINY)
     data = prepare_data(config.data)
-    bound = api.bind_to_data(config, data).model
-    assert set(api.data_bound_values(config, data)) == set(DATA_BOUND_FIELDS)
+    bound = configure.bind_to_data(config, data).model
+    assert set(configure.data_bound_values(config, data)) == set(DATA_BOUND_FIELDS)
     changed = {f for f in vars(config.model) if getattr(bound, f) != getattr(config.model, f)}
     assert changed <= set(DATA_BOUND_FIELDS)
     assert (bound.enc_in, bound.dec_in, bound.c_out, bound.seq_len, bound.pred_len) == (7, 7, 1, 48, 24)
@@ -37,7 +40,7 @@ def test_binding_fills_exactly_the_data_bound_fields():
 def test_short_training_lowers_validation_loss(name):
     config = quick_config(name)
     data = prepare_data(config.data)
-    config = api.bind_to_data(config, data)
+    config = configure.bind_to_data(config, data)
     seed_everything(0)
     model = build_model(config.model).to(DEVICE)
     before = evaluate(model, data, "val", 256, DEVICE)["mse"]
@@ -81,7 +84,7 @@ def test_study_text_preset_sets_lr():
 def test_early_stopping_restores_best_weights(monkeypatch):
     config = quick_config("Transformer", epochs=6, max_steps=3, patience=2, lr=5e-2)
     data = prepare_data(config.data)
-    config = api.bind_to_data(config, data)
+    config = configure.bind_to_data(config, data)
     seed_everything(0)
     model = build_model(config.model)
     result = fit(model, data, config.train, torch.device("cpu"), progress=False)
@@ -97,10 +100,10 @@ def crash_after_first_epoch(config, out):
     first_only = api.make_config(config.model.name, data=vars(config.data),
                                  train={**vars(config.train), "epochs": 1}, **TINY)
     data = prepare_data(first_only.data)
-    bound = api.bind_to_data(first_only, data)
+    bound = configure.bind_to_data(first_only, data)
     seed_everything(bound.train.seed)
     model = build_model(bound.model)
-    state_dir = api.training_state_dir(out, api.bind_to_data(config, data))
+    state_dir = checkpoint.training_state_dir(out, configure.bind_to_data(config, data))
     fit(model, data, bound.train, torch.device("cpu"), progress=False, state_dir=state_dir)
     assert (state_dir / "training_state.safetensors").is_file()
     return state_dir
@@ -143,10 +146,10 @@ def test_finished_training_state_is_only_reloaded(tmp_path):
 def test_stale_training_state_of_another_config_is_refused(tmp_path):
     config = quick_config("Transformer")
     data = prepare_data(config.data)
-    api.training_state_dir(tmp_path, api.bind_to_data(config, data))
-    other = api.bind_to_data(quick_config("Transformer", lr=0.5), data)
+    checkpoint.training_state_dir(tmp_path, configure.bind_to_data(config, data))
+    other = configure.bind_to_data(quick_config("Transformer", lr=0.5), data)
     with pytest.raises(TsPruneError, match="another configuration"):
-        api.training_state_dir(tmp_path, other)
+        checkpoint.training_state_dir(tmp_path, other)
     # where and how fast it runs is not part of the experiment: resuming with other threads is fine
-    elsewhere = api.bind_to_data(quick_config("Transformer", threads=1), data)
-    assert api.training_state_dir(tmp_path, elsewhere) == tmp_path / "training_state"
+    elsewhere = configure.bind_to_data(quick_config("Transformer", threads=1), data)
+    assert checkpoint.training_state_dir(tmp_path, elsewhere) == tmp_path / "training_state"

@@ -12,6 +12,7 @@ from torch.nn.utils import prune
 
 from conftest import DEVICE, TINY, random_inputs
 from tsprune import api
+from tsprune import configure
 from tsprune.config import TrainConfig
 from tsprune.data.dataset import prepare_data
 from tsprune.errors import TsPruneError
@@ -230,7 +231,7 @@ def test_hooks_are_removed_when_finetuning_fails(etth1):
 
 
 def pruned_for_data(name: str, config, data) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    model_config = api.bind_to_data(api.make_config(name, data=vars(config.data), **TINY), data).model
+    model_config = configure.bind_to_data(api.make_config(name, data=vars(config.data), **TINY), data).model
     torch.manual_seed(0)
     model = build_model(model_config).to(DEVICE)
     masks, _ = prune_magnitude(model, 0.3, include_fourier=True)

@@ -2,93 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tsprune.config import RunConfig, read_json, replace_known, write_json
+from tsprune.config import RunConfig, replace_known
 from tsprune.configure import make_config  # noqa: F401 - part of the API
-from tsprune.data.dataset import ForecastData, prepare_data
 from tsprune.errors import TsPruneError
-from tsprune.run import Run, environment, load_run, save_run
-from tsprune.train import configure_threads, evaluate as evaluate_model, fit, resolve_device, seed_everything
-
-
-def data_bound_values(config: RunConfig, data: ForecastData) -> dict[str, int]:
-    """The values of ``config.DATA_BOUND_FIELDS``: the model sizes and window lengths the data dictates."""
-    return {"enc_in": data.enc_in, "dec_in": data.enc_in, "c_out": data.c_out, "seq_len": config.data.seq_len,
-            "label_len": config.data.label_len, "pred_len": config.data.pred_len,
-            "n_time_features": data.n_time_features}
-
-
-def bind_to_data(config: RunConfig, data: ForecastData) -> RunConfig:
-    """Fill the model's input/output sizes and window lengths from the prepared data."""
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, **data_bound_values(config, data)))
+from tsprune.run import Run, load_run, save_run
+from tsprune.train import evaluate as evaluate_model
+from tsprune.runtime import configure_threads, resolve_device
 
 
 def train(config: RunConfig, out: str | Path | None = None, progress: bool = True,
           log: Callable[[str], None] | None = None) -> Run:
-    """Train a dense forecaster with ``config``; write the run directory to ``out`` when given.
+    """Train a dense forecaster with ``config``; write the run directory to ``out`` when given (an interrupted
+    training there resumes after its last finished epoch). Without a progress bar, ``log`` (e.g. ``print``) still
+    receives one line per epoch."""
+    from tsprune.train import train_run
 
-    Without a progress bar, ``log`` (e.g. ``print``) still receives one line per epoch.
-    """
-    from tsprune.models.registry import build_model
-
-    configure_threads(config.train.threads)
-    device = resolve_device(config.train.device)
-    data = prepare_data(config.data)  # validates the data before anything is built or trained
-    config = bind_to_data(config, data)
-    seed_everything(config.train.seed)
-    model = build_model(config.model).to(device)
-    state_dir = training_state_dir(Path(out), config) if out is not None else None
-    result = fit(model, data, config.train, device, progress=progress, state_dir=state_dir, log=log)
-    started = time.perf_counter()
-    metrics = evaluate_model(model, data, "test", config.train.batch_size, device)
-    metrics.update({
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_seconds": result.train_seconds,
-        "test_seconds": time.perf_counter() - started,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
-        "best_val_mse": min(h["val_mse"] for h in result.history),
-        "test_windows": data.n_windows("test"),
-        "history": result.history,
-        "device": str(device),
-        "environment": environment(device),
-    })
-    run = Run(config, model.cpu(), data.scaler, data.columns, data.freq, metrics)
-    if out is not None:
-        save_run(run, Path(out))
-        shutil.rmtree(state_dir, ignore_errors=True)  # the run is complete: nothing left to resume
-    return run
-
-
-# Where and how fast a run executes, not what it computes: a run may resume on another device or thread count.
-EXECUTION_SETTINGS = ("device", "threads", "num_workers")
-TRAINING_STATE = "training_state"  # folder of a run directory holding an unfinished run's per-epoch state
-
-
-def training_state_dir(out: Path, config: RunConfig) -> Path:
-    """Where :func:`train` keeps its per-epoch state; an interrupted run with the same config resumes from it
-    (execution settings, :data:`EXECUTION_SETTINGS`, may differ)."""
-    def experiment(settings: dict[str, Any]) -> dict[str, Any]:
-        train = {k: v for k, v in settings["train"].items() if k not in EXECUTION_SETTINGS}
-        return {**settings, "train": train}
-
-    state_dir = out / TRAINING_STATE
-    stamp = state_dir / "run_config.json"
-    if stamp.is_file():
-        if experiment(read_json(stamp)) != experiment(json.loads(json.dumps(config.to_dict()))):
-            raise TsPruneError(f"{out} holds an unfinished run with another configuration: use another --out or "
-                               f"delete {state_dir}")
-    else:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        write_json(stamp, config.to_dict())
-    return state_dir
+    return train_run(config, out, progress=progress, log=log)
 
 
 def load(path: str | Path) -> Run:
@@ -149,7 +81,7 @@ def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), devic
     import copy
 
     from tsprune.measure import compare_latency, example_inputs
-    from tsprune.prune.sparse import densify_model
+    from tsprune.sparse.engine import densify_model
 
     twin = densify_model(copy.deepcopy(run.model))
     result = measure_model(twin, data, tuple(batch_sizes), device_t, threads=threads, latency=False)
@@ -181,7 +113,7 @@ def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | N
     import copy
 
     from tsprune.measure import compare_latency, example_inputs
-    from tsprune.prune.sparse import compile_sparse, plan_summary
+    from tsprune.sparse.engine import compile_sparse, plan_summary
 
     if engine != "sparse":
         raise TsPruneError(f"unknown engine {engine!r}: the only compiled engine is 'sparse'")
@@ -209,3 +141,28 @@ def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | N
             raise TsPruneError(f"{out} already exists: choose another --out")
         save_run(result, out)
     return result
+
+
+def predict(run: Run | str | Path, history: Any = None, *, dataset: str | None = None, data_path: str | None = None,
+            engine: str | None = None, device: str = "auto") -> Any:
+    """Forecast the ``pred_len`` steps after the end of ``history`` in original units, as a DataFrame of future
+    timestamps and forecast channels.
+
+    ``history`` is a DataFrame with a date column and the run's columns; without it, ``data_path`` or a built-in
+    ``dataset``, else the run's own data. ``engine`` runs the forecast ``dense`` (a compiled run is densified) or
+    ``sparse`` (a pruned run is compiled for batch 1 first); None keeps the run as it was saved.
+    """
+    from tsprune.forecast import predict as forecast_after, read_history
+
+    if engine not in (None, "dense", "sparse"):
+        raise TsPruneError(f"unknown engine {engine!r}: use dense or sparse")
+    run = load(run) if not isinstance(run, Run) else run
+    if engine == "dense" and run.sparse_plan:
+        from tsprune.sparse.engine import densify_model
+
+        run.model, run.sparse_plan = densify_model(run.model), None
+    elif engine == "sparse" and not run.sparse_plan:
+        run = compile_run(run, batch_size=1, device=device)
+    if history is None:
+        history = read_history(run, dataset, data_path)
+    return forecast_after(run, history, device)

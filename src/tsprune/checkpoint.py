@@ -7,7 +7,8 @@ The state is ``training_state.safetensors`` (model, best-so-far model, Adam mome
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -16,6 +17,10 @@ from torch import nn
 
 from tsprune.config import read_json, write_json
 from tsprune.errors import TsPruneError
+from tsprune.runtime import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tsprune.config import RunConfig
 
 TENSORS = "training_state.safetensors"
 COUNTERS = "training_state.json"
@@ -35,9 +40,8 @@ def save_training_state(directory: Path, model: nn.Module, best_state: dict[str,
     tensors["rng.shuffle"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    tmp = directory / (TENSORS + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(directory / TENSORS)
+    with atomic_path(directory / TENSORS) as tmp:
+        save_file(tensors, str(tmp))
     write_json(directory / COUNTERS, {**counters, "param_groups": optim["param_groups"]})
 
 
@@ -67,3 +71,27 @@ def load_training_state(directory: Path, model: nn.Module, optimizer: torch.opti
     generator.set_state(tensors["rng.shuffle"])
     torch.set_rng_state(tensors["rng.torch"])
     return counters, best
+
+
+# Where and how fast a run executes, not what it computes: a run may resume on another device or thread count.
+EXECUTION_SETTINGS = ("device", "threads", "num_workers")
+TRAINING_STATE = "training_state"  # folder of a run directory holding an unfinished run's per-epoch state
+
+
+def training_state_dir(out: Path, config: RunConfig) -> Path:
+    """Where ``train.train_run`` keeps its per-epoch state; an interrupted run with the same config resumes from it
+    (execution settings, :data:`EXECUTION_SETTINGS`, may differ)."""
+    def experiment(settings: dict[str, Any]) -> dict[str, Any]:
+        train = {k: v for k, v in settings["train"].items() if k not in EXECUTION_SETTINGS}
+        return {**settings, "train": train}
+
+    state_dir = out / TRAINING_STATE
+    stamp = state_dir / "run_config.json"
+    if stamp.is_file():
+        if experiment(read_json(stamp)) != experiment(json.loads(json.dumps(config.to_dict()))):
+            raise TsPruneError(f"{out} holds an unfinished run with another configuration: use another --out or "
+                               f"delete {state_dir}")
+    else:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        write_json(stamp, config.to_dict())
+    return state_dir

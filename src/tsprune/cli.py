@@ -328,19 +328,11 @@ def predict(
 ) -> None:
     """Forecast the pred_len steps after the end of the data, in original units, with continuing timestamps."""
     from tsprune import api
-    from tsprune.forecast import predict as forecast_after, read_history
+    from tsprune.forecast import read_history
 
-    if engine not in (None, "dense", "sparse"):
-        raise TsPruneError(f"unknown engine {engine!r}: use dense or sparse")
     run = api.load(run_dir)
-    if engine == "dense" and run.sparse_plan:
-        from tsprune.prune.sparse import densify_model
-
-        run.model, run.sparse_plan = densify_model(run.model), None
-    elif engine == "sparse" and not run.sparse_plan:
-        run = api.compile_run(run, batch_size=1, device=device)
     history = read_history(run, dataset, data_path)
-    forecast = forecast_after(run, history, device)
+    forecast = api.predict(run, history, engine=engine, device=device)
     out.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_csv(out, index=False)
     console.print(f"wrote {len(forecast)} forecast rows to {out}")

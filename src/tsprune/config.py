@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tsprune.errors import TsPruneError
+from tsprune.runtime import atomic_write_json
 
 FEATURE_MODES = ("M", "S", "MS")
 LR_SCHEDULES = ("constant", "halve", "cosine")
@@ -250,11 +251,8 @@ def replace_known(obj: Any, overrides: dict[str, Any]) -> Any:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (write to a temporary file, then rename), so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    """Write JSON atomically (``runtime.atomic_write``), so a crash never leaves half a file."""
+    atomic_write_json(path, payload)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -1,12 +1,17 @@
-"""``make_config``: a complete run configuration from a model name, data and training settings (no torch)."""
+"""``make_config``: a complete run configuration from a model name, data and training settings; ``bind_to_data``
+fills in what the prepared data dictates. No torch here."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 from tsprune.config import TRAIN_PRESETS, DataConfig, RunConfig, TrainConfig, replace_known
 from tsprune.errors import TsPruneError
 from tsprune.models.registry import default_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tsprune.data.dataset import ForecastData
 
 
 def make_config(model: str = "Transformer", *, preset: str | None = None, data: dict[str, Any] | None = None,
@@ -30,3 +35,15 @@ def make_config(model: str = "Transformer", *, preset: str | None = None, data: 
     config.data.validate()
     config.train.validate()
     return config
+
+
+def data_bound_values(config: RunConfig, data: ForecastData) -> dict[str, int]:
+    """The values of ``config.DATA_BOUND_FIELDS``: the model sizes and window lengths the data dictates."""
+    return {"enc_in": data.enc_in, "dec_in": data.enc_in, "c_out": data.c_out, "seq_len": config.data.seq_len,
+            "label_len": config.data.label_len, "pred_len": config.data.pred_len,
+            "n_time_features": data.n_time_features}
+
+
+def bind_to_data(config: RunConfig, data: ForecastData) -> RunConfig:
+    """Fill the model's input/output sizes and window lengths from the prepared data."""
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **data_bound_values(config, data)))

@@ -16,7 +16,7 @@ import torch
 from tsprune.data.io import find_date_column, read_table, validated_frame
 from tsprune.data.timefeatures import base_frequency, infer_frequency, time_features
 from tsprune.errors import TsPruneError
-from tsprune.train import resolve_device
+from tsprune.runtime import resolve_device, seeded_inference
 
 if TYPE_CHECKING:
     from tsprune.run import Run
@@ -89,8 +89,7 @@ def predict(run: Run, history: pd.DataFrame, device: str = "auto", seed: int = 0
     device_t = resolve_device(device)
     model = run.model.to(device_t).eval()
     try:
-        with torch.random.fork_rng(devices=[device_t] if device_t.type == "cuda" else []), torch.inference_mode():
-            torch.manual_seed(seed)
+        with seeded_inference(device_t, seed):
             output = model(*(t.to(device_t) for t in inputs))[0].float().cpu().numpy()  # [pred_len, c_out]
     finally:
         run.model.cpu()

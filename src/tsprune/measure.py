@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import platform
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +39,15 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from tsprune.errors import TsPruneError
+from tsprune.runtime import (  # noqa: F401 - cpu_name, device_name: this module's API too
+    cpu_name,
+    device_name,
+    environment,
+    pinned_threads,
+    seeded_inference,
+    synchronize,
+)
+from tsprune.sparse.engine import weight_density
 
 if TYPE_CHECKING:
     from tsprune.data.dataset import ForecastData
@@ -98,12 +105,6 @@ def count_params(model: nn.Module) -> dict[str, int]:
         params += weight.numel()
         nonzero += int(torch.count_nonzero(weight.detach()))
     return {"params": params, "nonzero_params": nonzero}
-
-
-def weight_density(module: nn.Module) -> float:
-    """Fraction of nonzero entries of ``module.weight`` (1.0 for an empty weight)."""
-    weight = module.weight.detach()
-    return int(torch.count_nonzero(weight)) / weight.numel() if weight.numel() else 1.0
 
 
 # --------------------------------------------------------------------------------------------------- FLOP formulas
@@ -179,13 +180,9 @@ def _device_of(inputs: Sequence[Tensor]) -> torch.device:
 def _inference(model: nn.Module, device: torch.device) -> Iterator[None]:
     """``eval`` + ``inference_mode`` on a forked, seeded RNG; restores the model's training flag afterwards."""
     was_training = model.training
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     model.eval()
     try:
-        with torch.random.fork_rng(devices=cuda), torch.inference_mode():
-            torch.default_generator.manual_seed(MEASURE_SEED)
-            for index in cuda:
-                torch.cuda.default_generators[index].manual_seed(MEASURE_SEED)
+        with seeded_inference(device, MEASURE_SEED):
             yield
     finally:
         model.train(was_training)
@@ -250,11 +247,6 @@ def count_flops(model: nn.Module, inputs: Sequence[Tensor]) -> dict[str, Any]:
     }
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_latency(
     model: nn.Module, inputs: Sequence[Tensor], repeats: int = 20, warmup: int = 3, threads: int | None = None
 ) -> dict[str, Any]:
@@ -265,27 +257,17 @@ def measure_latency(
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
     device = _device_of(inputs)
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        used = torch.get_num_threads()
-        times = []
-        with _inference(model, device):
-            for _ in range(warmup):
-                model(*inputs)
-            for _ in range(repeats):
-                _synchronize(device)  # queued work must not leak into this pass
-                start = time.perf_counter()
-                model(*inputs)
-                _synchronize(device)
-                times.append(time.perf_counter() - start)
-    finally:
-        if threads is not None:
-            torch.set_num_threads(previous)
+    times = []
+    with pinned_threads(threads) as used, _inference(model, device):
+        for _ in range(warmup):
+            model(*inputs)
+        for _ in range(repeats):
+            synchronize(device)  # queued work must not leak into this pass
+            start = time.perf_counter()
+            model(*inputs)
+            synchronize(device)
+            times.append(time.perf_counter() - start)
     return _summary(times, inputs, used, device)
 
 
@@ -302,28 +284,20 @@ def compare_latency(
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     device = _device_of(inputs)
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     times: dict[str, list[float]] = {name: [] for name in models}
-    try:
-        used = torch.get_num_threads()
-        with contextlib.ExitStack() as stack:
+    with pinned_threads(threads) as used, contextlib.ExitStack() as stack:
+        for model in models.values():
+            stack.enter_context(_inference(model, device))
+        for _ in range(warmup):
             for model in models.values():
-                stack.enter_context(_inference(model, device))
-            for _ in range(warmup):
-                for model in models.values():
-                    model(*inputs)
-            for _ in range(repeats):
-                for name, model in models.items():
-                    _synchronize(device)
-                    start = time.perf_counter()
-                    model(*inputs)
-                    _synchronize(device)
-                    times[name].append(time.perf_counter() - start)
-    finally:
-        if threads is not None:
-            torch.set_num_threads(previous)
+                model(*inputs)
+        for _ in range(repeats):
+            for name, model in models.items():
+                synchronize(device)
+                start = time.perf_counter()
+                model(*inputs)
+                synchronize(device)
+                times[name].append(time.perf_counter() - start)
     return {name: _summary(values, inputs, used, device) for name, values in times.items()}
 
 
@@ -336,41 +310,6 @@ def _summary(times: list[float], inputs: Sequence[Tensor], threads: int, device:
 
 
 # --------------------------------------------------------------------------------------------------- everything
-
-
-def cpu_name() -> str:
-    """The CPU model, e.g. ``AMD EPYC 7B13`` (from ``/proc/cpuinfo`` on Linux; elsewhere what ``platform`` knows,
-    often only the architecture)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device | str) -> str:
-    """The GPU's name for a CUDA device, the CPU model otherwise."""
-    device = torch.device(device)
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-
-
-def environment(device: torch.device | str, threads: int | None = None) -> dict[str, Any]:
-    """Where a measurement ran: enough to tell whether two latency numbers are comparable."""
-    device = torch.device(device)
-    name = device_name(device)
-    return {
-        "device": str(device),
-        "device_name": name,
-        "threads": threads if threads is not None else torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 @contextmanager

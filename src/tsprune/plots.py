@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from tsprune.data.dataset import SPLITS  # noqa: E402
 from tsprune.errors import TsPruneError  # noqa: E402
 from tsprune.run import Run  # noqa: E402
-from tsprune.train import resolve_device  # noqa: E402
+from tsprune.runtime import resolve_device, seeded_inference
 
 
 def _save(fig: plt.Figure, out: str | Path) -> Path:
@@ -72,8 +72,7 @@ def window_predictions(run: Run, split: str, starts: torch.Tensor, device: str =
     batch = data.batch(split, starts)
     model = run.model.to(device_t).eval()
     try:
-        with torch.random.fork_rng(devices=[device_t] if device_t.type == "cuda" else []), torch.inference_mode():
-            torch.manual_seed(seed)
+        with seeded_inference(device_t, seed):
             prediction = model(batch.x_enc.to(device_t), batch.x_mark_enc.to(device_t), batch.x_dec.to(device_t),
                                batch.x_mark_dec.to(device_t)).float().cpu().numpy()
     finally:

@@ -17,9 +17,12 @@ from tsprune._version import __version__
 from tsprune.config import RunConfig, read_json, write_json
 from tsprune.data.dataset import ForecastData, Scaler, prepare_data
 from tsprune.errors import TsPruneError
+from tsprune.runtime import atomic_path
 from tsprune.measure import environment as measurement_environment
 from tsprune.models.base import Forecaster
 from tsprune.models.registry import build_model
+from tsprune.models.shapes import apply_architecture
+from tsprune.sparse.engine import apply_plan
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -51,12 +54,6 @@ class Run:
             raise TsPruneError(f"the data's columns {data.columns} differ from the run's {self.columns}")
         return data
 
-    def predict(self, history: Any = None, device: str = "auto") -> Any:
-        """Forecast the ``pred_len`` steps after ``history`` (a DataFrame with a date column and the run's columns;
-        default: the run's own data) in original units: a DataFrame of future timestamps and forecast channels."""
-        from tsprune.forecast import predict, read_history
-
-        return predict(self, read_history(self) if history is None else history, device)
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -70,9 +67,8 @@ def save_run(run: Run, out: Path, extra_config: dict[str, Any] | None = None) ->
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {name: value.detach().cpu().contiguous().clone() for name, value in run.model.state_dict().items()}
-    tmp = out / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "model": run.config.model.name})
-    tmp.replace(out / WEIGHTS)
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "model": run.config.model.name})
     payload = {"format": FORMAT, **run.config.to_dict(),
                "pipeline": {"columns": run.columns, "freq": run.freq, "scaler": run.scaler.to_dict()},
                **({"architecture": run.architecture} if run.architecture is not None else {}),
@@ -102,8 +98,6 @@ def load_run(path: str | Path) -> Run:
     model = build_model(config.model)
     architecture = raw.get("architecture")
     if architecture is not None:
-        from tsprune.prune.structured import apply_architecture  # only pruned runs need the pruning package
-
         if not isinstance(architecture, dict):
             raise TsPruneError(f"{path / CONFIG} has a malformed architecture entry; the run directory is corrupt")
         apply_architecture(model, architecture)
@@ -122,8 +116,6 @@ def load_run(path: str | Path) -> Run:
         raise TsPruneError(f"{weights} does not match the architecture in config.json: {detail[:300]}") from None
     sparse_plan = raw.get("sparse_plan")
     if sparse_plan:  # weights are stored dense-with-zeros; the sparse layout is rebuilt from the plan
-        from tsprune.prune.sparse import apply_plan
-
         model = apply_plan(model, sparse_plan)
     metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
     return Run(config, model, scaler, columns, freq, metrics, path, architecture, sparse_plan or None)

@@ -30,20 +30,20 @@ def speed_comparison(models: Sequence[str], dataset: str = "ETTh1", pred_len: in
                      repeats: int = 10, seed: int = 2021, hyper: dict[str, Any] | None = None,
                      say: Callable[[str], None] = lambda _: None) -> pd.DataFrame:
     """One row per model and pruned variant (see the module doc); ``hyper`` overrides the default sizes."""
-    from tsprune import api
+    from tsprune import configure
     from tsprune.data.dataset import prepare_data
     from tsprune.measure import compare_latency, count_flops, count_params, example_inputs
     from tsprune.models.registry import build_model
     from tsprune.prune import structured, unstructured
-    from tsprune.prune.sparse import compile_sparse, plan_summary
-    from tsprune.train import configure_threads
+    from tsprune.sparse.engine import compile_sparse, plan_summary
+    from tsprune.runtime import configure_threads
 
     configure_threads(threads)
     rows: list[dict[str, Any]] = []
     for name in models:
-        config = api.make_config(name, data={"dataset": dataset, "pred_len": pred_len}, **(hyper or {}))
+        config = configure.make_config(name, data={"dataset": dataset, "pred_len": pred_len}, **(hyper or {}))
         data = prepare_data(config.data)
-        config = api.bind_to_data(config, data)
+        config = configure.bind_to_data(config, data)
         torch.manual_seed(seed)
         dense = build_model(config.model).eval()
         inputs = {size: example_inputs(data, size) for size in batch_sizes}

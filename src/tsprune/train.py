@@ -8,51 +8,29 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+import shutil
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from tsprune.checkpoint import load_training_state, save_training_state
-from tsprune.config import TrainConfig
+from tsprune.checkpoint import load_training_state, save_training_state, training_state_dir
+from tsprune.config import RunConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
+from tsprune.runtime import configure_threads, resolve_device, seed_everything, seeded_inference
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tsprune.run import Run
 
 
 class TrainingDiverged(TsPruneError):
     """The loss became NaN or infinite."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; an explicit device that is not available is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TsPruneError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TsPruneError(f"device {name!r} requested but CUDA is not available here: use --device cpu")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def configure_threads(threads: int | None) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise TsPruneError(f"threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -75,9 +53,7 @@ def evaluate(model: nn.Module, data: ForecastData, split: str = "test", batch_si
     give the same metrics and the caller's RNG stream is left untouched.
     """
     device = torch.device(device)
-    cuda = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), torch.inference_mode():
-        torch.manual_seed(EVAL_SEED)
+    with seeded_inference(device, EVAL_SEED):
         return _evaluate(model, data, split, batch_size, device)
 
 
@@ -208,3 +184,44 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def train_run(config: RunConfig, out: str | Path | None = None, progress: bool = True,
+          log: Callable[[str], None] | None = None) -> Run:
+    """Train a dense forecaster with ``config``; write the run directory to ``out`` when given.
+
+    Without a progress bar, ``log`` (e.g. ``print``) still receives one line per epoch.
+    """
+    from tsprune.configure import bind_to_data
+    from tsprune.data.dataset import prepare_data
+    from tsprune.models.registry import build_model
+    from tsprune.run import Run, environment, save_run
+
+    configure_threads(config.train.threads)
+    device = resolve_device(config.train.device)
+    data = prepare_data(config.data)  # validates the data before anything is built or trained
+    config = bind_to_data(config, data)
+    seed_everything(config.train.seed)
+    model = build_model(config.model).to(device)
+    state_dir = training_state_dir(Path(out), config) if out is not None else None
+    result = fit(model, data, config.train, device, progress=progress, state_dir=state_dir, log=log)
+    started = time.perf_counter()
+    metrics = evaluate(model, data, "test", config.train.batch_size, device)
+    metrics.update({
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_seconds": result.train_seconds,
+        "test_seconds": time.perf_counter() - started,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "best_val_mse": min(h["val_mse"] for h in result.history),
+        "test_windows": data.n_windows("test"),
+        "history": result.history,
+        "device": str(device),
+        "environment": environment(device),
+    })
+    run = Run(config, model.cpu(), data.scaler, data.columns, data.freq, metrics)
+    if out is not None:
+        save_run(run, Path(out))
+        shutil.rmtree(state_dir, ignore_errors=True)  # the run is complete: nothing left to resume
+    return run

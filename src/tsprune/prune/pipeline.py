@@ -26,9 +26,10 @@ from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
 from tsprune.prune import structured, unstructured
-from tsprune.prune.sparse import compile_sparse, plan_summary
+from tsprune.sparse.engine import compile_sparse, plan_summary
 from tsprune.run import Run, environment, load_run, save_run
-from tsprune.train import configure_threads, evaluate, fit, resolve_device, seed_everything
+from tsprune.train import evaluate, fit
+from tsprune.runtime import configure_threads, resolve_device, seed_everything
 
 
 class TargetUnreachable(TsPruneError):
@@ -179,7 +180,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     ``baseline`` (from :func:`dense_baseline` on the same run and settings) skips re-measuring the dense model.
     ``pruned`` (from :func:`prune_model` on the same run and config) skips pruning, fine-tuning and evaluation;
     only the timing is redone. ``engine="sparse"`` (unstructured methods) compiles the pruned model for sparse
-    kernels at the largest batch size (:func:`tsprune.prune.sparse.compile_sparse`); its latency and speedup are
+    kernels at the largest batch size (:func:`tsprune.sparse.engine.compile_sparse`); its latency and speedup are
     then the compiled model's, and the masked dense model's are kept beside them (``latency_masked``,
     ``speedup_masked``).
     """

@@ -47,11 +47,13 @@ import torch_pruning as tp
 from torch import nn
 
 from tsprune.errors import TsPruneError
+from tsprune.measure import count_params
 from tsprune.models.crossformer import SegmentMerging
 from tsprune.models.layers.attention import AttentionLayer
-from tsprune.models.layers.embed import DataEmbedding, PositionalEmbedding
+from tsprune.models.layers.embed import DataEmbedding
 from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
 from tsprune.models.layers.prob_attention import ProbAttention
+from tsprune.models.shapes import FROZEN_SETTINGS, apply_architecture, architecture  # noqa: F401 - re-exported
 
 SCOPES = ("global", "uniform")
 HEAD_MODES = ("dims", "heads")
@@ -177,6 +179,10 @@ CUSTOM_PRUNERS: dict[type, tp.pruner.BasePruningFunc] = {
 # --------------------------------------------------------------------------------------------- pruning
 
 
+def _params(model: nn.Module) -> int:
+    return count_params(model)["params"]
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float | None) -> Iterator[None]:
     """Raise :class:`PruningTimeout` after ``seconds`` (main thread only; elsewhere no limit can be set)."""
@@ -196,12 +202,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
-
-# Settings of inner attention mechanisms that depend on the width unless fixed; saved with a pruned architecture.
-FROZEN_SETTINGS = ("scale", "channels")
 
 
 def freeze_attention_scales(model: nn.Module) -> None:
@@ -324,17 +325,17 @@ def prune_to_density(model: nn.Module, inputs: tuple, density: float, scope: str
     if round_to is None:
         round_to = default_round_to(model)
     round_to = round_to if round_to and round_to > 1 else None
-    before = count_params(model)
+    before = _params(model)
     trials: list[dict[str, float]] = []
 
     def attempt(ratio: float) -> tuple[nn.Module, float]:
         pruned = prune_channels(copy.deepcopy(model), inputs, ratio, scope, heads, round_to, timeout_s)
-        achieved = count_params(pruned) / before
+        achieved = _params(pruned) / before
         trials.append({"channel_ratio": round(ratio, 6), "density": achieved})
         return pruned, achieved
 
     def result(pruned: nn.Module, ratio: float, reason: str = "") -> tuple[nn.Module, StructuredResult]:
-        after = count_params(pruned)
+        after = _params(pruned)
         return pruned, StructuredResult(density, after / before, ratio, before, after, not reason, reason, trials,
                                         round_to)
 
@@ -363,64 +364,3 @@ def prune_to_density(model: nn.Module, inputs: tuple, density: float, scope: str
         else:
             low = middle
     return result(best, high)
-
-
-# --------------------------------------------------------------------------------------------- architecture
-
-
-def architecture(model: nn.Module) -> dict[str, Any]:
-    """What a dense rebuild needs to become this pruned model: every tensor's shape and the attention settings."""
-    shapes = {name: list(t.shape) for name, t in model.state_dict().items()}
-    attention = {name: {"n_heads": m.n_heads, **{key: getattr(m.inner, key) for key in FROZEN_SETTINGS
-                                                 if getattr(m.inner, key, None) is not None}}
-                 for name, m in model.named_modules() if isinstance(m, AttentionLayer)}
-    positions = {name: {"width": m.width, "channels": list(m.channels)} for name, m in model.named_modules()
-                 if isinstance(m, PositionalEmbedding) and m.channels is not None}
-    return {"shapes": shapes, "attention": attention, **({"positions": positions} if positions else {})}
-
-
-def apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
-    """Reshape a freshly built dense model to a saved pruned ``architecture`` (weights are then loaded)."""
-    try:
-        return _apply_architecture(model, arch)
-    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise TsPruneError(f"the saved pruned architecture does not fit this model ({exc}); "
-                           "the run directory is corrupt or from another version") from None
-
-
-def _apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
-    shapes = arch.get("shapes", {})
-    for name, module in model.named_modules():
-        prefix = f"{name}." if name else ""
-        for pname, param in list(module.named_parameters(recurse=False)):
-            shape = shapes.get(prefix + pname)
-            if shape is not None and list(param.shape) != shape:
-                setattr(module, pname, nn.Parameter(param.new_empty(shape), requires_grad=param.requires_grad))
-        for bname, buffer in list(module.named_buffers(recurse=False)):
-            shape = shapes.get(prefix + bname)
-            if buffer is not None and shape is not None and list(buffer.shape) != shape:
-                setattr(module, bname, buffer.new_empty(shape))
-        _sync_sizes(module)
-    for name, settings in arch.get("positions", {}).items():
-        position = model.get_submodule(name)
-        position.width, position.channels = int(settings["width"]), [int(c) for c in settings["channels"]]
-    for name, settings in arch.get("attention", {}).items():
-        layer = model.get_submodule(name)
-        layer.n_heads = int(settings["n_heads"])
-        for key in FROZEN_SETTINGS:
-            if settings.get(key) is not None:
-                setattr(layer.inner, key, settings[key])
-    return model
-
-
-def _sync_sizes(module: nn.Module) -> None:
-    """Make a layer's size attributes agree with its (reshaped) tensors."""
-    if isinstance(module, nn.Linear):
-        module.out_features, module.in_features = module.weight.shape
-    elif isinstance(module, nn.Conv1d):
-        module.out_channels, module.in_channels = module.weight.shape[:2]
-    elif isinstance(module, nn.LayerNorm) and module.weight is not None:
-        module.normalized_shape = tuple(module.weight.shape)
-    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-        source = module.running_mean if module.running_mean is not None else module.weight
-        module.num_features = source.shape[0]

@@ -8,6 +8,8 @@ Usage::
 The report code itself uses only pandas and matplotlib; it never loads a model or a checkpoint.
 """
 
-from tsprune.report.render import build_report, figure_names
+from tsprune._lazy import lazy_attributes
 
-__all__ = ["build_report", "figure_names"]
+_WHERE = {"build_report": "tsprune.report.render", "figure_names": "tsprune.report.render"}
+__getattr__ = lazy_attributes(__name__, _WHERE)
+__all__ = sorted(_WHERE)

@@ -18,6 +18,7 @@ import matplotlib
 import pandas as pd
 
 from tsprune.report import tables
+from tsprune.runtime import atomic_write
 from tsprune.report.figures import FIGURES
 from tsprune.report.findings import SEED_SPREAD, findings
 from tsprune.report.style import STYLE, note_figure
@@ -179,9 +180,7 @@ def update_readme(readme: Path, out_dir: Path) -> None:
                            f"{README_END}")
     block = (out_dir / FINDINGS_FILE).read_text(encoding="utf-8")
     updated = f"{text[:start + len(README_START)]}\n{block}{text[end:]}"
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    tmp.replace(readme)
+    atomic_write(readme, updated)
 
 
 def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> list[Table]:

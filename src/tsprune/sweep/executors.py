@@ -13,69 +13,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tsprune.errors import TsPruneError
 from tsprune.sweep.plan import DenseRun, PruneRun
-from tsprune.sweep.store import SweepStore
-from tsprune.sweep.tasks import execute_dense, execute_prune, make_record, now_utc, parent_failed
-
-
-@dataclass
-class Work:
-    """What is left to do: dense runs to train, prune runs ready now (their dense run is done) and prune runs
-    waiting for a dense run of this sweep."""
-
-    store: SweepStore
-    dense: list[DenseRun] = field(default_factory=list)
-    ready: list[PruneRun] = field(default_factory=list)
-    waiting: dict[str, list[PruneRun]] = field(default_factory=dict)
-    keep_pruned: bool = False
-
-    def keep_dir(self, run: PruneRun) -> Path | None:
-        return self.store.run_dir(run.run_id) if self.keep_pruned else None
-
-
-class Reporter(Protocol):
-    def started(self, run: DenseRun | PruneRun) -> None: ...
-
-    def finished(self, run: DenseRun | PruneRun, record: dict[str, Any],
-                 files: dict[str, bytes] | None = None) -> None: ...
-
-
-class Executor(Protocol):
-    def run(self, work: Work, report: Reporter) -> None: ...
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def thread_budget(cores: int, workers: int) -> int:
-    """Threads per run so that ``workers`` concurrent runs share ``cores`` without oversubscribing them."""
-    return max(1, cores // workers)
-
-
-def check_counts(workers: int | None, threads: int | None) -> None:
-    for option, value in (("--workers", workers), ("--threads", threads)):
-        if value is not None and value < 1:
-            raise TsPruneError(f"{option} must be at least 1, got {value}")
-
-
-def settle_dense(run: DenseRun, record: dict[str, Any], work: Work, report: Reporter) -> list[PruneRun]:
-    """Report a finished dense run; return its prune runs, or record them failed when it failed."""
-    report.finished(run, record)
-    children = work.waiting.pop(run.run_id, [])
-    if record["status"] == "done":
-        return children
-    for child in children:
-        report.finished(child, parent_failed(child, record))
-    return []
+from tsprune.sweep.tasks import execute_dense, execute_prune, make_record, now_utc
+from tsprune.sweep.work import Executor, Reporter, Work, available_cores, check_counts, settle_dense, thread_budget
 
 
 class LocalExecutor:

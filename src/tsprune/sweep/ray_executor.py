@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tsprune.errors import TsPruneError
-from tsprune.sweep.executors import Reporter, Work, check_counts, thread_budget
+from tsprune.sweep.work import Reporter, Work, check_counts, thread_budget
 from tsprune.sweep.plan import DenseRun, PruneRun
 from tsprune.sweep.store import RUN_FILES
 from tsprune.sweep.tasks import describe_error, execute_dense, execute_prune, make_record, now_utc, parent_failed

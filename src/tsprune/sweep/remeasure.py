@@ -42,7 +42,7 @@ class MeasureOutcome:
 
 def pass_settings(record: dict[str, Any], threads: int | None, repeats: int | None) -> dict[str, Any]:
     """The batch sizes, threads and repeats a record is timed with: the run's own, unless overridden."""
-    from tsprune.sweep.executors import available_cores
+    from tsprune.runtime import available_cores
 
     prune = (record.get("config") or {}).get("prune") or {}
     return {"batch_sizes": [int(size) for size in prune.get("batch_sizes") or (1, 32)],
@@ -84,7 +84,7 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
                     records: dict[str, dict[str, Any]], threads: int | None, repeats: int | None, redo: bool,
                     outcome: MeasureOutcome, say: Callable[[str], None]) -> None:
     """Time the prune runs of one dense run, loading the dense model once."""
-    from tsprune import api
+    from tsprune.run import load_run
 
     todo = []
     for record in children:
@@ -98,16 +98,16 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
             todo.append((record, settings))
     if not todo:
         return
-    dense = api.load(store.run_dir(parent_id))
+    dense = load_run(store.run_dir(parent_id))
     data = dense.data()
     for record, settings in todo:
         twin = _masked_twin(record, records) if _engine(record) == "sparse" else None
         if twin is not None and not run_dir_complete(store.run_dir(twin)):
             outcome.no_weights.append(record["run_id"])
             continue
-        models = {"dense": dense.model, "pruned": api.load(store.run_dir(record["run_id"])).model}
+        models = {"dense": dense.model, "pruned": load_run(store.run_dir(record["run_id"])).model}
         if twin is not None:
-            models["masked"] = api.load(store.run_dir(twin)).model
+            models["masked"] = load_run(store.run_dir(twin)).model
         timing = time_models(models, data, settings)
         record["metrics"] = {**record["metrics"], **timing}
         store.write_record(record)

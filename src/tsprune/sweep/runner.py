@@ -16,7 +16,8 @@ from typing import Any
 from rich.console import Console
 
 from tsprune.config import write_json
-from tsprune.sweep.executors import Work, make_executor
+from tsprune.sweep.executors import make_executor
+from tsprune.sweep.work import Work
 from tsprune.sweep.plan import DenseRun, Plan, PruneRun, plan_sweep
 from tsprune.sweep.progress import SweepProgress
 from tsprune.sweep.spec import SweepSpec

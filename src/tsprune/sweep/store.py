@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from tsprune.errors import TsPruneError
+from tsprune.runtime import atomic_path, atomic_write
 
 RECORD_FORMAT = "tsprune-sweep-record/1"
 RUN_FILES = ("model.safetensors", "config.json", "metrics.json")
@@ -95,7 +95,7 @@ class SweepStore:
 
     def write_record(self, record: dict[str, Any]) -> Path:
         path = self.records_dir / f"{record['run_id']}.json"
-        _write_atomically(path, (json.dumps(record, indent=1) + "\n").encode())
+        atomic_write(path, json.dumps(record, indent=1) + "\n")
         return path
 
     def run_dir(self, run_id: str) -> Path:
@@ -122,21 +122,6 @@ class SweepStore:
 def run_dir_complete(folder: Path) -> bool:
     """A finished run directory: all its files there and no training state left to resume."""
     return all((folder / name).is_file() for name in RUN_FILES) and not (folder / "training_state").exists()
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename itself durable (survives a power cut)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
 
 # --- the table ----------------------------------------------------------------------------------------------------
@@ -242,14 +227,13 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     if options is None:
         raise TsPruneError(f"cannot export to {path.name}: use a .parquet or .csv file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     connection = duckdb.connect()
     try:
         connection.register("runs", frame)
-        connection.execute(f"COPY runs TO '{_sql_string(tmp)}' {options}")
+        with atomic_path(path) as tmp:
+            connection.execute(f"COPY runs TO '{_sql_string(tmp)}' {options}")
     finally:
         connection.close()
-    os.replace(tmp, path)
     return path
 
 

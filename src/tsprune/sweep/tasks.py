@@ -27,7 +27,7 @@ from tsprune._version import __version__
 from tsprune.config import PruneConfig
 from tsprune.errors import TsPruneError
 from tsprune.prune.pipeline import PrunedModel
-from tsprune.run import Run
+from tsprune.run import Run, load_run
 from tsprune.sweep.plan import DenseRun, PruneRun
 from tsprune.sweep.store import RECORD_FORMAT, run_dir_complete
 
@@ -47,13 +47,13 @@ def execute_dense(run: DenseRun, out: Path, threads: int) -> dict[str, Any]:
     """Train ``run`` into ``out`` (resuming an interrupted training there) and return its record."""
 
     def work() -> dict[str, Any]:
-        from tsprune import api
-        from tsprune.train import configure_threads
+        from tsprune.train import train_run
+        from tsprune.runtime import configure_threads
 
         if run_dir_complete(out):  # trained earlier, the record was lost to an interruption
-            return api.load(out).metrics
+            return load_run(out).metrics
         configure_threads(threads)  # not in TrainConfig: the run's configuration must not depend on the workers
-        return api.train(run.config, out=out, progress=False).metrics
+        return train_run(run.config, out=out, progress=False).metrics
 
     return _attempt(run, threads, work)
 
@@ -85,11 +85,10 @@ def parent_failed(run: PruneRun, parent: dict[str, Any]) -> dict[str, Any]:
 
 def _dense(run_id: str, folder: Path, config: PruneConfig) -> tuple[Run, dict[str, Any]]:
     """The dense run and its baseline at ``config``'s measurement settings, from this worker's cache."""
-    from tsprune import api
     from tsprune.prune.pipeline import dense_baseline
 
     if run_id not in _DENSE:
-        _DENSE[run_id] = api.load(folder)
+        _DENSE[run_id] = load_run(folder)
         while len(_DENSE) > DENSE_CACHE_SIZE:
             evicted, _ = _DENSE.popitem(last=False)
             for key in [key for key in _BASELINES if key[0] == evicted]:

@@ -4,7 +4,7 @@ Why these choices (measured with torch 2.13 on CPU, see ``benchmarks/speedup.py`
 
 * Orientation: ``y = (W_sparse @ x2d.T).T`` with the sparse weight on the *left*. ``F.linear(x, W_csr)`` (sparse on
   the right) was 2-5x slower. ``x2d.T`` is passed as a view (a contiguous copy first measured no faster).
-* Layouts: CSR and BSR (``block`` x ``block`` tiles) are both offered; :func:`tsprune.prune.sparse.compile_sparse`
+* Layouts: CSR and BSR (``block`` x ``block`` tiles) are both offered; :func:`tsprune.sparse.engine.compile_sparse`
   picks per layer by timing. Unstructured magnitude pruning rarely leaves whole tiles empty (at density 0.107 a
   4x4 tile is nonzero with probability ~0.84), so BSR multiplies ~8x the nonzeros and lost to CSR on every layer
   with nonzeros we measured on CPU; it is there for block-structured masks and GPUs.

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from tsprune.errors import TsPruneError
-from tsprune.prune.sparse_layers import (
+from tsprune.runtime import pinned_threads, seeded_inference, synchronize
+from tsprune.sparse.layers import (
     ENGINES,
     SparseConv1d,
     SparseLinear,
@@ -49,7 +50,7 @@ STRUCTURAL = {"zero": ZeroLinear, "skip": SkippedLinear}  # exact rewrites that 
 # ------------------------------------------------------------------------------------------------ layers
 
 
-def _weight_density(module: nn.Module) -> float:
+def weight_density(module: nn.Module) -> float:
     weight = module.weight.detach()
     return int(torch.count_nonzero(weight)) / weight.numel() if weight.numel() else 1.0
 
@@ -59,7 +60,7 @@ def sparse_candidates(model: nn.Module) -> dict[str, nn.Module]:
     found: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
         supported = isinstance(module, nn.Linear) or (isinstance(module, nn.Conv1d) and conv1d_supported(module))
-        if supported and _weight_density(module) < 1.0:
+        if supported and weight_density(module) < 1.0:
             found[name] = module
     return found
 
@@ -88,19 +89,6 @@ def _kind(module: nn.Module) -> str:
 # ------------------------------------------------------------------------------------------------ running
 
 
-@contextmanager
-def _threads(threads: int | None) -> Iterator[int]:
-    previous = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _device(model: nn.Module) -> torch.device:
     return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
 
@@ -109,12 +97,10 @@ def _device(model: nn.Module) -> torch.device:
 def _seeded_inference(model: nn.Module) -> Iterator[None]:
     """eval + inference mode on a forked, seeded RNG; the caller's training flag and random state are kept."""
     device = _device(model)
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=cuda), torch.inference_mode():
-            torch.manual_seed(SEED)
+        with seeded_inference(device, SEED):
             yield
     finally:
         model.train(was_training)
@@ -142,19 +128,14 @@ def capture_inputs(model: nn.Module, layers: Mapping[str, nn.Module], inputs: Se
     return seen
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _sample(module: nn.Module, calls: Sequence[Tensor], number: int, device: torch.device) -> float:
     """Seconds per pass over ``calls`` (mean of ``number`` passes)."""
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(number):
         for x in calls:
             module(x)
-    _sync(device)
+    synchronize(device)
     return (time.perf_counter() - start) / number
 
 
@@ -273,8 +254,8 @@ def compile_sparse(
     args, size = _resolve_inputs(inputs, batch_size)
     model, structural = _remove_dead_products(model)
     layers = sparse_candidates(model)
-    densities = {name: _weight_density(module) for name, module in layers.items()}
-    with _threads(threads) as used:
+    densities = {name: weight_density(module) for name, module in layers.items()}
+    with pinned_threads(threads) as used:
         calls = capture_inputs(model, layers, args) if force is None and layers else {}
         entries: dict[str, dict[str, Any]] = {}
         for name, module in layers.items():
@@ -322,7 +303,7 @@ def _remove_dead_products(model: nn.Module) -> tuple[nn.Module, dict[str, dict[s
             continue
         for name, child, rewritten in ((first_name, first, SkippedLinear(first)),
                                        (second_name, second, ZeroLinear(second))):
-            entries[name] = _entry(child, _weight_density(child), (rewritten.engine, None), None)
+            entries[name] = _entry(child, weight_density(child), (rewritten.engine, None), None)
             model = _replace(model, child, rewritten)
         entries[first_name]["relies_on"] = second_name
     return model, entries

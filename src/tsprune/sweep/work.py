@@ -1,0 +1,58 @@
+"""What every executor shares: the work left to do, the driver's reporter, thread budgets, and settling a finished
+dense run (its prune runs become ready, or fail with it). Below the executors, so ``local`` and ``ray`` import it
+and not each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tsprune.errors import TsPruneError
+from tsprune.runtime import available_cores, thread_budget  # noqa: F401 - the executors' thread budget
+from tsprune.sweep.plan import DenseRun, PruneRun
+from tsprune.sweep.store import SweepStore
+from tsprune.sweep.tasks import parent_failed
+
+
+@dataclass
+class Work:
+    """What is left to do: dense runs to train, prune runs ready now (their dense run is done) and prune runs
+    waiting for a dense run of this sweep."""
+
+    store: SweepStore
+    dense: list[DenseRun] = field(default_factory=list)
+    ready: list[PruneRun] = field(default_factory=list)
+    waiting: dict[str, list[PruneRun]] = field(default_factory=dict)
+    keep_pruned: bool = False
+
+    def keep_dir(self, run: PruneRun) -> Path | None:
+        return self.store.run_dir(run.run_id) if self.keep_pruned else None
+
+
+class Reporter(Protocol):
+    def started(self, run: DenseRun | PruneRun) -> None: ...
+
+    def finished(self, run: DenseRun | PruneRun, record: dict[str, Any],
+                 files: dict[str, bytes] | None = None) -> None: ...
+
+
+class Executor(Protocol):
+    def run(self, work: Work, report: Reporter) -> None: ...
+
+
+def check_counts(workers: int | None, threads: int | None) -> None:
+    for option, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise TsPruneError(f"{option} must be at least 1, got {value}")
+
+
+def settle_dense(run: DenseRun, record: dict[str, Any], work: Work, report: Reporter) -> list[PruneRun]:
+    """Report a finished dense run; return its prune runs, or record them failed when it failed."""
+    report.finished(run, record)
+    children = work.waiting.pop(run.run_id, [])
+    if record["status"] == "done":
+        return children
+    for child in children:
+        report.finished(child, parent_failed(child, record))
+    return []
