@@ -91,7 +91,7 @@ def local_sweep(csv, tmp_path_factory) -> Path:
     ({"measure": {"repeats": 0}}, "measure: each repeat count must be an integer >= 1"),
     ({"engines": ["fast"]}, "engines: unknown engine 'fast'"),
     ({"engines": ["sparse"], "methods": ["depgraph"], "finetune_epochs": [0]},
-     "engines: the sparse engine runs unstructured"),
+     "engines: the sparse engine runs models with zeros"),
     ({"datasets": ["missing.csv"]}, "datasets: data file"),
     ({"datasets": ["NoSuchData"]}, "datasets: unknown dataset 'NoSuchData'"),
     ({"finetune_densities": [0.9]}, "finetune_densities: none of them is among the methods' densities"),

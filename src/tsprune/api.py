@@ -45,8 +45,8 @@ def evaluate(run: Run | str | Path, split: str = "test", device: str = "auto", b
 
 def prune(source: Run | str | Path, method: str = "magnitude", density: float = 0.5, out: str | Path | None = None,
           *, overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None,
-          engine: str = "dense", **options: Any) -> Run:
-    """Prune a trained run (``magnitude``, ``magnitude-layerwise`` or ``depgraph``) to ``density``, optionally
+          **options: Any) -> Run:
+    """Prune a trained run with ``method`` (a record of ``tsprune.prune.methods``) to ``density``, optionally
     fine-tune it (``finetune_epochs=N``), and measure it against the dense model in the same process.
 
     ``options`` are :class:`tsprune.config.PruneConfig` fields. The returned run's ``metrics`` hold test MSE/MAE,
@@ -60,7 +60,7 @@ def prune(source: Run | str | Path, method: str = "magnitude", density: float = 
     if "batch_sizes" in options and options["batch_sizes"] is not None:
         options["batch_sizes"] = tuple(int(b) for b in options["batch_sizes"])
     config = replace_known(PruneConfig(method=method, density=density), options)
-    return prune_run(source, config, out, overwrite=overwrite, progress=progress, baseline=baseline, engine=engine)
+    return prune_run(source, config, out, overwrite=overwrite, progress=progress, baseline=baseline)
 
 
 def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), device: str = "auto",

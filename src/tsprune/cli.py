@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tsprune.errors import TsPruneError
+from tsprune.prune import methods
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Prune Transformer time-series forecasters and measure what you really save.")
@@ -20,6 +21,11 @@ console = Console()
 err_console = Console(stderr=True)
 
 DATA, MODEL, TRAIN = "Data", "Model hyper-parameters (default: the model's own)", "Training"
+
+
+def _for(option: str, text: str) -> str:
+    """Help text of a pruning option, prefixed with the methods that read it."""
+    return f"{', '.join(methods.using(option))}: {text}"
 
 
 def user_errors(command: Callable) -> Callable:
@@ -185,29 +191,30 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 def prune(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
     out: Annotated[Path, typer.Option(help="Directory for the pruned run.")],
-    method: Annotated[str, typer.Option(help="magnitude | magnitude-layerwise | depgraph.", rich_help_panel=PRUNE)]
-    = "magnitude",
-    density: Annotated[float, typer.Option(help="Fraction kept: of prunable weights (magnitude) or of parameters "
-                                                "(depgraph).", rich_help_panel=PRUNE)] = 0.5,
-    iterative: Annotated[bool, typer.Option(help="Magnitude: prune along 0.8^i to the target, fine-tuning "
-                                                 "between steps.", rich_help_panel=PRUNE)] = False,
+    method: Annotated[str, typer.Option(help=methods.describe() + ".", rich_help_panel=PRUNE)] = methods.MAGNITUDE,
+    density: Annotated[float, typer.Option(help="Fraction kept: " + "; ".join(
+        f"{', '.join(m.name for m in methods.METHODS if m.density_of == what)}: of the {what}"
+        for what in dict.fromkeys(m.density_of for m in methods.METHODS)) + ".", rich_help_panel=PRUNE)] = 0.5,
+    iterative: Annotated[bool, typer.Option(help=_for("iterative", "prune along 0.8^i to the target, fine-tuning "
+                                                                   "between steps."), rich_help_panel=PRUNE)] = False,
     include_embeddings: Annotated[bool, typer.Option(rich_help_panel=PRUNE)] = False,
     include_fourier: Annotated[bool, typer.Option(help="Also prune FEDformer's complex Fourier weights.",
                                                   rich_help_panel=PRUNE)] = False,
-    scope: Annotated[str, typer.Option(help="Depgraph: global | uniform.", rich_help_panel=PRUNE)] = "global",
-    heads: Annotated[str, typer.Option(help="Depgraph: dims (equal per head) | heads (whole heads).",
+    scope: Annotated[str, typer.Option(help=_for("scope", "global | uniform."), rich_help_panel=PRUNE)] = "global",
+    heads: Annotated[str, typer.Option(help=_for("heads", "dims (equal per head) | heads (whole heads)."),
                                        rich_help_panel=PRUNE)] = "dims",
-    round_to: Annotated[Optional[int], typer.Option(help="Depgraph: keep channel counts multiples of this "
-                                                         "(default: 8 for models with d_model >= 128; 1: exact).",
+    round_to: Annotated[Optional[int], typer.Option(help=_for("round_to", "keep channel counts multiples of this "
+                                                         "(default: 8 for models with d_model >= 128; 1: exact)."),
                                                     rich_help_panel=PRUNE)] = None,
-    timeout: Annotated[float, typer.Option(help="Depgraph time limit in seconds.", rich_help_panel=PRUNE)] = 900.0,
+    timeout: Annotated[float, typer.Option(help=_for("timeout_s", "time limit in seconds."),
+                                           rich_help_panel=PRUNE)] = 900.0,
     finetune_epochs: Annotated[int, typer.Option(rich_help_panel=FINETUNE)] = 0,
     finetune_lr: Annotated[Optional[float], typer.Option(rich_help_panel=FINETUNE)] = None,
     finetune_max_steps: Annotated[Optional[int], typer.Option(rich_help_panel=FINETUNE)] = None,
     batch_sizes: Annotated[str, typer.Option(help="Latency batch sizes.", rich_help_panel=MEASURE)] = "1,32",
     repeats: Annotated[int, typer.Option(help="Timed passes per batch size.", rich_help_panel=MEASURE)] = 20,
     threads: Annotated[Optional[int], typer.Option(rich_help_panel=MEASURE)] = None,
-    engine: Annotated[str, typer.Option(help="dense | sparse: compile the (magnitude) pruned model for sparse "
+    engine: Annotated[str, typer.Option(help="dense | sparse: compile the (unstructured) pruned model for sparse "
                                              "kernels where measured faster, and time that.",
                                         rich_help_panel=MEASURE)] = "dense",
     device: Annotated[str, typer.Option()] = "auto",

@@ -137,10 +137,6 @@ class TrainConfig:
             raise TsPruneError(f"max_steps must be at least 1, got {self.max_steps}")
 
 
-PRUNE_METHODS = ("magnitude", "magnitude-layerwise", "depgraph")
-# Methods that remove whole channels/heads (the model really shrinks); the others only mask weights (zeros a sparse
-# engine can skip).
-STRUCTURED_METHODS = frozenset({"depgraph"})
 # How a pruned model is executed: dense kernels, or "sparse" (unstructured runs compiled for sparse kernels in the
 # layers where those measure faster; structured runs have no zeros left to skip).
 ENGINES = ("dense", "sparse")
@@ -172,10 +168,12 @@ class PruneConfig:
     latency_repeats: int = 20
     threads: int | None = None
     device: str = "auto"
+    engine: str = "dense"  # dense: masked weights in dense kernels; sparse: compiled for the sparse engine
 
     def validate(self) -> None:
-        if self.method not in PRUNE_METHODS:
-            raise TsPruneError(f"unknown pruning method {self.method!r}: use one of {', '.join(PRUNE_METHODS)}")
+        """Checks of the fields themselves; those that depend on the method are ``prune.methods.check``'s."""
+        if self.engine not in ENGINES:
+            raise TsPruneError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         if not 0.0 < self.density <= 1.0:
             raise TsPruneError(f"density must be in (0, 1], got {self.density}")
         if self.scope not in ("global", "uniform"):
@@ -184,8 +182,6 @@ class PruneConfig:
             raise TsPruneError(f"heads must be dims or heads, got {self.heads!r}")
         if self.finetune_epochs < 0:
             raise TsPruneError(f"finetune_epochs must be at least 0, got {self.finetune_epochs}")
-        if self.iterative and self.method == "depgraph":
-            raise TsPruneError("iterative pruning is for the magnitude methods; depgraph is one-shot")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise TsPruneError(f"batch sizes must be positive, got {self.batch_sizes}")
         if self.latency_repeats < 1:

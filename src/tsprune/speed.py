@@ -6,7 +6,7 @@ zeros fall, and are never trained or evaluated. Per model:
 
 * ``magnitude`` at ``density`` (global, the study's method), masked: the zeros stay in dense kernels;
 * the same masked model compiled for tsprune's sparse engine at the largest batch size (``prune.sparse``);
-* ``depgraph`` at ``structured_density``: channels removed, a smaller dense model.
+* the study's structured method (DepGraph) at ``structured_density``: channels removed, a smaller dense model.
 
 All four run in one alternating loop (``measure.compare_latency``) at each batch size, so every ratio is a
 same-conditions ratio. The rows have the columns of a sweep's results table (``sweep.store.COLUMNS``) that the
@@ -35,6 +35,7 @@ def speed_comparison(models: Sequence[str], dataset: str = "ETTh1", pred_len: in
     from tsprune.measure import compare_latency, count_flops, count_params, example_inputs
     from tsprune.models.registry import build_model
     from tsprune.prune import structured, unstructured
+    from tsprune.prune.methods import DEPGRAPH, MAGNITUDE
     from tsprune.sparse.engine import compile_sparse, plan_summary
     from tsprune.runtime import configure_threads
 
@@ -53,7 +54,7 @@ def speed_comparison(models: Sequence[str], dataset: str = "ETTh1", pred_len: in
         shrunk, result = structured.prune_to_density(dense, inputs[1], structured_density)
         if not result.reached:
             raise TsPruneError(f"{name}: DepGraph could not reach density {structured_density}: {result.reason}")
-        variants = {"dense": dense, "masked": masked, "sparse": sparse, "depgraph": shrunk}
+        variants = {"dense": dense, "masked": masked, "sparse": sparse, "structured": shrunk}
         timings = {str(size): compare_latency(variants, inputs[size], repeats, threads=threads)
                    for size in batch_sizes}
         flops = {key: count_flops(model, inputs[1]) for key, model in variants.items() if key != "sparse"}
@@ -63,9 +64,8 @@ def speed_comparison(models: Sequence[str], dataset: str = "ETTh1", pred_len: in
                 "params_dense": params["dense"]["params"], "flops_dense": flops["dense"]["flops"]}
         largest = str(max(batch_sizes))
         for key, method, engine, target, facts in (
-                ("masked", "magnitude", "dense", density, "masked"), ("sparse", "magnitude", "sparse", density,
-                                                                     "masked"),
-                ("depgraph", "depgraph", "dense", structured_density, "depgraph")):
+                ("masked", MAGNITUDE, "dense", density, "masked"), ("sparse", MAGNITUDE, "sparse", density, "masked"),
+                ("structured", DEPGRAPH, "dense", structured_density, "structured")):
             count, flop = params[facts], flops[facts]
             row = {**base, "run_id": f"speed-{name}-{key}", "method": method, "engine": engine,
                    "target_density": target, "params": count["params"], "nonzero_params": count["nonzero_params"],

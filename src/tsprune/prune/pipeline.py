@@ -1,8 +1,9 @@
 """Prune a trained run end to end: apply a named method, optionally fine-tune, evaluate, measure against the dense
 model in the same process, and write a new run directory atomically.
 
-Methods live in one registry (``METHODS``): each takes the model, the run's data and the config and returns the
-pruned model plus what it achieved; everything around it (fine-tuning, evaluation, measurement, saving) is shared.
+Methods are records in ``prune.methods``: each names an implementation that takes the model, the run's data and
+the config and returns the pruned model plus what it achieved; everything around it (fine-tuning, evaluation,
+measurement, saving) is shared and lives here.
 """
 
 from __future__ import annotations
@@ -13,73 +14,23 @@ import hashlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from tsprune.config import ENGINES, STRUCTURED_METHODS, PruneConfig, TrainConfig
+from tsprune.config import PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
-from tsprune.prune import structured, unstructured
+from tsprune.prune import methods, unstructured
+from tsprune.prune.methods import TargetUnreachable  # noqa: F401 - raised through here
 from tsprune.sparse.engine import compile_sparse, plan_summary
 from tsprune.run import Run, environment, load_run, save_run
 from tsprune.train import evaluate, fit
 from tsprune.runtime import configure_threads, resolve_device, seed_everything
-
-
-class TargetUnreachable(TsPruneError):
-    """A structured density target this model cannot reach (recorded as a failure, not a crash)."""
-
-
-@dataclass
-class Pruned:
-    """What a method returns: the pruned model, its masks (unstructured) and facts to record."""
-
-    model: nn.Module
-    masks: dict[str, torch.Tensor] | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
-    architecture: dict[str, Any] | None = None
-
-
-def _magnitude(scope: str) -> Callable[[nn.Module, ForecastData, PruneConfig, TrainConfig, torch.device], Pruned]:
-    def method(model: nn.Module, data: ForecastData, config: PruneConfig, train: TrainConfig,
-               device: torch.device) -> Pruned:
-        steps = [config.density]
-        if config.iterative:  # walk the study's schedule down to the target, fine-tuning after each step
-            steps = [d for d in unstructured.STUDY_SCHEDULE if d > config.density + 1e-9 and d < 1.0] + steps
-        masks: dict[str, torch.Tensor] = {}
-        for i, density in enumerate(steps):
-            masks, _ = unstructured.prune_magnitude(model, density, scope, config.include_embeddings,
-                                                    config.include_fourier)
-            if config.iterative and config.finetune_epochs and i < len(steps) - 1:
-                unstructured.finetune(model, masks, data, train, device)
-        return Pruned(model, masks, {"iterative_steps": len(steps)})
-
-    return method
-
-
-def _depgraph(model: nn.Module, data: ForecastData, config: PruneConfig, train: TrainConfig,
-              device: torch.device) -> Pruned:
-    inputs = example_inputs(data, 2, device=device)  # real windows for the trace
-    pruned, result = structured.prune_to_density(model, inputs, config.density, config.scope, config.heads,
-                                                 config.round_to, timeout_s=config.timeout_s)
-    if not result.reached:
-        raise TargetUnreachable(result.reason)
-    facts = {"channel_ratio": result.channel_ratio, "search_trials": len(result.trials),
-             "density_params": result.density, "round_to": result.round_to}
-    return Pruned(pruned, None, facts, structured.architecture(pruned))
-
-
-METHODS: dict[str, Callable[..., Pruned]] = {
-    "magnitude": _magnitude("global"),
-    "magnitude-layerwise": _magnitude("layer"),
-    "depgraph": _depgraph,
-}
 
 
 def _finetune_config(run: Run, config: PruneConfig) -> TrainConfig:
@@ -132,7 +83,7 @@ def pruning_key(run: Run, config: PruneConfig) -> str:
     """Identifies a pruning outcome: the source run and every setting that changes the pruned weights or what is
     measured on them (timing settings excluded)."""
     settings = dataclasses.asdict(config)
-    for timing_only in ("latency_repeats",):
+    for timing_only in ("latency_repeats", "engine"):  # engine twins share one pruning
         settings.pop(timing_only)
     return repr((str(run.path) if run.path is not None else weights_fingerprint(run.model),
                  sorted(settings.items())))
@@ -155,7 +106,7 @@ def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None,
     train = _finetune_config(run, config)
     seed_everything(train.seed)
     started = time.perf_counter()
-    pruned = METHODS[config.method](copy.deepcopy(run.model).to(device), data, config, train, device)
+    pruned = methods.check(config).run()(copy.deepcopy(run.model).to(device), data, config, train, device)
     model = pruned.model
     fit_result = None
     if config.finetune_epochs:
@@ -172,24 +123,21 @@ def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None,
 
 def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,
               overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None,
-              engine: str = "dense", pruned: PrunedModel | None = None) -> Run:
+              pruned: PrunedModel | None = None) -> Run:
     """Prune ``source`` (a run or run directory) as ``config`` says and return the pruned run.
 
     With ``out`` the run directory is written to a temporary sibling and renamed when complete, so an
     interruption or error never leaves half a run behind; an existing ``out`` is refused unless ``overwrite``.
     ``baseline`` (from :func:`dense_baseline` on the same run and settings) skips re-measuring the dense model.
     ``pruned`` (from :func:`prune_model` on the same run and config) skips pruning, fine-tuning and evaluation;
-    only the timing is redone. ``engine="sparse"`` (unstructured methods) compiles the pruned model for sparse
-    kernels at the largest batch size (:func:`tsprune.sparse.engine.compile_sparse`); its latency and speedup are
+    only the timing is redone. ``config.engine == "sparse"`` (unstructured methods) compiles the pruned model for
+    sparse kernels at the largest batch size (:func:`tsprune.sparse.engine.compile_sparse`); its latency and speedup are
     then the compiled model's, and the masked dense model's are kept beside them (``latency_masked``,
     ``speedup_masked``).
     """
     config.validate()
-    if engine not in ENGINES:
-        raise TsPruneError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
-    if engine == "sparse" and config.method in STRUCTURED_METHODS:
-        raise TsPruneError(f"the sparse engine runs unstructured pruned models; {config.method} leaves no zeros: "
-                           "use a magnitude method or engine 'dense'")
+    method = methods.check(config)
+    engine = config.engine
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.exists() and not overwrite:
         raise TsPruneError(f"{out_path} already exists: choose another --out or pass --overwrite")
@@ -233,7 +181,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
 
     params = dict(unstructured.prunable_parameters(model, config.include_embeddings, config.include_fourier))
     report = unstructured.density_report(model, params)
-    if config.method == "depgraph":  # the target refers to all parameters: nothing is masked, channels are gone
+    if method.structured:  # the target refers to all parameters: nothing is masked, channels are gone
         report = {**report, "density_prunable": cost["params"] / dense_cost["params"],
                   "density_total": cost["params"] / dense_cost["params"]}
     metrics.update({

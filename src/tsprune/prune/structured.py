@@ -48,6 +48,7 @@ from torch import nn
 
 from tsprune.errors import TsPruneError
 from tsprune.measure import count_params
+from tsprune.prune.methods import Pruned, TargetUnreachable
 from tsprune.models.crossformer import SegmentMerging
 from tsprune.models.layers.attention import AttentionLayer
 from tsprune.models.layers.embed import DataEmbedding
@@ -364,3 +365,18 @@ def prune_to_density(model: nn.Module, inputs: tuple, density: float, scope: str
         else:
             low = middle
     return result(best, high)
+
+
+def prune_dependency_graph(model: nn.Module, data: Any, config: Any, train: Any, device: torch.device) -> Pruned:
+    """The method record's implementation (``prune.methods``): prune ``model`` to ``config.density`` of its
+    parameters, traced on two real windows of ``data``."""
+    from tsprune.measure import example_inputs
+
+    inputs = example_inputs(data, 2, device=device)
+    pruned, result = prune_to_density(model, inputs, config.density, config.scope, config.heads, config.round_to,
+                                      timeout_s=config.timeout_s)
+    if not result.reached:
+        raise TargetUnreachable(result.reason)
+    facts = {"channel_ratio": result.channel_ratio, "search_trials": len(result.trials),
+             "density_params": result.density, "round_to": result.round_to}
+    return Pruned(pruned, None, facts, architecture(pruned))

@@ -18,11 +18,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from tsprune.config import TrainConfig
+from tsprune.config import PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.schedule import STUDY_SCHEDULE, check_density, parse_densities  # noqa: F401 - this module's API too
 from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
+from tsprune.prune.methods import Pruned
 from tsprune.train import TrainResult, fit
 
 SCOPES = ("global", "layer")
@@ -203,3 +204,32 @@ def finetune(model: nn.Module, masks: Mapping[str, Tensor], data: ForecastData, 
         return fit(model, data, train_config, device, after_step=enforcer, progress=progress)
     finally:
         enforcer.remove_hooks()
+
+
+# --------------------------------------------------------------------------------------------------- methods
+# Implementations of the records in ``prune.methods`` (see there for the signature).
+
+
+def _prune_magnitude(scope: str, model: nn.Module, data: ForecastData, config: PruneConfig, train: TrainConfig,
+                     device: torch.device) -> Pruned:
+    steps = [config.density]
+    if config.iterative:  # walk the study's schedule down to the target, fine-tuning after each step
+        steps = [d for d in STUDY_SCHEDULE if d > config.density + 1e-9 and d < 1.0] + steps
+    masks: dict[str, Tensor] = {}
+    for i, density in enumerate(steps):
+        masks, _ = prune_magnitude(model, density, scope, config.include_embeddings, config.include_fourier)
+        if config.iterative and config.finetune_epochs and i < len(steps) - 1:
+            finetune(model, masks, data, train, device)
+    return Pruned(model, masks, {"iterative_steps": len(steps)})
+
+
+def prune_global(model: nn.Module, data: ForecastData, config: PruneConfig, train: TrainConfig,
+                 device: torch.device) -> Pruned:
+    """Global magnitude pruning: one threshold over all prunable weights."""
+    return _prune_magnitude("global", model, data, config, train, device)
+
+
+def prune_layerwise(model: nn.Module, data: ForecastData, config: PruneConfig, train: TrainConfig,
+                    device: torch.device) -> Pruned:
+    """Layer-wise magnitude pruning: every prunable tensor at the same density."""
+    return _prune_magnitude("layer", model, data, config, train, device)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tsprune.prune.methods import DEPGRAPH, MAGNITUDE
 from tsprune.report import tables
 
 SEED_SPREAD = 0.05  # test MSE; see the module doc
@@ -77,7 +78,7 @@ def _models(grid: pd.DataFrame) -> list[str]:
 
 def magnitude_keeps_accuracy(grid: pd.DataFrame, planned: list[str]) -> list[Finding]:
     dense = _dense_mse(grid)
-    rows = _pruned(grid, "magnitude")
+    rows = _pruned(grid, MAGNITUDE)
     kept = {model: kept_down_to(rows[rows["model"] == model], dense[model])
             for model in planned if model in dense and (rows["model"] == model).any()}
     runs = len(rows) + len(dense)
@@ -105,9 +106,9 @@ def magnitude_keeps_accuracy(grid: pd.DataFrame, planned: list[str]) -> list[Fin
                            evidence, runs)]
 
 
-def depgraph_inconsistent(grid: pd.DataFrame, planned: list[str]) -> list[Finding]:
+def structured_inconsistent(grid: pd.DataFrame, planned: list[str]) -> list[Finding]:
     dense = _dense_mse(grid)
-    rows = _pruned(grid, "depgraph")
+    rows = _pruned(grid, DEPGRAPH)
     at = _at(rows, FINETUNE_DENSITY)
     change = {model: float(group["mse"].mean()) - dense[model] for model, group in at.groupby("model")
               if model in dense}
@@ -133,7 +134,7 @@ def depgraph_inconsistent(grid: pd.DataFrame, planned: list[str]) -> list[Findin
 
 
 def flops_without_time(grid: pd.DataFrame, planned: list[str]) -> list[Finding]:
-    masked = _at(_pruned(grid, "magnitude", scored=False), HIGH_SPARSITY)
+    masked = _at(_pruned(grid, MAGNITUDE, scored=False), HIGH_SPARSITY)
     masked = masked[masked["speedup"].notna()]
     reduction = 1.0 / masked["flops_effective_ratio"]
     test = (f"at density {_pct(HIGH_SPARSITY)} (masked weights, dense kernels) the median model does at least "
@@ -149,8 +150,8 @@ def flops_without_time(grid: pd.DataFrame, planned: list[str]) -> list[Finding]:
                                 f"median {flops:.1f}x fewer effective FLOPs, speedup {speed:.2f}x "
                                 f"(range {masked['speedup'].min():.2f}-{masked['speedup'].max():.2f}x)",
                                 len(masked)))
-    sparse = _at(_pruned(grid, "magnitude", engine="sparse", scored=False), HIGH_SPARSITY)
-    structured = _pruned(grid, "depgraph", scored=False)
+    sparse = _at(_pruned(grid, MAGNITUDE, engine="sparse", scored=False), HIGH_SPARSITY)
+    structured = _pruned(grid, DEPGRAPH, scored=False)
     structured = structured[structured["speedup"].notna()]
     if not structured.empty:  # the DepGraph density nearest the study's 0.328 that was timed
         nearest = structured["target_density"].iloc[(structured["target_density"] - FINETUNE_DENSITY).abs().argmin()]
@@ -172,7 +173,7 @@ def flops_without_time(grid: pd.DataFrame, planned: list[str]) -> list[Finding]:
 
 def finetuning_needed(grid: pd.DataFrame, planned: list[str]) -> list[Finding]:
     findings = []
-    for method in ("magnitude", "depgraph"):
+    for method in (MAGNITUDE, DEPGRAPH):
         before = _at(_pruned(grid, method), HIGH_SPARSITY)
         after = _at(_pruned(grid, method, finetune=1), HIGH_SPARSITY)
         dense = _dense_mse(grid)
@@ -228,7 +229,7 @@ def size_grows_with_data(frame: pd.DataFrame) -> list[Finding]:
     return findings
 
 
-CLAIMS: list[Callable[..., list[Finding]]] = [magnitude_keeps_accuracy, depgraph_inconsistent, flops_without_time,
+CLAIMS: list[Callable[..., list[Finding]]] = [magnitude_keeps_accuracy, structured_inconsistent, flops_without_time,
                                               finetuning_needed]
 
 

@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+from tsprune.models.registry import SPECS
+from tsprune.prune.methods import METHODS
 from tsprune.report.tables import is_structured
 
 STYLE = {
@@ -25,9 +27,9 @@ STYLE = {
 }
 
 # Fixed order of the registered models, so a model keeps its color from one report to the next.
-KNOWN_MODELS = ("transformer", "informer", "autoformer", "fedformer", "crossformer")
+KNOWN_MODELS = tuple(spec.name.lower() for spec in SPECS)
 PALETTE = colormaps["tab10"].colors
-METHOD_MARKERS = {"dense": "*", "magnitude": "o", "magnitude-layerwise": "s", "depgraph": "^"}
+METHOD_MARKERS = {"dense": "*", **{method.name: method.marker for method in METHODS}}
 SPARE_MARKERS = ("D", "v", "P", "X", "<", ">")
 PANEL = (5.0, 3.6)  # inches per panel
 SPARE = "spare panel"

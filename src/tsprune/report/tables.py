@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from tsprune.config import STRUCTURED_METHODS
+from tsprune.prune import methods
 
 # Keys of one forecasting task: a table or panel never averages MSE across these.
 TASK = ["model", "dataset", "pred_len"]
@@ -35,7 +35,7 @@ TOLERANCE = 0.05
 
 def is_structured(method: str) -> bool:
     """Structured methods are drawn dashed and compared on real FLOPs, unstructured ones on effective FLOPs."""
-    return method in STRUCTURED_METHODS
+    return methods.is_structured(method)
 
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tsprune.config import ModelConfig
+from tsprune.prune.methods import get_method
 from tsprune.sweep.plan import DenseRun, Plan, PruneRun
 
 # Relative cost of one training step of each model at equal size (Transformer = 1).
@@ -18,7 +19,6 @@ TRAIN_WINDOWS = {"ETTh1": 8450, "ETTh2": 8450, "ETTm1": 34370, "ETTm2": 34370, "
 EVAL_SHARE = 0.6  # validation + test windows per training window, roughly
 STEP_OVERHEAD_S = 0.05  # a training step of a tiny model (batch 32, one core)
 STEP_REFERENCE_S = 3.0  # extra for a default-size model (d_model 512, d_ff 2048, 3 layers)
-DEPGRAPH_TRIALS = 12  # bisection trials, each a trace-and-prune of a model copy (~ a few steps)
 MEASURE_S = 2.0  # FLOP count and latency timing of one pruned model, beyond evaluation
 SETUP_S = 2.0  # reading the data, building and saving a model
 
@@ -59,8 +59,7 @@ def prune_seconds(run: PruneRun) -> float:
     step = step_seconds(dense.model, dense.data.pred_len)
     test_steps = _windows(parent) * EVAL_SHARE / 2 / dense.train.batch_size / 3
     seconds = test_steps * step + MEASURE_S + run.config.latency_repeats * len(config.batch_sizes) * step / 3
-    if config.method == "depgraph":
-        seconds += DEPGRAPH_TRIALS * step
+    seconds += get_method(config.method).search_passes * step
     if config.finetune_epochs:
         per_epoch = int(_windows(parent) * dense.data.train_fraction) // dense.train.batch_size
         steps = min(per_epoch, config.finetune_max_steps or dense.train.max_steps or per_epoch)

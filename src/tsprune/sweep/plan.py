@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
 
-from tsprune.config import STRUCTURED_METHODS, PruneConfig, RunConfig
+from tsprune.config import PruneConfig, RunConfig
 from tsprune.errors import TsPruneError
+from tsprune.prune.methods import get_method
 from tsprune.sweep.spec import DatasetEntry, SweepSpec
 
 
@@ -73,11 +74,14 @@ class PruneRun:
     parent: DenseRun
     labels: Labels
     config: PruneConfig
-    engine: str = "dense"
 
     @property
     def parent_id(self) -> str:
         return self.parent.run_id
+
+    @property
+    def engine(self) -> str:
+        return self.config.engine
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "prune", "parent": self.parent_id, "engine": self.engine,
@@ -85,8 +89,9 @@ class PruneRun:
 
     @cached_property
     def run_id(self) -> str:
-        return config_hash({"kind": "prune", "parent": self.parent_id, "engine": self.engine,
-                            "prune": non_default(self.config)})
+        # the engine sits beside the pruning settings in the hash, as it did before it was a PruneConfig field
+        prune = {key: value for key, value in non_default(self.config).items() if key != "engine"}
+        return config_hash({"kind": "prune", "parent": self.parent_id, "engine": self.engine, "prune": prune})
 
 
 @dataclass
@@ -185,15 +190,16 @@ def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
             for epochs in spec.finetune_epochs:
                 if epochs and not spec.finetunes_at(density):
                     continue
-                config = PruneConfig(method=method, density=density, finetune_epochs=epochs,
-                                     batch_sizes=spec.measure.batch_sizes, latency_repeats=spec.measure.repeats,
-                                     threads=spec.measure.threads, device=spec.device, **spec.prune)
                 for engine in spec.engines:
-                    if engine == "sparse" and method in STRUCTURED_METHODS:
+                    if engine == "sparse" and not get_method(method).sparse_engine:
                         continue  # channels are gone, no zeros are left for sparse kernels to skip
+                    config = PruneConfig(method=method, density=density, finetune_epochs=epochs,
+                                         batch_sizes=spec.measure.batch_sizes, latency_repeats=spec.measure.repeats,
+                                         threads=spec.measure.threads, device=spec.device, engine=engine,
+                                         **spec.prune)
                     labels = dataclasses.replace(dense.labels, method=method, target_density=density,
                                                  finetune_epochs=epochs, engine=engine)
-                    runs.append(PruneRun(dense, labels, config, engine))
+                    runs.append(PruneRun(dense, labels, config))
     return runs
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tsprune.models.registry import model_names
+from tsprune.prune.methods import DEPGRAPH, MAGNITUDE
 
 # The demo's model size: small enough to train all five models to early stopping in minutes, large enough to come
 # within 25% of the full-size runs' MSE on ETTh1/96.
@@ -20,7 +21,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "datasets": ["ETTh1", "ETTh2", "ETTm1", "ETTm2", "weather", "exchange_rate",
                      {"name": "national_illness", "seq_len": 36, "label_len": 18, "pred_lens": [24, 36, 48, 60]}],
         "pred_lens": [96, 192, 336, 720],
-        "methods": {"magnitude": "0.8^0..10", "depgraph": "0.8^1..10"},
+        "methods": {MAGNITUDE: "0.8^0..10", DEPGRAPH: "0.8^1..10"},
         "seeds": [2021, 2022, 2023],
         "measure": {"batch_sizes": [1, 32], "repeats": 20},
     },
@@ -37,7 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "datasets": ["ETTh1"],
         "pred_lens": [96],
         "seeds": [2021],
-        "methods": {"magnitude": "0.8^0..20", "depgraph": "0.8^1..10"},
+        "methods": {MAGNITUDE: "0.8^0..20", DEPGRAPH: "0.8^1..10"},
         "finetune_epochs": [0, 1],
         "finetune_densities": [0.8**5, 0.8**10],
         "engines": ["dense", "sparse"],
@@ -49,7 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                             "default": {}},
             "train_fractions": [0.25, 0.5, 1.0],
             "prune_studies": True,
-            "methods": {"magnitude": [0.8**5, 0.8**10]},
+            "methods": {MAGNITUDE: [0.8**5, 0.8**10]},
             "finetune_epochs": [0],
             "engines": ["dense"],
         }],
@@ -65,7 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "models": model_names(),
         "datasets": ["ETTh1"],
         "pred_lens": [96],
-        "methods": {"magnitude": "0.8^0..15", "depgraph": [0.8, 0.8**3, 0.8**5, 0.8**7]},
+        "methods": {MAGNITUDE: "0.8^0..15", DEPGRAPH: [0.8, 0.8**3, 0.8**5, 0.8**7]},
         "finetune_epochs": [0, 1],
         "finetune_densities": [0.8**5],
         "seeds": [2021],

@@ -123,11 +123,14 @@ def _engine(record: dict[str, Any]) -> str:
 
 def _masked_twin(record: dict[str, Any], records: dict[str, dict[str, Any]]) -> str | None:
     """The dense-engine run with the same parent and pruning settings as sparse-engine ``record``."""
-    prune = (record.get("config") or {}).get("prune")
+    def pruning(config: dict[str, Any]) -> dict[str, Any]:  # the settings twins share (engine aside)
+        return {key: value for key, value in (config.get("prune") or {}).items() if key != "engine"}
+
+    mine = pruning(record.get("config") or {})
     for other in records.values():
         config = other.get("config") or {}
         if (other.get("parent_id") == record.get("parent_id") and config.get("engine") == "dense"
-                and config.get("prune") == prune and other.get("status") == "done"):
+                and pruning(config) == mine and other.get("status") == "done"):
             return str(other["run_id"])
     return None
 

@@ -20,14 +20,13 @@ import yaml
 
 from tsprune.config import (
     ENGINES,
-    PRUNE_METHODS,
-    STRUCTURED_METHODS,
     DataConfig,
     PruneConfig,
     TrainConfig,
     replace_known,
 )
 from tsprune.errors import TsPruneError
+from tsprune.prune.methods import MAGNITUDE, get_method
 from tsprune.schedule import STUDY_SCHEDULE, parse_densities
 
 # DataConfig fields a spec may fix for all datasets (or per dataset); the rest are axes or come from the entry.
@@ -244,14 +243,13 @@ def _densities(value: Any, _: Path) -> list[float]:
 def _methods(value: Any, _: Path) -> dict[str, list[float] | None]:
     """A list of names (each uses ``densities``) or a mapping name -> its own densities (null: ``densities``)."""
     if value is None:
-        value = ["magnitude"]
+        value = [MAGNITUDE]
     if isinstance(value, dict):
         methods = {str(name): None if own is None else _unique(parse_densities(own)) for name, own in value.items()}
     else:
         methods = {str(name): None for name in _unique(_as_list(value, "method"))}
     for name in methods:
-        if name not in PRUNE_METHODS:
-            raise TsPruneError(f"unknown pruning method {name!r}: use one of {', '.join(PRUNE_METHODS)}")
+        get_method(name)
     if not methods:
         raise TsPruneError("give at least one method")
     return methods
@@ -378,7 +376,8 @@ _KEYS: dict[str, Callable[[Any, Path], Any]] = {
 
 
 def _check_combinations(spec: SweepSpec) -> None:
-    """Checks across keys: every size must build for every model, and iterative pruning is not for depgraph."""
+    """Checks across keys: every size must build for every model, iterative pruning only for methods that allow
+    it, and a sparse engine only with a method that leaves zeros."""
     from tsprune.models.registry import default_config
 
     for size, overrides in spec.model_sizes.items():
@@ -387,12 +386,14 @@ def _check_combinations(spec: SweepSpec) -> None:
                 default_config(model, **overrides)
             except TsPruneError as exc:
                 raise TsPruneError(f"model_sizes: size {size!r} does not fit {model}: {exc}") from None
-    if spec.prune.get("iterative") and "depgraph" in spec.methods:
-        raise TsPruneError("prune: iterative pruning is for the magnitude methods; drop depgraph or iterative")
+    one_shot = [name for name in spec.methods if not get_method(name).iterative]
+    if spec.prune.get("iterative") and one_shot:
+        raise TsPruneError(f"prune: iterative pruning is not for {', '.join(one_shot)} (one-shot): drop it or "
+                           "iterative")
     finetuning = any(epochs > 0 for epochs in spec.finetune_epochs)
     if finetuning and spec.finetune_densities is not None and not any(
             spec.finetunes_at(d) for densities in spec.methods.values() for d in densities):
         raise TsPruneError("finetune_densities: none of them is among the methods' densities")
-    if "sparse" in spec.engines and spec.methods and all(m in STRUCTURED_METHODS for m in spec.methods):
-        raise TsPruneError("engines: the sparse engine runs unstructured (magnitude) pruned models; add a magnitude "
-                           "method or drop 'sparse'")
+    if "sparse" in spec.engines and spec.methods and not any(get_method(m).sparse_engine for m in spec.methods):
+        raise TsPruneError("engines: the sparse engine runs models with zeros (unstructured methods); add one or "
+                           "drop 'sparse'")

@@ -70,7 +70,7 @@ def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | Non
         key = pruning_key(dense, config)
         if _PRUNED is None or _PRUNED.source_id != key:
             _remember(prune_model(dense, config))
-        return prune_run(dense, config, keep, overwrite=True, baseline=baseline, engine=run.engine,
+        return prune_run(dense, config, keep, overwrite=True, baseline=baseline,
                          pruned=_PRUNED).metrics
 
     return _attempt(run, config.threads or threads, work)
