@@ -103,7 +103,7 @@ def test_measure_command(trained):
     (["--method", "random"], "unknown pruning method"),
     (["--method", "depgraph", "--density", "0.001"], "out of reach"),
     (["--batch-sizes", "1,x"], "--batch-sizes"),
-    (["--method", "depgraph", "--engine", "sparse"], "leaves no zeros"),
+    (["--method", "depgraph", "--engine", "sparse"], "removes channels and leaves none"),
     (["--engine", "fast"], "unknown engine 'fast'"),
 ])
 def test_bad_prune_input_fails_cleanly(args, message, trained, tmp_path):
@@ -158,7 +158,7 @@ def test_engine_twins_share_one_pruning_and_finetuning(trained):
     shared = prune_model(source, config)
     before = {name: value.clone() for name, value in shared.model.state_dict().items()}
     masked = prune_run(source, config, pruned=shared)
-    sparse = prune_run(source, config, engine="sparse", pruned=shared)
+    sparse = prune_run(source, dataclasses.replace(config, engine="sparse"), pruned=shared)  # same pruning key
     fresh = prune_run(source, config)
     for twin in (masked, sparse):
         assert twin.metrics["mse"] == fresh.metrics["mse"] and twin.metrics["flops_effective"] == fresh.metrics[

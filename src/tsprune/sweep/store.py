@@ -181,7 +181,8 @@ def read_results(source: str | Path) -> pd.DataFrame:
     if path.is_dir():
         return load_results(path)
     if not path.is_file():
-        raise TsPruneError(f"{path} not found: give a sweep directory or a results .parquet/.csv file")
+        raise TsPruneError(f"{path} is not a sweep directory or a results table (not found): give a sweep directory "
+                           "or a results .parquet/.csv file")
     import duckdb
 
     reader = "read_parquet" if path.suffix.lower() == ".parquet" else "read_csv_auto"
