@@ -160,3 +160,39 @@ def test_checksum_is_verified(monkeypatch):
     fake = DatasetInfo("ETTh1-fake", "ETTh1.csv", "0" * 64, "h", "ett_hour", "tampered")
     with pytest.raises(TsPruneError, match="checksum mismatch"):
         data_io.builtin_bytes(fake)
+
+
+def test_missing_value_markers_are_reported_in_one_line_once(tmp_path):
+    """weather.csv carries -9999 markers (1 in 'wv (m/s)', 30 in 'max. PAR', 50 in 'OT'); they are used as values,
+    as the benchmark does, and loading says so, for built-in files and user CSVs alike."""
+    import warnings
+
+    from tsprune.config import DataConfig
+    from tsprune.data.dataset import prepare_data
+    from tsprune.data.io import MissingMarkers, report_missing_markers
+
+    with pytest.warns(MissingMarkers) as caught:
+        prepare_data(DataConfig(dataset="weather"))
+    message = str(caught[0].message)
+    assert len(caught) == 1 and "\n" not in message
+    assert "81 values are -9999" in message and "1 in 'wv (m/s)'" in message and "50 in 'OT'" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per file and process
+        prepare_data(DataConfig(dataset="weather"))
+        prepare_data(DataConfig(dataset="ETTh1"))  # no markers: nothing said
+    t = np.arange(200)
+    frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=200, freq="h").astype(str),
+                          "x": np.where(t == 7, -9999.0, np.sin(t / 5))})
+    path = tmp_path / "user.csv"
+    frame.to_csv(path, index=False)
+    with pytest.warns(MissingMarkers, match="user.csv: 1 values are -9999 missing-value markers \\(1 in 'x'\\)"):
+        prepare_data(DataConfig(dataset=None, data_path=str(path), seq_len=24, label_len=12, pred_len=12))
+    assert report_missing_markers(frame.drop(columns="date").abs(), "clean") is None
+
+
+def test_the_cli_shows_a_warning_as_one_note_line():
+    from tsprune.cli import err_console, show_warning
+
+    with err_console.capture() as captured:
+        show_warning(UserWarning("weather: 81 values are -9999 markers"), UserWarning, "file.py", 3)
+    assert captured.get().strip() == "note: weather: 81 values are -9999 markers"

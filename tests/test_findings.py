@@ -165,6 +165,8 @@ def test_report_writes_the_findings_into_the_readme_block(tmp_path):
     from tsprune.sweep.store import write_table
 
     results = write_table(study_table(), tmp_path / "results.parquet")
+    # the obvious way to read a results table works: pandas has a parquet engine (pyarrow is a dependency)
+    assert len(pd.read_parquet(results)) == len(study_table())
     readme = tmp_path / "README.md"
     original = ("# tool\n\nbefore\n<!-- tsprune findings start -->\nstale\n<!-- tsprune findings end -->\n"
                 "after\n")

@@ -479,3 +479,11 @@ def test_report_command_on_a_real_tiny_sweep(local_sweep, tmp_path):
     assert "depgraph" in text and "out of reach" in text  # the failed run is listed with its reason
     result = runner.invoke(app, ["report", str(tmp_path / "nothing"), "--out", str(out)])
     assert result.exit_code == 2 and "not a sweep directory" in result.output
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(monkeypatch):
+    from tsprune.sweep.executors import make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(TsPruneError, match=r"needs Ray, an install extra: pip install 'tsprune\[ray\]'"):
+        make_executor("ray")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -72,8 +73,33 @@ def models() -> None:
     console.print(table)
 
 
+def model_options(command: Callable) -> Callable:
+    """Give ``command`` one ``--option`` per model hyper-parameter (``config.hyper_parameters``: the field's name,
+    type and help), collected into its ``hyper`` argument; unset ones are None (the model's own default)."""
+    import inspect
+
+    from tsprune.config import hyper_parameters
+
+    types = {"int": int, "float": float, "str": str, "bool": bool}
+    fields = hyper_parameters()
+    signature = inspect.signature(command)
+    options = [inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[Optional[types[str(spec.type)]], typer.Option(
+                                     help=spec.metadata["help"], rich_help_panel=MODEL)]) for spec in fields]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        hyper = {spec.name: kwargs.pop(spec.name) for spec in fields if spec.name in kwargs}
+        return command(*args, **kwargs, hyper=hyper)
+
+    kept = [param for param in signature.parameters.values() if param.name != "hyper"]
+    wrapper.__signature__ = signature.replace(parameters=kept + options)  # type: ignore[attr-defined]
+    return wrapper
+
+
 @app.command()
 @user_errors
+@model_options
 def train(
     model: Annotated[str, typer.Option(help="Forecaster name (see `tsprune models`).")] = "Transformer",
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/latest"),
@@ -103,29 +129,7 @@ def train(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.", rich_help_panel=TRAIN)] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar (off: one log line per epoch).",
                                            rich_help_panel=TRAIN)] = True,
-    d_model: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
-    n_heads: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
-    e_layers: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
-    d_layers: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
-    d_ff: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL)] = None,
-    dropout: Annotated[Optional[float], typer.Option(rich_help_panel=MODEL)] = None,
-    factor: Annotated[Optional[int], typer.Option(help="Attention factor (Informer, Autoformer).",
-                                                  rich_help_panel=MODEL)] = None,
-    moving_avg: Annotated[Optional[int], typer.Option(help="Decomposition kernel.", rich_help_panel=MODEL)] = None,
-    activation: Annotated[Optional[str], typer.Option(help="gelu or relu.", rich_help_panel=MODEL)] = None,
-    distil: Annotated[Optional[bool], typer.Option(help="Informer distilling.", rich_help_panel=MODEL)] = None,
-    prob_layout: Annotated[Optional[str], typer.Option(
-        help="Informer: tslib (default: ProbSparse outputs flattened as the study's code and the published "
-             "baselines do, mixing heads and positions) or paper (the paper's attention).",
-        rich_help_panel=MODEL)] = None,
-    modes: Annotated[Optional[int], typer.Option(help="FEDformer Fourier modes.", rich_help_panel=MODEL)] = None,
-    mode_select: Annotated[Optional[str], typer.Option(help="FEDformer: random or low.",
-                                                       rich_help_panel=MODEL)] = None,
-    mode_seed: Annotated[Optional[int], typer.Option(help="FEDformer mode-selection seed.",
-                                                     rich_help_panel=MODEL)] = None,
-    seg_len: Annotated[Optional[int], typer.Option(help="Crossformer segment length.", rich_help_panel=MODEL)] = None,
-    win_size: Annotated[Optional[int], typer.Option(help="Crossformer merge window.", rich_help_panel=MODEL)] = None,
-    n_routers: Annotated[Optional[int], typer.Option(help="Crossformer routers.", rich_help_panel=MODEL)] = None,
+    hyper: dict[str, Any] | None = None,
 ) -> None:
     """Train a forecaster with the study's protocol and write MODEL.safetensors, config.json, metrics.json."""
     from tsprune import api
@@ -139,10 +143,7 @@ def train(
                   train_fraction=train_fraction),
         train=dict(epochs=epochs, max_steps=max_steps, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size,
                    patience=patience, seed=seed, device=device, threads=threads),
-        d_model=d_model, n_heads=n_heads, e_layers=e_layers, d_layers=d_layers, d_ff=d_ff, dropout=dropout,
-        factor=factor, moving_avg=moving_avg, activation=activation, distil=distil, prob_layout=prob_layout,
-        modes=modes,
-        mode_select=mode_select, mode_seed=mode_seed, seg_len=seg_len, win_size=win_size, n_routers=n_routers)
+        **(hyper or {}))
     run = api.train(config, out=out, progress=progress,
                     log=lambda line: err_console.print(line, highlight=False, soft_wrap=True))
     print_metrics(run.metrics, title=f"{config.model.name} on {config.data.dataset or data_path} "
@@ -528,7 +529,13 @@ def print_metrics(metrics: dict[str, Any], title: str, stored: dict[str, Any] | 
     console.print(table)
 
 
+def show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings on the command line: one line on stderr, without the source location."""
+    err_console.print(f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    warnings.showwarning = show_warning
     app()
 
 

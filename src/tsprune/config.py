@@ -59,6 +59,15 @@ LEGACY_PROB_LAYOUTS = {"reference": "tslib"}
 DATA_BOUND_FIELDS = ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len", "n_time_features")
 
 
+def _hyper(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def hyper_parameters() -> list[dataclasses.Field]:
+    """The ModelConfig fields that are hyper-parameters (not the name, not what the data fixes), with their help."""
+    return [spec for spec in fields(ModelConfig) if "help" in spec.metadata]
+
+
 @dataclass
 class ModelConfig:
     """Architecture of one forecaster. Fields a model does not use are ignored by it.
@@ -75,25 +84,29 @@ class ModelConfig:
     label_len: int = 48
     pred_len: int = 96
     n_time_features: int = 4
-    d_model: int = 512
-    n_heads: int = 8
-    e_layers: int = 2
-    d_layers: int = 1
-    d_ff: int = 2048
-    dropout: float = 0.05
-    factor: int = 3
-    moving_avg: int = 25
-    activation: str = "gelu"
-    distil: bool = True  # Informer: halve the sequence between encoder layers
-    # Informer: "tslib" flattens the ProbSparse output as the study's code (FEDformer/Autoformer/Time-Series-Library)
-    # does, which mixes heads and positions; "paper" keeps each position's heads together (see prob_attention.py)
-    prob_layout: str = "tslib"
-    modes: int = 64  # FEDformer: Fourier modes kept
-    mode_select: str = "random"  # FEDformer: random | low
-    mode_seed: int = 0  # FEDformer: seed of the random mode selection (the indices are also in the checkpoint)
-    seg_len: int = 12  # Crossformer: segment length
-    win_size: int = 2  # Crossformer: segments merged per encoder scale
-    n_routers: int = 10  # Crossformer: router count of the cross-dimension stage
+    # Hyper-parameters: each is a `tsprune train` option (its help is the field's "help").
+    d_model: int = _hyper(512, "Model width.")
+    n_heads: int = _hyper(8, "Attention heads.")
+    e_layers: int = _hyper(2, "Encoder layers.")
+    d_layers: int = _hyper(1, "Decoder layers.")
+    d_ff: int = _hyper(2048, "Feed-forward width.")
+    dropout: float = _hyper(0.05, "Dropout rate.")
+    factor: int = _hyper(3, "Attention factor (Informer's ProbSparse, Autoformer's top-k delays).")
+    moving_avg: int = _hyper(25, "Decomposition kernel (Autoformer, FEDformer).")
+    activation: str = _hyper("gelu", "gelu or relu.")
+    distil: bool = _hyper(True, "Informer: halve the sequence between encoder layers.")
+    # "tslib" flattens the ProbSparse output as the study's code (FEDformer/Autoformer/Time-Series-Library) does,
+    # which mixes heads and positions; "paper" keeps each position's heads together (see prob_attention.py)
+    prob_layout: str = _hyper("tslib", "Informer: tslib (default: ProbSparse outputs flattened as the study's code "
+                                       "and the published baselines do, mixing heads and positions) or paper (the "
+                                       "paper's attention).")
+    modes: int = _hyper(64, "FEDformer: Fourier modes kept.")
+    mode_select: str = _hyper("random", "FEDformer: random or low.")
+    # the indices are also in the checkpoint
+    mode_seed: int = _hyper(0, "FEDformer: seed of the random mode selection.")
+    seg_len: int = _hyper(12, "Crossformer: segment length.")
+    win_size: int = _hyper(2, "Crossformer: segments merged per encoder scale.")
+    n_routers: int = _hyper(10, "Crossformer: routers of the cross-dimension stage.")
 
     def validate(self) -> None:
         if self.d_model % self.n_heads:

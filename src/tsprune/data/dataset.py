@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from tsprune.config import DataConfig
-from tsprune.data.io import read_table, validated_frame
+from tsprune.data.io import report_missing_markers, read_table, validated_frame
 from tsprune.data.timefeatures import base_frequency, infer_frequency, time_features
 from tsprune.errors import TsPruneError
 
@@ -173,6 +173,7 @@ def prepare_data(config: DataConfig, scaler: Scaler | None = None) -> ForecastDa
     frame, info = read_table(config.dataset, config.data_path)
     dates, values = validated_frame(frame)
     values.columns = [str(c) for c in values.columns]
+    report_missing_markers(values, config.data_path or str(config.dataset))
     columns, target = order_columns(values, config.target, config.features)
     array = values[columns].to_numpy(dtype=np.float64)
     freq = config.freq or (info.freq if info and config.data_path is None else infer_frequency(dates))

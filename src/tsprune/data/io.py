@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +16,29 @@ from tsprune.data.registry import DatasetInfo, get_dataset, missing_file_message
 from tsprune.errors import TsPruneError
 
 _VERIFIED: set[str] = set()  # built-in files whose checksum this process already checked
+# Values that some benchmark files (weather) use to mark a missing reading. The benchmarks' convention is to use them
+# as they are, and so do we; loading such data says so (`MissingMarkers`), for built-in files and user CSVs alike.
+MISSING_MARKERS = (-9999.0,)
+_REPORTED: set[tuple[str, str]] = set()  # (source, message): each said once per process
+
+
+class MissingMarkers(UserWarning):
+    """The data holds missing-value markers that are used as values (one line, once per file and process)."""
+
+
+def report_missing_markers(values: pd.DataFrame, source: str) -> str | None:
+    """Warn, once per ``source``, when ``values`` hold :data:`MISSING_MARKERS`; returns the message (None: none)."""
+    counts = {str(column): int(values[column].isin(MISSING_MARKERS).sum()) for column in values.columns}
+    counts = {column: count for column, count in counts.items() if count}
+    if not counts:
+        return None
+    listed = ", ".join(f"{count} in {column!r}" for column, count in counts.items())
+    message = (f"{source}: {sum(counts.values())} values are {MISSING_MARKERS[0]:g} missing-value markers ({listed}); "
+               "they are used as values, as the benchmark's published results do (clean the file to change that)")
+    if (source, message) not in _REPORTED:
+        _REPORTED.add((source, message))
+        warnings.warn(message, MissingMarkers, stacklevel=2)
+    return message
 
 
 def builtin_bytes(info: DatasetInfo) -> bytes:

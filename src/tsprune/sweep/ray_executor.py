@@ -68,8 +68,9 @@ class RayExecutor:
                  threads: int | None = None) -> None:
         try:
             import ray  # noqa: F401
-        except ImportError:  # pragma: no cover - ray is a dependency
-            raise TsPruneError("the ray executor needs Ray: pip install 'ray==2.60.0'") from None
+        except ImportError:  # an install extra (tests simulate its absence)
+            raise TsPruneError("the ray executor needs Ray, an install extra: pip install 'tsprune[ray]' (or "
+                               "'ray==2.60.0')") from None
         check_counts(workers, threads)
         if gpus_per_run < 0:
             raise TsPruneError(f"--gpus-per-run must be at least 0, got {gpus_per_run}")
