@@ -43,6 +43,7 @@ from tsprune.runtime import (  # noqa: F401 - cpu_name, device_name: this module
     cpu_name,
     device_name,
     environment,
+    evaluating,
     pinned_threads,
     seeded_inference,
     synchronize,
@@ -177,18 +178,6 @@ def _device_of(inputs: Sequence[Tensor]) -> torch.device:
 
 
 @contextmanager
-def _inference(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """``eval`` + ``inference_mode`` on a forked, seeded RNG; restores the model's training flag afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with seeded_inference(device, MEASURE_SEED):
-            yield
-    finally:
-        model.train(was_training)
-
-
-@contextmanager
 def _frozen(model: nn.Module) -> Iterator[None]:
     """Parameters temporarily not requiring grad.
 
@@ -223,7 +212,7 @@ def count_flops(model: nn.Module, inputs: Sequence[Tensor]) -> dict[str, Any]:
     ``Linear``/``Conv1d`` that ran -> its FLOPs).
     """
     counter = FlopCounterMode(display=False, custom_mapping=flop_formulas())
-    with _frozen(model), _inference(model, _device_of(inputs)), counter:
+    with _frozen(model), evaluating(model, _device_of(inputs), MEASURE_SEED), counter:
         model(*inputs)
     counts = counter.get_flop_counts()
     total = counter.get_total_flops()
@@ -259,7 +248,7 @@ def measure_latency(
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     device = _device_of(inputs)
     times = []
-    with pinned_threads(threads) as used, _inference(model, device):
+    with pinned_threads(threads) as used, evaluating(model, device, MEASURE_SEED):
         for _ in range(warmup):
             model(*inputs)
         for _ in range(repeats):
@@ -287,7 +276,7 @@ def compare_latency(
     times: dict[str, list[float]] = {name: [] for name in models}
     with pinned_threads(threads) as used, contextlib.ExitStack() as stack:
         for model in models.values():
-            stack.enter_context(_inference(model, device))
+            stack.enter_context(evaluating(model, device, MEASURE_SEED))
         for _ in range(warmup):
             for model in models.values():
                 model(*inputs)

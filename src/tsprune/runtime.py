@@ -76,6 +76,18 @@ def seeded_inference(device: torch.device, seed: int = INFERENCE_SEED) -> Iterat
         yield
 
 
+@contextlib.contextmanager
+def evaluating(model: Any, device: torch.device, seed: int = INFERENCE_SEED) -> Iterator[None]:
+    """``model`` in eval mode under :func:`seeded_inference`; its training flag is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with seeded_inference(device, seed):
+            yield
+    finally:
+        model.train(was_training)
+
+
 # --------------------------------------------------------------------------------------------------- threads
 
 

@@ -14,14 +14,13 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tsprune.errors import TsPruneError
-from tsprune.runtime import pinned_threads, seeded_inference, synchronize
+from tsprune.runtime import evaluating, pinned_threads, synchronize
 from tsprune.sparse.layers import (
     ENGINES,
     SparseConv1d,
@@ -93,19 +92,6 @@ def _device(model: nn.Module) -> torch.device:
     return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
 
 
-@contextmanager
-def _seeded_inference(model: nn.Module) -> Iterator[None]:
-    """eval + inference mode on a forked, seeded RNG; the caller's training flag and random state are kept."""
-    device = _device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with seeded_inference(device, SEED):
-            yield
-    finally:
-        model.train(was_training)
-
-
 def capture_inputs(model: nn.Module, layers: Mapping[str, nn.Module], inputs: Sequence[Tensor]
                    ) -> dict[str, list[Tensor]]:
     """The input tensors each of ``layers`` receives during one forward pass ``model(*inputs)`` (up to
@@ -120,7 +106,7 @@ def capture_inputs(model: nn.Module, layers: Mapping[str, nn.Module], inputs: Se
 
     handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in layers.items()]
     try:
-        with _seeded_inference(model):
+        with evaluating(model, _device(model), SEED):
             model(*inputs)
     finally:
         for handle in handles:

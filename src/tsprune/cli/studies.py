@@ -1,0 +1,158 @@
+"""Commands on many runs: the demo, sweeps, their results and reports."""
+
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from tsprune.errors import TsPruneError
+
+from tsprune.cli.app import app, console, err_console, user_errors
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Directory for the sweep, the timings and the report.")] = Path("demo"),
+    workers: Annotated[int, typer.Option(help="Concurrent runs of the accuracy part (one thread each).")] = 2,
+    retrain: Annotated[bool, typer.Option(help="Train the five dense models from scratch instead of using the "
+                                               "shipped checkpoints.")] = False,
+    save_checkpoints: Annotated[Optional[Path], typer.Option(help="Write the dense runs to this folder in the "
+                                                                  "shipped layout (with --retrain: the command "
+                                                                  "that makes the shipped checkpoints).")] = None,
+    speed: Annotated[bool, typer.Option(help="Run the speed part (full-size models timed).")] = True,
+    progress: Annotated[bool, typer.Option(help="Live progress bar.")] = True,
+) -> None:
+    """The study in miniature: the paper-mini sweep on trained small models, full-size timings, and the report."""
+    from tsprune.demo import run_demo
+
+    if workers < 1:
+        raise TsPruneError(f"--workers must be at least 1, got {workers}")
+    report = run_demo(Path(out), workers=workers, retrain=retrain, save_to=save_checkpoints, speed=speed,
+                      progress=progress, console=err_console)
+    console.print(f"[green]report written:[/green] {report} (and {report.with_suffix('.html')})")
+
+
+@app.command()
+@user_errors
+def report(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `tsprune sweep run`, or a results "
+                                                   "table (.parquet/.csv) exported from one.")],
+    out: Annotated[Path, typer.Option(help="Report directory (report.md, report.html, figures/).")] = Path("report"),
+    title: Annotated[str, typer.Option()] = "tsprune sweep report",
+    readme: Annotated[Optional[Path], typer.Option(help="Also write the findings into this file's findings block "
+                                                        "(the README's).")] = None,
+) -> None:
+    """Write the study's figures and tables for a sweep: markdown, self-contained HTML, PNG and SVG."""
+    from tsprune.report import build_report
+    from tsprune.report.render import update_readme
+    from tsprune.sweep.store import read_results
+
+    frame = read_results(sweep_dir)
+    if frame.empty:
+        raise TsPruneError(f"{sweep_dir} holds no runs yet: run `tsprune sweep run SPEC --dir DIR` first")
+    if readme is not None and not readme.is_file():
+        raise TsPruneError(f"{readme} not found: --readme takes the file whose findings block to update")
+    path = build_report(frame, out, title=title)
+    console.print(f"[green]report written:[/green] {path} (and {path.with_suffix('.html')})")
+    if readme is not None:
+        update_readme(readme, out)
+        console.print(f"findings written into {readme}", highlight=False)
+
+
+sweep_app = typer.Typer(no_args_is_help=True, help="Plan and run sweeps (models x datasets x horizons x methods x "
+                        "densities x fine-tuning x seeds, dataset-size and model-size studies).")
+app.add_typer(sweep_app, name="sweep")
+SPEC_HELP = "A sweep spec: a YAML file, or a preset (paper, paper-mini, study-etth1)."
+
+
+@sweep_app.command("plan")
+@user_errors
+def sweep_plan(spec: Annotated[str, typer.Argument(help=SPEC_HELP)]) -> None:
+    """Count the dense trainings and pruning runs of a sweep and estimate its cost."""
+    from tsprune.sweep import load_spec, plan_sweep
+    from tsprune.sweep.cost import estimate
+    from tsprune.sweep.tables import plan_lines, plan_table
+
+    loaded = load_spec(spec)
+    planned = plan_sweep(loaded)
+    for line in plan_lines(planned, estimate(planned), spec):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(plan_table(planned))
+
+
+@sweep_app.command("run")
+@user_errors
+def sweep_run(
+    spec: Annotated[str, typer.Argument(help=SPEC_HELP)],
+    sweep_dir: Annotated[Path, typer.Option("--dir", help="Sweep directory (records, runs, results.parquet).")],
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    workers: Annotated[Optional[int], typer.Option(help="Concurrent runs (local default 1; ray default: one per "
+                                                        "CPU); each gets cores // workers threads unless --threads.")]
+    = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray: auto or ray://HOST:PORT (default: a local Ray "
+                                                        "runtime).")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Run failed runs again.")] = False,
+    gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs each run asks for.")] = 0.0,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: cores // workers).")]
+    = None,
+    progress: Annotated[bool, typer.Option(help="Live progress bar (off: one log line per run).")] = True,
+) -> None:
+    """Run a sweep, or resume it: runs already recorded in --dir are skipped."""
+    from tsprune.sweep import load_spec, run_sweep
+
+    outcome = run_sweep(load_spec(spec), sweep_dir, executor=executor, workers=workers, address=address,
+                        retry_failed=retry_failed, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
+                        console=err_console)
+    console.print(f"{outcome.done} run(s) done, {outcome.failed} failed, {outcome.skipped} already recorded, in "
+                  f"{outcome.seconds:.0f}s; results: {outcome.results}", highlight=False, soft_wrap=True)
+
+
+@sweep_app.command("measure")
+@user_errors
+def sweep_measure(
+    sweep_dir: Annotated[Path, typer.Option("--dir", help="Sweep directory written by `tsprune sweep run`.")],
+    threads: Annotated[Optional[int], typer.Option(help="Threads (default: each run's own).")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Timed passes (default: each run's own).")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Only these models (comma-separated).")] = None,
+    redo: Annotated[bool, typer.Option(help="Time again runs an earlier pass timed with these settings.")] = False,
+) -> None:
+    """The measuring pass: time the kept prune runs again, in alternation with their dense run, on a quiet machine."""
+    from tsprune.sweep.remeasure import remeasure
+
+    chosen = [name.strip() for name in models.split(",") if name.strip()] if models else None
+    outcome = remeasure(sweep_dir, threads=threads, repeats=repeats, redo=redo, models=chosen,
+                        say=lambda line: err_console.print(line, highlight=False))
+    console.print(f"{len(outcome.measured)} run(s) timed, {len(outcome.current)} already timed by a pass, "
+                  f"{len(outcome.no_weights)} without weights here (keep their in-sweep timing); results: "
+                  f"{outcome.results}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def results(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `tsprune sweep run`.")],
+    sql: Annotated[Optional[str], typer.Option(help="DuckDB SQL over a view named `runs`.")] = None,
+    export: Annotated[Optional[Path], typer.Option(help="Write the table to a .parquet or .csv file.")] = None,
+) -> None:
+    """Summarise a sweep's results, query them with SQL, or export them."""
+    from tsprune.sweep.store import export as export_results
+    from tsprune.sweep.store import load_results, query
+    from tsprune.sweep.tables import frame_text, summary_table
+
+    if export is not None:
+        console.print(f"wrote {export_results(sweep_dir, export)}", highlight=False, soft_wrap=True)
+    if sql is not None:
+        console.print(frame_text(query(sweep_dir, sql)), highlight=False, soft_wrap=True, markup=False)
+    elif export is None:
+        frame = load_results(sweep_dir)
+        if frame.empty:
+            raise TsPruneError(f"{sweep_dir} has no records yet: run `tsprune sweep run SPEC --dir {sweep_dir}`")
+        wide = console if console.is_terminal else Console(width=160)  # logs and pipes get the whole table
+        wide.print(summary_table(frame, title=f"{sweep_dir}: {len(frame)} runs"))
+
+
