@@ -31,10 +31,10 @@ def test_demo_spec_trains_small_models_to_early_stopping():
         assert (train.epochs, train.patience, train.lr, train.lr_schedule) == (10, 3, 1e-4, "halve")
         assert run.config.data.pred_len == 96 and run.config.data.dataset == "ETTh1"
     assert spec.prune.get("finetune_max_steps") is None
-    tuned = {round(run.config.density, 3) for run in plan.prune if run.config.finetune_epochs}
-    assert tuned == {0.328} and {run.labels.method for run in plan.prune if run.config.finetune_epochs} == {
-        "magnitude", "depgraph"}
-    assert min(run.config.density for run in plan.prune if run.labels.method == "magnitude") == pytest.approx(0.8**15)
+    tuned = [run for run in plan.prune if run.config.finetune_epochs]
+    assert [(run.labels.method, round(run.config.density, 3), run.config.finetune_epochs) for run in tuned] == [
+        ("magnitude", 0.328, 1)] * 5  # one full epoch, masks kept, for every model
+    assert min(run.config.density for run in plan.prune if run.labels.method == "magnitude") == pytest.approx(0.8**10)
 
 
 def test_shipped_checkpoints_are_the_planned_runs_and_meet_the_accuracy_bounds(tmp_path):
@@ -45,7 +45,7 @@ def test_shipped_checkpoints_are_the_planned_runs_and_meet_the_accuracy_bounds(t
     for run in plan.dense:
         folder = store.run_dir(run.run_id)
         assert run_dir_complete(folder)
-        assert (folder / "model.safetensors").stat().st_size < 1_000_000
+        assert (folder / "model.safetensors").stat().st_size < 2_000_000  # FEDformer (complex Fourier weights) 1.5 MB
         metrics = json.loads((folder / "metrics.json").read_text())
         bound = 1.25 * FULL_RUNS[run.labels.model]
         assert metrics["mse"] <= bound, f"{run.labels.model}: demo MSE {metrics['mse']:.3f} above {bound:.3f}"

@@ -152,7 +152,7 @@ def test_plan_counts_ids_and_presets(tmp_path):
     assert len({run.run_id for run in everywhere.prune}) == 120
 
     mini, paper = plan_sweep(load_spec("paper-mini")), plan_sweep(load_spec("paper"))
-    assert (len(mini.dense), len(mini.prune)) == (5, 5 * (16 + 4 + 2))  # magnitude, depgraph, fine-tuned at 0.328
+    assert (len(mini.dense), len(mini.prune)) == (5, 5 * (11 + 3 + 1))  # magnitude, depgraph, fine-tuned at 0.328
     assert (len(paper.dense), len(paper.prune)) == (420, 420 * 21)
     assert {run.config.data.pred_len for run in paper.dense if run.labels.dataset == "national_illness"} == {24, 36,
                                                                                                           48, 60}

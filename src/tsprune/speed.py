@@ -50,7 +50,8 @@ def speed_comparison(models: Sequence[str], dataset: str = "ETTh1", pred_len: in
         inputs = {size: example_inputs(data, size) for size in batch_sizes}
         masked = copy.deepcopy(dense)
         unstructured.prune_magnitude(masked, density)
-        sparse, plan = compile_sparse(copy.deepcopy(masked), inputs, max(batch_sizes), threads=threads)
+        sparse, plan = compile_sparse(copy.deepcopy(masked), inputs, max(batch_sizes), threads=threads,
+                                      repeats=repeats)
         shrunk, result = structured.prune_to_density(dense, inputs[1], structured_density)
         if not result.reached:
             raise TsPruneError(f"{name}: DepGraph could not reach density {structured_density}: {result.reason}")

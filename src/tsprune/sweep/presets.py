@@ -61,14 +61,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # these dense runs as checkpoints (`tsprune demo --retrain` trains them again).
     "paper-mini": {
         "description": "the demo's accuracy part: ETTh1/96, the five models at d_model 64 / d_ff 256 trained to "
-                       "early stopping (the study's protocol, seed 2021); magnitude 0.8^0..15, depgraph 0.8^1,3,5,7, "
-                       "1-epoch fine-tuning at 0.328",
+                       "early stopping (the study's protocol, seed 2021); magnitude 0.8^0..10, depgraph 0.8, 0.512, "
+                       "0.328; 1-epoch fine-tuning of magnitude 0.328",
         "models": model_names(),
         "datasets": ["ETTh1"],
         "pred_lens": [96],
-        "methods": {MAGNITUDE: "0.8^0..15", DEPGRAPH: [0.8, 0.8**3, 0.8**5, 0.8**7]},
-        "finetune_epochs": [0, 1],
-        "finetune_densities": [0.8**5],
+        "methods": {MAGNITUDE: "0.8^0..10", DEPGRAPH: [0.8, 0.8**3, 0.8**5]},
+        "studies": [{"methods": {MAGNITUDE: [0.8**5]}, "finetune_epochs": [1]}],  # fine-tuning, masks kept
         "seeds": [2021],
         "model_sizes": DEMO_SIZES,
         "measure": {"batch_sizes": [32], "repeats": 3, "threads": 1},  # the speed part times the real sizes
