@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tsprune.models.registry import model_names
 from tsprune.prune.methods import DEPGRAPH, MAGNITUDE
 from tsprune.report import tables
 
@@ -81,11 +82,18 @@ def magnitude_keeps_accuracy(grid: pd.DataFrame, planned: list[str]) -> list[Fin
     rows = _pruned(grid, MAGNITUDE)
     kept = {model: kept_down_to(rows[rows["model"] == model], dense[model])
             for model in planned if model in dense and (rows["model"] == model).any()}
+    lowest = {model: float(rows.loc[rows["model"] == model, "target_density"].min()) for model in kept}
+
+    def decided(model: str, threshold: float) -> bool:
+        """Whether the runs so far settle how far ``model`` keeps its accuracy, as far as ``threshold``."""
+        value = kept[model]
+        return value is None or value > lowest[model] + 1e-9 or lowest[model] <= threshold + 1e-9
+
     runs = len(rows) + len(dense)
     evidence = "; ".join(f"{model} {_pct(kept[model])}" for model in sorted(kept, key=lambda m: kept[m] or 1.0))
     test = (f"each model's MSE stays within +{SEED_SPREAD} of dense, without fine-tuning, at every density down to "
             f"{_pct(FINETUNE_DENSITY)} (global magnitude; the densities listed are how far each one kept it)")
-    if not kept or len(kept) < len(planned):
+    if not kept or len(kept) < len(planned) or not all(decided(m, FINETUNE_DENSITY) for m in kept):
         first = Finding("Magnitude pruning keeps accuracy to high sparsity", test, "open", evidence, runs)
     else:
         keeps = sum(1 for value in kept.values() if value is not None and value <= FINETUNE_DENSITY + DENSITY_MATCH)
@@ -95,7 +103,7 @@ def magnitude_keeps_accuracy(grid: pd.DataFrame, planned: list[str]) -> list[Fin
     test = (f"Autoformer and FEDformer keep it to the two lowest densities of all models, both at or below "
             f"{_pct(NEAR_ONE_PERCENT)}")
     leaders = {"Autoformer", "FEDformer"}
-    if len(kept) < len(planned) or not leaders <= set(kept):
+    if len(kept) < len(planned) or not leaders <= set(kept) or not all(decided(m, NEAR_ONE_PERCENT) for m in kept):
         return [first, Finding("Autoformer and FEDformer are the most robust, competitive down to ~1%", test,
                                "open", evidence, runs)]
     order = sorted(kept, key=lambda m: (kept[m] if kept[m] is not None else 2.0, m))
@@ -240,11 +248,11 @@ def findings(frame: pd.DataFrame, timing: pd.DataFrame | None = None) -> pd.Data
     part, timed at full size).
     """
     grid = tables.main_grid(tables.done(frame), frame)
-    planned = _models(frame[frame["kind"] == "dense"])
+    planned = model_names()  # the study's claims are about its five models
     rows: list[Finding] = []
     for claim in CLAIMS:
         if claim is flops_without_time and timing is not None:
-            rows.extend(claim(tables.done(timing), _models(timing)))
+            rows.extend(claim(tables.done(timing), planned))
         else:
             rows.extend(claim(grid, planned))
     rows.extend(size_grows_with_data(frame))
