@@ -45,7 +45,7 @@ def test_shipped_checkpoints_are_the_planned_runs_and_meet_the_accuracy_bounds(t
     for run in plan.dense:
         folder = store.run_dir(run.run_id)
         assert run_dir_complete(folder)
-        assert (folder / "model.safetensors").stat().st_size < 2_000_000  # FEDformer (complex Fourier weights) 1.5 MB
+        assert (folder / "model.safetensors").stat().st_size < 5_000_000  # the largest, Crossformer, is 3.9 MB
         metrics = json.loads((folder / "metrics.json").read_text())
         bound = 1.25 * FULL_RUNS[run.labels.model]
         assert metrics["mse"] <= bound, f"{run.labels.model}: demo MSE {metrics['mse']:.3f} above {bound:.3f}"
