@@ -83,8 +83,8 @@ def measure_batch(name: str, model: nn.Module, found: dict[str, Any], density: f
     start = time.perf_counter()
     sparse, plan = compile_sparse(copy.deepcopy(found["masked"]), inputs, threads=threads, repeats=compile_repeats)
     compile_s = time.perf_counter() - start
-    engines = [entry["engine"] for entry in plan["layers"].values()]
-    chosen = {engine: engines.count(engine) for engine in ("csr", "bsr", "zero", "skip", "dense")}
+    kernels = [entry["kernel"] for entry in plan["layers"].values()]
+    chosen = {kernel: kernels.count(kernel) for kernel in ("csr", "bsr", "zero", "skip", "dense")}
     models = {"dense": model, "masked": found["masked"], "sparse": sparse}
     if found["depgraph"] is not None:
         models["depgraph"] = found["depgraph"]
@@ -94,7 +94,7 @@ def measure_batch(name: str, model: nn.Module, found: dict[str, Any], density: f
             record(name, "masked", density, size, found["masked_reduction"], timings["masked"], dense,
                    density_actual=found["masked_density"])]
     note = (f"{chosen['csr']} csr + {chosen['bsr']} bsr + {chosen['zero']} zero + {chosen['skip']} skipped "
-            f"of {len(engines)} pruned layers")
+            f"of {len(kernels)} pruned layers")
     rows.append(record(name, "sparse", density, size, found["masked_reduction"], timings["sparse"], dense,
                        density_actual=found["masked_density"], note=note, sparse_layers=chosen,
                        compile_s=compile_s, plan=plan))

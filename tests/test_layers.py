@@ -110,3 +110,33 @@ def test_no_module_imports_from_a_higher_layer():
 def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_library_errors_name_api_parameters_not_cli_flags():
+    """Below the CLI, an error says what to change as the Python API spells it (``batch_size``); the CLI writes
+    its own flags (``--batch-size``) from the names the error lists. A ``--flag`` in a library message would be
+    wrong for every Python user. Naming a whole command (`tsprune demo --retrain`) is fine."""
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    found = []
+    for name, path in modules().items():
+        if name == "tsprune.cli" or name.startswith("tsprune.cli."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                texts = [c.value for c in ast.walk(node.exc)
+                         if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+                found += [f"{path.name}:{node.lineno}: {text}" for text in texts
+                          if flag.search(text) and "`tsprune " not in text]  # a whole command line is fine
+    assert not found, found
+
+
+def test_the_cli_writes_the_api_names_an_error_lists_as_flags():
+    from tsprune.cli.app import cli_message
+    from tsprune.errors import TsPruneError
+
+    error = TsPruneError("batch_size must be at least 1 (threads and gpu_threads untouched)",
+                         options=("batch_size", "threads"))
+    assert cli_message(error) == "--batch-size must be at least 1 (--threads and gpu_threads untouched)"
+    assert cli_message(TsPruneError("batch_size stays when not listed")) == "batch_size stays when not listed"

@@ -170,6 +170,29 @@ def test_engine_twins_share_one_pruning_and_finetuning(trained):
         prune_run(source, dataclasses.replace(config, density=0.5), pruned=shared)
 
 
+@pytest.mark.parametrize("finetune_epochs", [0, 1])
+def test_density_one_is_the_dense_model_measured_once(trained, finetune_epochs):
+    """Magnitude at density 1 removes nothing: without fine-tuning the run reuses the dense baseline's metrics and
+    FLOPs (and says so), and they equal what evaluating it again gives; fine-tuning changes weights, so it
+    evaluates."""
+    from tsprune.config import PruneConfig
+    from tsprune.prune.pipeline import dense_baseline, prune_model
+
+    source = api.load(trained["FEDformer"])
+    config = PruneConfig(density=1.0, finetune_epochs=finetune_epochs, finetune_max_steps=2, batch_sizes=(2,),
+                         latency_repeats=1, threads=1, device=DEVICE)
+    baseline = dense_baseline(source, config)
+    reused, measured = prune_model(source, config, baseline=baseline), prune_model(source, config)
+    assert reused.facts.get("measured_as_dense", False) is (finetune_epochs == 0)
+    assert "measured_as_dense" not in measured.facts
+    if finetune_epochs == 0:
+        assert reused.metrics == measured.metrics == baseline["metrics"]
+        assert {k: reused.cost[k] for k in ("params", "nonzero_params", "flops", "flops_effective")} == {
+            k: measured.cost[k] for k in ("params", "nonzero_params", "flops", "flops_effective")}
+    else:
+        assert reused.metrics == measured.metrics != baseline["metrics"]
+
+
 def test_in_memory_runs_are_told_apart_by_their_weights(trained):
     from tsprune.config import PruneConfig
     from tsprune.prune.pipeline import pruning_key

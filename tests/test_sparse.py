@@ -18,7 +18,7 @@ from tsprune.models.registry import build_model, default_config, model_names
 from tsprune.sparse import engine as sparse
 from tsprune.sparse.engine import (
     apply_plan,
-    choose_engine,
+    choose_kernel,
     compile_sparse,
     dense_state_dict,
     densify_model,
@@ -65,13 +65,13 @@ def sparse_modules(model: nn.Module) -> list[SparseWeight]:
 # ------------------------------------------------------------------------------------------------ layers
 
 
-@pytest.mark.parametrize("engine,block", [("csr", None), ("bsr", 4), ("bsr", 16)])
+@pytest.mark.parametrize("layout,block", [("csr", None), ("bsr", 4), ("bsr", 16)])
 @pytest.mark.parametrize("shape", [(5, 32), (2, 7, 32)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_sparse_linear_equals_linear(engine, block, shape, bias):
+def test_sparse_linear_equals_linear(layout, block, shape, bias):
     torch.manual_seed(0)
     linear = masked(nn.Linear(32, 48, bias=bias))
-    layer = SparseLinear(linear, engine, block)
+    layer = SparseLinear(linear, layout, block)
     x = torch.randn(*shape)
     with torch.inference_mode():
         out = layer(x)
@@ -81,13 +81,13 @@ def test_sparse_linear_equals_linear(engine, block, shape, bias):
     assert torch.equal(layer.weight, linear.weight)
 
 
-@pytest.mark.parametrize("engine,block", [("csr", None), ("bsr", 8)])
+@pytest.mark.parametrize("layout,block", [("csr", None), ("bsr", 8)])
 @pytest.mark.parametrize("options", [{}, {"padding": 1}, {"stride": 2, "padding": 2, "dilation": 2},
                                      {"padding": 1, "padding_mode": "circular"}, {"bias": False}])
-def test_sparse_conv1d_equals_conv1d(engine, block, options):
+def test_sparse_conv1d_equals_conv1d(layout, block, options):
     torch.manual_seed(0)
     conv = masked(nn.Conv1d(8, 16, 3, **options))
-    layer = SparseConv1d(conv, engine, block)
+    layer = SparseConv1d(conv, layout, block)
     x = torch.randn(3, 8, 20)
     with torch.inference_mode():
         torch.testing.assert_close(layer(x), conv(x), atol=TOLERANCE, rtol=0)
@@ -126,9 +126,9 @@ def test_compiled_model_equals_masked_model(name, force, windows):
     model = pruned_model(name)
     expected = forward(model, windows)
     compiled, plan = compile_sparse(copy.deepcopy(model), windows, force=force)
-    engines = [entry["engine"] for entry in plan["layers"].values()]
-    assert engines and set(engines) <= {force, "zero", "skip"}  # all-zero layers are rewritten exactly, untimed
-    assert len(sparse_modules(compiled)) == engines.count(force)
+    kernels = [entry["kernel"] for entry in plan["layers"].values()]
+    assert kernels and set(kernels) <= {force, "zero", "skip"}  # all-zero layers are rewritten exactly, untimed
+    assert len(sparse_modules(compiled)) == kernels.count(force)
     assert (forward(compiled, windows) - expected).abs().max().item() <= TOLERANCE
     json.dumps(plan)
 
@@ -149,7 +149,7 @@ def test_all_zero_feed_forward_is_skipped_exactly(name, first_name, second_name,
     compiled, plan = compile_sparse(copy.deepcopy(model), windows, force="csr")
     assert isinstance(compiled.get_submodule(first_name), SkippedLinear)
     assert isinstance(compiled.get_submodule(second_name), ZeroLinear)
-    assert (plan["layers"][first_name]["engine"], plan["layers"][second_name]["engine"]) == ("skip", "zero")
+    assert (plan["layers"][first_name]["kernel"], plan["layers"][second_name]["kernel"]) == ("skip", "zero")
     assert plan["layers"][first_name]["relies_on"] == second_name
     torch.testing.assert_close(forward(compiled, windows), expected, rtol=0, atol=TOLERANCE)
     state = dense_state_dict(compiled)
@@ -163,7 +163,7 @@ def test_all_zero_feed_forward_is_skipped_exactly(name, first_name, second_name,
     assert type(restored.get_submodule(first_name)) is nn.Linear
     # A skip whose partner the plan does not zero (a hand-edited plan) is refused: its width-0 output needs it.
     edited = json.loads(json.dumps(plan))
-    edited["layers"][second_name].update(engine="csr", block=None)
+    edited["layers"][second_name].update(kernel="csr", block=None)
     reloaded = pruned_model(name)
     reloaded.load_state_dict(state)
     with pytest.raises(TsPruneError, match="does not plan"):
@@ -191,12 +191,12 @@ def test_density_one_layers_stay_dense(windows):
 # ------------------------------------------------------------------------------------------------ timing rule
 
 
-def test_choose_engine_keeps_dense_unless_sparse_is_faster_enough():
+def test_choose_kernel_keeps_dense_unless_sparse_is_faster_enough():
     dense = ("dense", None)
-    assert choose_engine({dense: 1.0, ("csr", None): 2.0, ("bsr", 4): 3.0}) == dense
-    assert choose_engine({dense: 1.0, ("csr", None): 0.97}, min_speedup=1.05) == dense  # within the margin
-    assert choose_engine({dense: 1.0, ("csr", None): 0.5, ("bsr", 8): 0.4}) == ("bsr", 8)
-    assert choose_engine({dense: 1.0}) == dense
+    assert choose_kernel({dense: 1.0, ("csr", None): 2.0, ("bsr", 4): 3.0}) == dense
+    assert choose_kernel({dense: 1.0, ("csr", None): 0.97}, min_speedup=1.05) == dense  # within the margin
+    assert choose_kernel({dense: 1.0, ("csr", None): 0.5, ("bsr", 8): 0.4}) == ("bsr", 8)
+    assert choose_kernel({dense: 1.0}) == dense
 
 
 def test_slow_sparse_kernel_leaves_layer_dense(monkeypatch, windows):
@@ -212,9 +212,9 @@ def test_slow_sparse_kernel_leaves_layer_dense(monkeypatch, windows):
     monkeypatch.setattr(sparse, "time_candidates", fake_timings)
     compiled, plan = compile_sparse(model, windows, threads=1)
     assert type(compiled.get_submodule(slow)) in (nn.Linear, nn.Conv1d)
-    assert plan["layers"][slow]["engine"] == "dense" and plan["layers"][slow]["dense_ms"] == 1.0
+    assert plan["layers"][slow]["kernel"] == "dense" and plan["layers"][slow]["dense_ms"] == 1.0
     others = [name for name in plan["layers"] if name != slow]
-    assert others and all(plan["layers"][name]["engine"] != "dense" for name in others)
+    assert others and all(plan["layers"][name]["kernel"] != "dense" for name in others)
     assert plan["threads"] == 1 and plan["batch_size"] == windows[0].shape[0]
 
 
@@ -222,10 +222,10 @@ def test_timed_compile_runs_and_matches(windows):
     model = pruned_model("FEDformer")
     expected = forward(model, windows)
     compiled, plan = compile_sparse(model, {4: windows}, batch_size=4, repeats=1, warmup=0, blocks=(8,))
-    timed = [entry for entry in plan["layers"].values() if entry["engine"] not in ("zero", "skip")]
+    timed = [entry for entry in plan["layers"].values() if entry["kernel"] not in ("zero", "skip")]
     assert timed
     for entry in timed:
-        assert entry["dense_ms"] > 0 and entry["csr_ms"] > 0 and entry["engine"] in ("dense", "csr", "bsr")
+        assert entry["dense_ms"] > 0 and entry["csr_ms"] > 0 and entry["kernel"] in ("dense", "csr", "bsr")
     assert (forward(compiled, windows) - expected).abs().max().item() <= TOLERANCE
 
 
@@ -238,10 +238,10 @@ def test_plan_round_trip_through_safetensors(name, windows, tmp_path):
     keys = list(model.state_dict())
     compiled, plan = compile_sparse(model, windows, force="csr")
     assert list(compiled.state_dict()) == keys  # same keys, same order as the masked model
-    # Mix engines so the replay has something to get right: every other layer BSR.
+    # Mix kernels so the replay has something to get right: every other layer BSR.
     for index, entry in enumerate(plan["layers"].values()):
-        if index % 2 and entry["shape"][0] % 4 == 0 and entry["engine"] not in ("zero", "skip"):
-            entry.update(engine="bsr", block=4)
+        if index % 2 and entry["shape"][0] % 4 == 0 and entry["kernel"] not in ("zero", "skip"):
+            entry.update(kernel="bsr", block=4)
     compiled = apply_plan(compiled, plan)  # re-lays out an already compiled model
     expected = forward(compiled, windows)
     save_file(dense_state_dict(compiled), str(tmp_path / "model.safetensors"))
@@ -253,15 +253,28 @@ def test_plan_round_trip_through_safetensors(name, windows, tmp_path):
     fresh = apply_plan(fresh, json.loads((tmp_path / "plan.json").read_text()))
     for layer_name, entry in plan["layers"].items():
         layer = fresh.get_submodule(layer_name)
-        assert (layer.engine, layer.block) == (entry["engine"], entry["block"])
+        assert (layer.kernel, layer.block) == (entry["kernel"], entry["block"])
     assert torch.equal(forward(fresh, windows), expected)
+
+
+def test_plans_of_the_first_format_still_load(windows):
+    """Plans written before the rename called each layer's kernel its "engine": they replay to the same model."""
+    model = pruned_model("Transformer")
+    compiled, plan = compile_sparse(copy.deepcopy(model), windows, force="csr")
+    old = {**plan, "format": "tsprune-sparse-plan/1",
+           "layers": {name: {("engine" if key == "kernel" else key): value for key, value in entry.items()}
+                      for name, entry in plan["layers"].items()}}
+    replayed = apply_plan(copy.deepcopy(model), old)
+    assert [(n, type(m)) for n, m in replayed.named_modules()] == [(n, type(m)) for n, m in compiled.named_modules()]
+    assert torch.equal(forward(replayed, windows), forward(compiled, windows))
+    assert sparse.read_plan(old)["layers"] == plan["layers"] and sparse.plan_summary(old) == sparse.plan_summary(plan)
 
 
 def test_apply_plan_rejects_a_foreign_plan():
     model = pruned_model("Transformer")
     with pytest.raises(TsPruneError):
         apply_plan(model, {"format": "something else", "layers": {}})
-    plan = {"format": sparse.PLAN_FORMAT, "layers": {"no.such.layer": {"engine": "csr", "block": None}}}
+    plan = {"format": sparse.PLAN_FORMAT, "layers": {"no.such.layer": {"kernel": "csr", "block": None}}}
     with pytest.raises(TsPruneError):
         apply_plan(model, plan)
 
@@ -277,12 +290,12 @@ def test_densify_model_undoes_compile(windows):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("engine,block", [("csr", None), ("bsr", 16)])
-def test_sparse_layers_on_cuda(engine, block):
+@pytest.mark.parametrize("layout,block", [("csr", None), ("bsr", 16)])
+def test_sparse_layers_on_cuda(layout, block):
     torch.manual_seed(0)
     linear = masked(nn.Linear(64, 128)).cuda()
     conv = masked(nn.Conv1d(32, 64, 3)).cuda()
     x, y = torch.randn(4, 9, 64, device="cuda"), torch.randn(4, 32, 20, device="cuda")
     with torch.inference_mode():
-        torch.testing.assert_close(SparseLinear(linear, engine, block)(x), linear(x), atol=1e-4, rtol=0)
-        torch.testing.assert_close(SparseConv1d(conv, engine, block)(y), conv(y), atol=1e-4, rtol=0)
+        torch.testing.assert_close(SparseLinear(linear, layout, block)(x), linear(x), atol=1e-4, rtol=0)
+        torch.testing.assert_close(SparseConv1d(conv, layout, block)(y), conv(y), atol=1e-4, rtol=0)

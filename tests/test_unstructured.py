@@ -86,7 +86,7 @@ def test_global_masks_equal_torch_global_l1_pruning(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_layer_scope_gives_each_tensor_its_own_density(name):
     params = prunable_parameters(tiny_model(name))
-    masks = magnitude_masks(params, 0.3, scope="layer")
+    masks = magnitude_masks(params, 0.3, scope="uniform")
     for key, mask in masks.items():
         assert int(mask.sum()) == round(0.3 * mask.numel()), key
         # the kept entries are that tensor's largest
@@ -155,10 +155,10 @@ def test_fourier_weights_are_pruned_by_modulus_and_counted_once():
 def test_ties_do_not_change_the_count():
     params = {"a": torch.ones(6, 5), "b": torch.ones(7)}
     assert sum(int(m.sum()) for m in magnitude_masks(params, 0.3).values()) == round(0.3 * 37)
-    assert [int(m.sum()) for m in magnitude_masks(params, 0.3, scope="layer").values()] == [9, 2]
+    assert [int(m.sum()) for m in magnitude_masks(params, 0.3, scope="uniform").values()] == [9, 2]
 
 
-@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("scope", ["global", "uniform"])
 @pytest.mark.parametrize("name", ["Informer", "FEDformer"])
 def test_iterative_pruning_keeps_previous_zeros(name, scope):
     model = tiny_model(name)
@@ -169,7 +169,7 @@ def test_iterative_pruning_keeps_previous_zeros(name, scope):
         nested, report = prune_magnitude(model, density, scope=scope, include_fourier=True)
         for key in masks:
             assert not (nested[key] & ~masks[key]).any(), key  # nothing pruned comes back
-        kept = sum(round(density * p.numel()) for p in params.values()) if scope == "layer" else round(
+        kept = sum(round(density * p.numel()) for p in params.values()) if scope == "uniform" else round(
             density * report["prunable_params"])
         assert report["nonzero_prunable"] == kept
         masks = nested

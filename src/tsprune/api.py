@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from tsprune.config import RunConfig, replace_known
 from tsprune.configure import make_config  # noqa: F401 - part of the API
 from tsprune.errors import TsPruneError
+from tsprune.models.base import Forecaster
 from tsprune.run import Run, load_run, save_run
 from tsprune.train import evaluate as evaluate_model
 from tsprune.runtime import configure_threads, resolve_device
@@ -118,7 +119,7 @@ def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | N
     if engine != "sparse":
         raise TsPruneError(f"unknown engine {engine!r}: the only compiled engine is 'sparse'")
     if batch_size < 1:
-        raise TsPruneError(f"--batch-size must be at least 1, got {batch_size}")
+        raise TsPruneError(f"batch_size must be at least 1, got {batch_size}", options=("batch_size",))
     if not isinstance(run, Run):
         run = load_run(run)
     if run.sparse_plan:
@@ -134,11 +135,12 @@ def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | N
     metrics = {**run.metrics, "engine": "sparse", "compiled_batch_size": batch_size, **plan_summary(plan),
                "latency_masked_ms": timing["masked"]["median_ms"], "latency_sparse_ms": timing["sparse"]["median_ms"],
                "speedup_over_masked": timing["masked"]["median_ms"] / timing["sparse"]["median_ms"]}
-    result = Run(run.config, compiled.cpu(), run.scaler, run.columns, run.freq, metrics, None, run.architecture, plan)
+    model = cast(Forecaster, compiled.cpu())  # compiling swaps layers inside a copy of the forecaster
+    result = Run(run.config, model, run.scaler, run.columns, run.freq, metrics, None, run.architecture, plan)
     if out is not None:
         out = Path(out)
         if out.exists():
-            raise TsPruneError(f"{out} already exists: choose another --out")
+            raise TsPruneError(f"{out} already exists: choose another out", options=("out",))
         save_run(result, out)
     return result
 
@@ -160,7 +162,7 @@ def predict(run: Run | str | Path, history: Any = None, *, dataset: str | None =
     if engine == "dense" and run.sparse_plan:
         from tsprune.sparse.engine import densify_model
 
-        run.model, run.sparse_plan = densify_model(run.model), None
+        run.model, run.sparse_plan = cast(Forecaster, densify_model(run.model)), None  # densified in place
     elif engine == "sparse" and not run.sparse_plan:
         run = compile_run(run, batch_size=1, device=device)
     if history is None:

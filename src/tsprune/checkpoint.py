@@ -60,8 +60,8 @@ def load_training_state(directory: Path, model: nn.Module, optimizer: torch.opti
     try:
         model.load_state_dict(part("model."))
     except RuntimeError:
-        raise TsPruneError(f"{directory} holds the training state of another model; delete it or use another --out") \
-            from None
+        raise TsPruneError(f"{directory} holds the training state of another model; delete it or use another out",
+                           options=("out",)) from None
     best = part("best.") or None
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in part("optim.").items():
@@ -89,8 +89,8 @@ def training_state_dir(out: Path, config: RunConfig) -> Path:
     stamp = state_dir / "run_config.json"
     if stamp.is_file():
         if experiment(read_json(stamp)) != experiment(json.loads(json.dumps(config.to_dict()))):
-            raise TsPruneError(f"{out} holds an unfinished run with another configuration: use another --out or "
-                               f"delete {state_dir}")
+            raise TsPruneError(f"{out} holds an unfinished run with another configuration: use another out or "
+                               f"delete {state_dir}", options=("out",))
     else:
         state_dir.mkdir(parents=True, exist_ok=True)
         write_json(stamp, config.to_dict())

@@ -46,7 +46,8 @@ class DataConfig:
         if not 0.0 < self.train_fraction <= 1.0:
             raise TsPruneError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.dataset is None and self.data_path is None:
-            raise TsPruneError("no data given: pass --dataset NAME or --data-path FILE.csv")
+            raise TsPruneError("no data given: set dataset (a name) or data_path (a CSV file)",
+                               options=("dataset", "data_path"))
 
 
 # Informer's ProbSparse output layouts (ModelConfig.prob_layout), the default first. "tslib" is the layout of the
@@ -154,6 +155,13 @@ class TrainConfig:
 # layers where those measure faster; structured runs have no zeros left to skip).
 ENGINES = ("dense", "sparse")
 
+# Where one pruning budget applies: "global" ranks every prunable weight (or channel) together; "uniform" gives
+# every layer the same share (magnitude-layerwise for weights, depgraph scope "uniform" for channels).
+SCOPES = ("global", "uniform")
+# How structured pruning treats attention heads: "dims" keeps the same value dims in every head, "heads" removes
+# whole heads.
+HEAD_MODES = ("dims", "heads")
+
 
 @dataclass
 class PruneConfig:
@@ -189,10 +197,10 @@ class PruneConfig:
             raise TsPruneError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         if not 0.0 < self.density <= 1.0:
             raise TsPruneError(f"density must be in (0, 1], got {self.density}")
-        if self.scope not in ("global", "uniform"):
-            raise TsPruneError(f"scope must be global or uniform, got {self.scope!r}")
-        if self.heads not in ("dims", "heads"):
-            raise TsPruneError(f"heads must be dims or heads, got {self.heads!r}")
+        if self.scope not in SCOPES:
+            raise TsPruneError(f"scope must be {' or '.join(SCOPES)}, got {self.scope!r}")
+        if self.heads not in HEAD_MODES:
+            raise TsPruneError(f"heads must be {' or '.join(HEAD_MODES)}, got {self.heads!r}")
         if self.finetune_epochs < 0:
             raise TsPruneError(f"finetune_epochs must be at least 0, got {self.finetune_epochs}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:

@@ -4,7 +4,7 @@ fills in what the prepared data dictates. No torch here."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from tsprune.config import TRAIN_PRESETS, DataConfig, RunConfig, TrainConfig, replace_known
 from tsprune.errors import TsPruneError
@@ -37,7 +37,19 @@ def make_config(model: str = "Transformer", *, preset: str | None = None, data: 
     return config
 
 
-def data_bound_values(config: RunConfig, data: ForecastData) -> dict[str, int]:
+class DataBound(TypedDict):
+    """The ``ModelConfig`` fields the prepared data dictates (``config.DATA_BOUND_FIELDS``)."""
+
+    enc_in: int
+    dec_in: int
+    c_out: int
+    seq_len: int
+    label_len: int
+    pred_len: int
+    n_time_features: int
+
+
+def data_bound_values(config: RunConfig, data: ForecastData) -> DataBound:
     """The values of ``config.DATA_BOUND_FIELDS``: the model sizes and window lengths the data dictates."""
     return {"enc_in": data.enc_in, "dec_in": data.enc_in, "c_out": data.c_out, "seq_len": config.data.seq_len,
             "label_len": config.data.label_len, "pred_len": config.data.pred_len,

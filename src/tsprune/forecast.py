@@ -7,7 +7,7 @@ run's frequency, and the decoder's known part (last ``label_len`` rows) followed
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -72,7 +72,8 @@ def model_inputs(run: Run, history: pd.DataFrame) -> tuple[tuple[torch.Tensor, .
     base_frequency(run.freq)
     scaled = torch.from_numpy(run.scaler.transform(array).astype(np.float32)).unsqueeze(0)  # [1, seq_len, C]
     future = future_dates(dates[-1], data_freq, cfg.pred_len)
-    decoder_dates = dates[len(dates) - cfg.label_len:].append(future)
+    # DatetimeIndex.append of a DatetimeIndex is one too; pandas-stubs only promise an Index
+    decoder_dates = cast(pd.DatetimeIndex, dates[len(dates) - cfg.label_len:].append(future))
     x_mark_enc = torch.from_numpy(time_features(dates, run.freq)).unsqueeze(0)
     x_mark_dec = torch.from_numpy(time_features(decoder_dates, run.freq)).unsqueeze(0)
     x_dec = torch.cat([scaled[:, scaled.shape[1] - cfg.label_len:], scaled.new_zeros(1, cfg.pred_len, scaled.shape[2])],

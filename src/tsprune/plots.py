@@ -98,7 +98,7 @@ def plot_windows(runs: Sequence[Run], out: str | Path, labels: Sequence[str] | N
     if split not in SPLITS:
         raise TsPruneError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     if windows < 1:
-        raise TsPruneError(f"--windows must be at least 1, got {windows}")
+        raise TsPruneError(f"windows must be at least 1, got {windows}", options=("windows",))
     first = runs[0].config.data
     for run in runs[1:]:
         data = run.config.data
@@ -125,7 +125,9 @@ def plot_windows(runs: Sequence[Run], out: str | Path, labels: Sequence[str] | N
     for row, ax in enumerate(axes[:, 0]):
         ax.plot(past, results[0]["history"][row, :, history_index], color="0.35", lw=1.1, label="history")
         ax.plot(future, results[0]["truth"][row, :, out_index], color="black", lw=1.6, label="truth")
-        for label, result, color in zip(labels, results, plt.cm.tab10.colors, strict=False):
+        # tab10 is a ListedColormap (RGB tuples in .colors); matplotlib's stubs type plt.cm.tab10 as a Colormap
+        palette = plt.cm.tab10.colors  # type: ignore[attr-defined]
+        for label, result, color in zip(labels, results, palette, strict=False):
             predicted, truth = result["prediction"][row, :, out_index], result["truth"][row, :, out_index]
             mse = float(np.mean((predicted - truth) ** 2))
             ax.plot(future, predicted, color=color, lw=1.3, label=f"{label} (MSE {mse:.3g} on {channel})")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -22,7 +22,7 @@ from tsprune.measure import environment as measurement_environment
 from tsprune.models.base import Forecaster
 from tsprune.models.registry import build_model
 from tsprune.models.shapes import apply_architecture
-from tsprune.sparse.engine import apply_plan
+from tsprune.sparse.engine import apply_plan, read_plan
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -116,6 +116,7 @@ def load_run(path: str | Path) -> Run:
         raise TsPruneError(f"{weights} does not match the architecture in config.json: {detail[:300]}") from None
     sparse_plan = raw.get("sparse_plan")
     if sparse_plan:  # weights are stored dense-with-zeros; the sparse layout is rebuilt from the plan
-        model = apply_plan(model, sparse_plan)
+        sparse_plan = read_plan(sparse_plan)
+        model = cast(Forecaster, apply_plan(model, sparse_plan))  # the sparse layers are set inside the forecaster
     metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
     return Run(config, model, scaler, columns, freq, metrics, path, architecture, sparse_plan or None)

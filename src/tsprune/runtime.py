@@ -38,7 +38,8 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise TsPruneError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise TsPruneError(f"device {name!r} requested but CUDA is not available here: use --device cpu")
+        raise TsPruneError(f"device {name!r} requested but CUDA is not available here: use device cpu",
+                           options=("device",))
     return device
 
 
@@ -95,10 +96,15 @@ def configure_threads(threads: int | None) -> None:
     """Set torch's intra-op thread count for the rest of the process (None leaves it)."""
     import torch
 
+    check_threads(threads)
     if threads is not None:
-        if threads < 1:
-            raise TsPruneError(f"threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
+
+
+def check_threads(threads: int | None) -> None:
+    """A thread count is None (leave torch's) or at least 1."""
+    if threads is not None and threads < 1:
+        raise TsPruneError(f"threads must be at least 1, got {threads}", options=("threads",))
 
 
 @contextlib.contextmanager
@@ -107,8 +113,7 @@ def pinned_threads(threads: int | None) -> Iterator[int]:
     count in use."""
     import torch
 
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
+    check_threads(threads)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 from tsprune.errors import TsPruneError
 
@@ -34,9 +35,9 @@ def parse_densities(spec: str | float | Sequence[float]) -> list[float]:
         values = _parse_density_text(spec)
     elif isinstance(spec, numbers.Real) and not isinstance(spec, bool):
         values = [float(spec)]
-    else:
+    else:  # a sequence (mypy cannot tell numbers.Real covers float); a bool fails here as it should
         try:
-            values = [float(value) for value in spec]
+            values = [float(value) for value in cast(Iterable[float], spec)]
         except (TypeError, ValueError):
             raise TsPruneError(f"cannot read densities from {spec!r}: give numbers in (0, 1]") from None
     if not values:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 import shutil
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -152,7 +152,7 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
                 loss = loss_fn(model(*batch.inputs()), batch.y)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step "
-                                           f"{step + 1}; lower the learning rate (--lr)")
+                                           f"{step + 1}; lower the learning rate (lr)", options=("lr",))
                 loss.backward()
                 optimizer.step()
                 if after_step is not None:
@@ -206,7 +206,7 @@ def train_run(config: RunConfig, out: str | Path | None = None, progress: bool =
     state_dir = training_state_dir(Path(out), config) if out is not None else None
     result = fit(model, data, config.train, device, progress=progress, state_dir=state_dir, log=log)
     started = time.perf_counter()
-    metrics = evaluate(model, data, "test", config.train.batch_size, device)
+    metrics: dict[str, Any] = evaluate(model, data, "test", config.train.batch_size, device)
     metrics.update({
         "params": sum(p.numel() for p in model.parameters()),
         "train_seconds": result.train_seconds,
@@ -223,5 +223,6 @@ def train_run(config: RunConfig, out: str | Path | None = None, progress: bool =
     run = Run(config, model.cpu(), data.scaler, data.columns, data.freq, metrics)
     if out is not None:
         save_run(run, Path(out))
+    if state_dir is not None:  # set exactly when ``out`` is
         shutil.rmtree(state_dir, ignore_errors=True)  # the run is complete: nothing left to resume
     return run

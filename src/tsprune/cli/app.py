@@ -5,6 +5,7 @@ help texts, metric tables)."""
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable
 
 import typer
@@ -22,9 +23,19 @@ err_console = Console(stderr=True)
 DATA, MODEL, TRAIN = "Data", "Model hyper-parameters (default: the model's own)", "Training"
 
 
-def _for(option: str, text: str) -> str:
+def method_help(option: str, text: str) -> str:
     """Help text of a pruning option, prefixed with the methods that read it."""
     return f"{', '.join(methods.using(option))}: {text}"
+
+
+def cli_message(exc: TsPruneError) -> str:
+    """The error's message with the API names it lists (``exc.options``) written as this CLI's flags:
+    ``batch_size`` -> ``--batch-size``. Only whole words are replaced, so ``threads`` in ``gpu_threads`` stays."""
+    message = str(exc)
+    for option in getattr(exc, "options", ()):
+        flag = "--" + option.replace("_", "-")
+        message = re.sub(rf"(?<![\w-]){re.escape(option)}(?![\w-])", flag, message)
+    return message
 
 
 def user_errors(command: Callable) -> Callable:
@@ -35,7 +46,7 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except TsPruneError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {cli_message(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/yellow]")

@@ -11,10 +11,11 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.table import Table
 
+from tsprune.config import SCOPES
 from tsprune.errors import TsPruneError
 from tsprune.prune import methods
 
-from tsprune.cli.app import DATA, MODEL, TRAIN, _for, app, console, err_console, print_metrics, user_errors
+from tsprune.cli.app import DATA, MODEL, TRAIN, method_help, app, console, err_console, print_metrics, user_errors
 
 
 @app.command()
@@ -25,7 +26,7 @@ def datasets() -> None:
 
     table = Table("name", "frequency", "split", "shipped", "description")
     for info in DATASETS.values():
-        table.add_row(info.name, info.freq, "12/4/4 months" if info.split.startswith("ett") else "70/10/20",
+        table.add_row(info.name, info.freq, info.split_text,
                       "yes" if info.shipped else "no (--data-path)", info.description)
     console.print(table)
 
@@ -167,18 +168,19 @@ def prune(
     density: Annotated[float, typer.Option(help="Fraction kept: " + "; ".join(
         f"{', '.join(m.name for m in methods.METHODS if m.density_of == what)}: of the {what}"
         for what in dict.fromkeys(m.density_of for m in methods.METHODS)) + ".", rich_help_panel=PRUNE)] = 0.5,
-    iterative: Annotated[bool, typer.Option(help=_for("iterative", "prune along 0.8^i to the target, fine-tuning "
-                                                                   "between steps."), rich_help_panel=PRUNE)] = False,
+    iterative: Annotated[bool, typer.Option(help=method_help(
+        "iterative", "prune along 0.8^i to the target, fine-tuning between steps."), rich_help_panel=PRUNE)] = False,
     include_embeddings: Annotated[bool, typer.Option(rich_help_panel=PRUNE)] = False,
     include_fourier: Annotated[bool, typer.Option(help="Also prune FEDformer's complex Fourier weights.",
                                                   rich_help_panel=PRUNE)] = False,
-    scope: Annotated[str, typer.Option(help=_for("scope", "global | uniform."), rich_help_panel=PRUNE)] = "global",
-    heads: Annotated[str, typer.Option(help=_for("heads", "dims (equal per head) | heads (whole heads)."),
+    scope: Annotated[str, typer.Option(help=method_help("scope", " | ".join(SCOPES) + "."),
+                                       rich_help_panel=PRUNE)] = "global",
+    heads: Annotated[str, typer.Option(help=method_help("heads", "dims (equal per head) | heads (whole heads)."),
                                        rich_help_panel=PRUNE)] = "dims",
-    round_to: Annotated[Optional[int], typer.Option(help=_for("round_to", "keep channel counts multiples of this "
-                                                         "(default: 8 for models with d_model >= 128; 1: exact)."),
-                                                    rich_help_panel=PRUNE)] = None,
-    timeout: Annotated[float, typer.Option(help=_for("timeout_s", "time limit in seconds."),
+    round_to: Annotated[Optional[int], typer.Option(help=method_help(
+        "round_to", "keep channel counts multiples of this (default: 8 for models with d_model >= 128; 1: exact)."),
+        rich_help_panel=PRUNE)] = None,
+    timeout: Annotated[float, typer.Option(help=method_help("timeout_s", "time limit in seconds."),
                                            rich_help_panel=PRUNE)] = 900.0,
     finetune_epochs: Annotated[int, typer.Option(rich_help_panel=FINETUNE)] = 0,
     finetune_lr: Annotated[Optional[float], typer.Option(rich_help_panel=FINETUNE)] = None,
@@ -276,10 +278,11 @@ def compile_command(
 
     run = api.compile_run(run_dir, batch_size, out, engine=engine, threads=threads, min_speedup=min_speedup,
                           repeats=repeats, device=device)
-    table = Table("layer", "density", "engine", "dense ms", "chosen ms", title=f"{run_dir} -> {out}")
+    assert run.sparse_plan is not None  # a compiled run always has its plan
+    table = Table("layer", "density", "kernel", "dense ms", "chosen ms", title=f"{run_dir} -> {out}")
     for name, layer in run.sparse_plan["layers"].items():
-        table.add_row(name, f"{layer['density']:.3f}", layer["engine"] + (f" {layer['block']}" if layer.get("block")
-                                                                             else ""),
+        block = f" {layer['block']}" if layer.get("block") else ""
+        table.add_row(name, f"{layer['density']:.3f}", layer["kernel"] + block,
                       f"{layer['dense_ms']:.3f}" if layer.get("dense_ms") is not None else "-",
                       f"{layer['chosen_ms']:.3f}" if layer.get("chosen_ms") is not None else "-")
     console.print(table)

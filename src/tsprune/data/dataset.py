@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, overload
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,11 @@ class Scaler:
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean) / self.std
+
+    @overload
+    def inverse(self, values: np.ndarray, channels: slice = ...) -> np.ndarray: ...
+    @overload
+    def inverse(self, values: torch.Tensor, channels: slice = ...) -> torch.Tensor: ...
 
     def inverse(self, values: np.ndarray | torch.Tensor, channels: slice = slice(None)) -> np.ndarray | torch.Tensor:
         mean, std = self.mean[channels], self.std[channels]

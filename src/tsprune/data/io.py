@@ -52,8 +52,9 @@ def builtin_bytes(info: DatasetInfo) -> bytes:
     if info.name not in _VERIFIED:
         digest = hashlib.sha256(raw).hexdigest()
         if digest != info.sha256:
+            expected = info.sha256[:12] if info.sha256 is not None else "none recorded"
             raise TsPruneError(f"checksum mismatch for built-in {info.name} (got {digest[:12]}..., expected "
-                               f"{info.sha256[:12]}...): the package is corrupt, reinstall tsprune")
+                               f"{expected}...): the package is corrupt, reinstall tsprune")
         _VERIFIED.add(info.name)
     return raw
 
@@ -64,16 +65,17 @@ def read_table(dataset: str | None, data_path: str | None) -> tuple[pd.DataFrame
     if data_path is not None:
         path = Path(data_path)
         if not path.is_file():
-            raise TsPruneError(f"data file {path} not found: check the --data-path")
+            raise TsPruneError(f"data file {path} not found: check data_path", options=("data_path",))
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise TsPruneError(f"cannot read {path} as CSV: {str(exc).splitlines()[0]}") from None
         return frame, info
     if info is None:
-        raise TsPruneError("no data given: pass --dataset NAME or --data-path FILE.csv")
+        raise TsPruneError("no data given: set dataset (a name) or data_path (a CSV file)",
+                          options=("dataset", "data_path"))
     if not info.shipped:
-        raise TsPruneError(missing_file_message(info))
+        raise TsPruneError(missing_file_message(info), options=("data_path",))
     return pd.read_csv(io.BytesIO(builtin_bytes(info))), info
 
 

@@ -17,6 +17,11 @@ class DatasetInfo:
     description: str
     shipped: bool = True
 
+    @property
+    def split_text(self) -> str:
+        """The train/validation/test split in words: ETT files by months, the others by 70/10/20 per cent."""
+        return "12/4/4 months" if self.split.startswith("ett") else "70/10/20"
+
 
 _DATASETS = [
     DatasetInfo("ETTh1", "ETTh1.csv",
@@ -41,9 +46,9 @@ _DATASETS = [
                 "93601f64d2566dc796ca4305adad8b8560c2db1a1ff04543c3bd813a7263570a", "W-TUE", "ratio",
                 "US CDC influenza-like illness, weekly, 7 channels"),
     DatasetInfo("electricity", "electricity.csv", None, "h", "ratio",
-                "Hourly consumption of 321 clients (ECL); supply the file with --data-path", shipped=False),
+                "Hourly consumption of 321 clients (ECL)", shipped=False),
     DatasetInfo("traffic", "traffic.csv", None, "h", "ratio",
-                "Hourly road occupancy of 862 sensors; supply the file with --data-path", shipped=False),
+                "Hourly road occupancy of 862 sensors", shipped=False),
 ]
 
 DATASETS: dict[str, DatasetInfo] = {info.name: info for info in _DATASETS}
@@ -53,12 +58,13 @@ def get_dataset(name: str) -> DatasetInfo:
     for key, info in DATASETS.items():
         if key.lower() == name.lower():
             return info
-    raise TsPruneError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or pass --data-path FILE.csv")
+    raise TsPruneError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or give data_path, a CSV file",
+                       options=("data_path",))
 
 
 def missing_file_message(info: DatasetInfo) -> str:
     return (
         f"dataset {info.name!r} is not shipped with tsprune (too large to bundle): download {info.filename} from the "
         f"Autoformer / Time-Series-Library benchmark archive ({info.name}/{info.filename}) and pass "
-        f"--data-path /path/to/{info.filename}"
+        f"its path as data_path"
     )

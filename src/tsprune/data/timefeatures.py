@@ -77,5 +77,6 @@ def infer_frequency(dates: pd.DatetimeIndex) -> str:
     steps = pd.Series(dates[1:] - dates[:-1])
     steps = steps[steps > pd.Timedelta(0)]
     if steps.empty:
-        raise TsPruneError("cannot infer the frequency: timestamps do not increase; pass --freq (e.g. h, 15min, D)")
+        raise TsPruneError("cannot infer the frequency: timestamps do not increase; set freq (e.g. h, 15min, D)",
+                          options=("freq",))
     return to_offset(steps.mode().iloc[0]).freqstr

@@ -103,6 +103,8 @@ class ReferenceAutoCorrelation(nn.Module):
 class ReferenceFourierBlock(nn.Module):
     """FourierBlock with the reference's loop over kept modes (same weight and mode buffer as ``block``)."""
 
+    index: torch.Tensor
+
     def __init__(self, block: FourierBlock) -> None:
         super().__init__()
         self.weight = block.weight
@@ -119,6 +121,9 @@ class ReferenceFourierBlock(nn.Module):
 
 class ReferenceFourierCrossAttention(nn.Module):
     """FourierCrossAttention with the reference's per-mode copy loops (``k`` doubles as values, tanh activation)."""
+
+    index_q: torch.Tensor
+    index_kv: torch.Tensor
 
     def __init__(self, block: FourierCrossAttention) -> None:
         super().__init__()
@@ -182,7 +187,7 @@ def _conv_from_linear(linear: nn.Linear) -> nn.Conv1d:
     conv = nn.Conv1d(linear.in_features, linear.out_features, 1, bias=linear.bias is not None)
     with torch.no_grad():
         conv.weight.copy_(linear.weight.unsqueeze(-1))
-        if linear.bias is not None:
+        if linear.bias is not None and conv.bias is not None:  # conv has a bias exactly when linear does
             conv.bias.copy_(linear.bias)
     return conv.to(linear.weight.device)
 

@@ -7,7 +7,7 @@ before the weights are loaded. Models layer: loading a pruned run needs no pruni
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from torch import nn
 
@@ -17,6 +17,8 @@ from tsprune.models.layers.embed import PositionalEmbedding
 
 # Settings of inner attention mechanisms that depend on the width unless fixed; saved with a pruned architecture.
 FROZEN_SETTINGS = ("scale", "channels")
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def architecture(model: nn.Module) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def architecture(model: nn.Module) -> dict[str, Any]:
     return {"shapes": shapes, "attention": attention, **({"positions": positions} if positions else {})}
 
 
-def apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
+def apply_architecture(model: ModuleT, arch: dict[str, Any]) -> ModuleT:
     """Reshape a freshly built dense model to a saved pruned ``architecture`` (weights are then loaded)."""
     try:
         return _apply_architecture(model, arch)
@@ -39,7 +41,7 @@ def apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
                            "the run directory is corrupt or from another version") from None
 
 
-def _apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
+def _apply_architecture(model: ModuleT, arch: dict[str, Any]) -> ModuleT:
     shapes = arch.get("shapes", {})
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
@@ -53,10 +55,10 @@ def _apply_architecture(model: nn.Module, arch: dict[str, Any]) -> nn.Module:
                 setattr(module, bname, buffer.new_empty(shape))
         _sync_sizes(module)
     for name, settings in arch.get("positions", {}).items():
-        position = model.get_submodule(name)
+        position = cast(PositionalEmbedding, model.get_submodule(name))  # named so when the architecture was saved
         position.width, position.channels = int(settings["width"]), [int(c) for c in settings["channels"]]
     for name, settings in arch.get("attention", {}).items():
-        layer = model.get_submodule(name)
+        layer = cast(AttentionLayer, model.get_submodule(name))
         layer.n_heads = int(settings["n_heads"])
         for key in FROZEN_SETTINGS:
             if settings.get(key) is not None:

@@ -118,8 +118,9 @@ def check(config: PruneConfig) -> PruneMethod:
     """The config's method record, after the checks that depend on it."""
     method = get_method(config.method)
     if config.iterative and not method.iterative:
-        raise TsPruneError(f"iterative pruning is not for {method.name} (it prunes in one shot): drop iterative")
+        raise TsPruneError(f"iterative pruning is not for {method.name} (it prunes in one shot): drop iterative",
+                           options=("iterative",))
     if config.engine == "sparse" and not method.sparse_engine:
         raise TsPruneError(f"the sparse engine runs models with zeros; {method.name} removes channels and leaves "
-                           "none: use engine 'dense'")
+                           "none: use engine 'dense'", options=("engine",))
     return method

@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from tsprune.config import PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
+from tsprune.models.base import Forecaster
 from tsprune.prune import methods, unstructured
 from tsprune.prune.methods import TargetUnreachable  # noqa: F401 - raised through here
 from tsprune.sparse.engine import compile_sparse, plan_summary
@@ -98,8 +99,20 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None, progress: bool = False) -> PrunedModel:
-    """Apply ``config``'s method to ``run``'s model, fine-tune it if asked, and evaluate and count it (no timing)."""
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold exactly the same tensors under the same names (so every measurement agrees)."""
+    left, right = a.state_dict(), b.state_dict()
+    return left.keys() == right.keys() and all(
+        left[k].shape == right[k].shape and torch.equal(left[k].cpu(), right[k].cpu()) for k in left)
+
+
+def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None, progress: bool = False,
+                baseline: dict[str, Any] | None = None) -> PrunedModel:
+    """Apply ``config``'s method to ``run``'s model, fine-tune it if asked, and evaluate and count it (no timing).
+
+    When pruning removed nothing (density 1 keeps every weight) and there is no fine-tuning, the model *is* the
+    dense one: its test metrics, parameters and FLOPs are ``baseline``'s (from :func:`dense_baseline`), which
+    evaluation is seeded and deterministic, so measuring again could only repeat them."""
     configure_threads(config.threads)
     device = resolve_device(config.device)
     data = data if data is not None else run.data()
@@ -114,8 +127,13 @@ def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None,
             fit_result = unstructured.finetune(model, pruned.masks, data, train, device, progress=progress)
         else:
             fit_result = fit(model, data, train, device, progress=progress)
-    metrics = evaluate(model, data, "test", train.batch_size, device)
-    cost = _cost(model, data, config, device)
+    reusable = baseline is not None and baseline.get("batch_sizes") == list(config.batch_sizes)
+    if reusable and baseline is not None and not config.finetune_epochs and same_weights(model, run.model):
+        metrics, cost = dict(baseline["metrics"]), dict(baseline["cost"])
+        pruned.facts = {**pruned.facts, "measured_as_dense": True}  # unchanged weights: the dense run's numbers
+    else:
+        metrics = evaluate(model, data, "test", train.batch_size, device)
+        cost = _cost(model, data, config, device)
     return PrunedModel(pruning_key(run, config), model, metrics, cost,
                        fit_result.history if fit_result is not None else [], pruned.facts, pruned.architecture,
                        time.perf_counter() - started)
@@ -140,7 +158,8 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     engine = config.engine
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.exists() and not overwrite:
-        raise TsPruneError(f"{out_path} already exists: choose another --out or pass --overwrite")
+        raise TsPruneError(f"{out_path} already exists: choose another out or set overwrite",
+                           options=("out", "overwrite"))
     run = source if isinstance(source, Run) else load_run(source)
     if run.sparse_plan:
         raise TsPruneError("this run is compiled for the sparse engine: prune the run it was compiled from")
@@ -157,7 +176,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
 
     shared = pruned is not None
     if pruned is None:
-        pruned = prune_model(run, config, data, progress)
+        pruned = prune_model(run, config, data, progress, baseline)
     model = copy.deepcopy(pruned.model).to(device) if shared else pruned.model.to(device)
     metrics, cost = dict(pruned.metrics), dict(pruned.cost)
     inputs = {size: example_inputs(data, size, device=device) for size in config.batch_sizes}
@@ -229,7 +248,8 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
             **plan_summary(sparse_plan),
         })
         model = models["pruned"]
-    result = Run(run.config, model.cpu(), run.scaler, run.columns, run.freq, metrics, sparse_plan=sparse_plan)
+    forecaster = cast(Forecaster, model.cpu())  # pruning and compiling keep the run's forecaster class
+    result = Run(run.config, forecaster, run.scaler, run.columns, run.freq, metrics, sparse_plan=sparse_plan)
     result.architecture = pruned.architecture or run.architecture
     if out_path is not None:
         _write_atomically(result, out_path, config, overwrite)

@@ -40,15 +40,17 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from tsprune.config import HEAD_MODES, SCOPES
 from tsprune.errors import TsPruneError
 from tsprune.measure import count_params
 from tsprune.prune.methods import Pruned, TargetUnreachable
+from tsprune.models.base import Forecaster
 from tsprune.models.crossformer import SegmentMerging
 from tsprune.models.layers.attention import AttentionLayer
 from tsprune.models.layers.embed import DataEmbedding
@@ -56,8 +58,6 @@ from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
 from tsprune.models.layers.prob_attention import ProbAttention
 from tsprune.models.shapes import FROZEN_SETTINGS, apply_architecture, architecture  # noqa: F401 - re-exported
 
-SCOPES = ("global", "uniform")
-HEAD_MODES = ("dims", "heads")
 # Channel counts are rounded to multiples of ROUND_TO by default when the model is at least ROUND_MIN_WIDTH wide:
 # CPU GEMMs ran odd widths (e.g. 246 x 1031) up to ~1.8x slower than the next multiple of 8, which kept DepGraph's
 # speedup near 0.6x of its FLOPs reduction (benchmarks/profile_ops.py). Narrow models keep exact counts: there a
@@ -109,6 +109,9 @@ def _per_head_keep(heads: int, head_dim: int, idxs: Sequence[int]) -> torch.Tens
     return torch.stack(per_head)
 
 
+FourierLayer = FourierBlock | FourierCrossAttention
+
+
 class FourierPruner(tp.pruner.BasePruningFunc):
     """Prunes the head dimensions of a Fourier block's complex weight ``[H, E_in, E_out, M]``.
 
@@ -116,7 +119,7 @@ class FourierPruner(tp.pruner.BasePruningFunc):
     projection reads; removal is per head with the same count in each head (the weight is one tensor per head).
     """
 
-    def _prune(self, layer: nn.Module, idxs: Sequence[int], dim: int) -> nn.Module:
+    def _prune(self, layer: FourierLayer, idxs: Sequence[int], dim: int) -> FourierLayer:
         weight = layer.weight.data
         heads, head_dim = weight.shape[0], weight.shape[dim]
         keep = _per_head_keep(heads, head_dim, idxs).to(weight.device)  # [H, E']
@@ -128,16 +131,16 @@ class FourierPruner(tp.pruner.BasePruningFunc):
         layer.weight = nn.Parameter(torch.gather(weight, dim, index))
         return layer
 
-    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+    def prune_in_channels(self, layer: FourierLayer, idxs: Sequence[int]) -> FourierLayer:
         return self._prune(layer, idxs, 1)
 
-    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+    def prune_out_channels(self, layer: FourierLayer, idxs: Sequence[int]) -> FourierLayer:
         return self._prune(layer, idxs, 2)
 
-    def get_in_channels(self, layer: nn.Module) -> int:
+    def get_in_channels(self, layer: FourierLayer) -> int:
         return layer.weight.shape[0] * layer.weight.shape[1]
 
-    def get_out_channels(self, layer: nn.Module) -> int:
+    def get_out_channels(self, layer: FourierLayer) -> int:
         return layer.weight.shape[0] * layer.weight.shape[2]
 
 
@@ -240,7 +243,7 @@ def _pruner(model: nn.Module, inputs: tuple, ratio: float, scope: str, heads: st
             num_heads[layer.inner] = layer.n_heads  # its outputs are per head too
     unwrapped = [(model.get_parameter(name), dim % model.get_parameter(name).dim())
                  for name, dim in getattr(model, "unwrapped_parameters", {}).items()]
-    ignored = [model.get_submodule(name) for name in model.output_layers]
+    ignored = [model.get_submodule(name) for name in cast(Forecaster, model).output_layers]
     whole_heads = heads == "heads"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Torch-Pruning warns about every unwrapped parameter it sees
@@ -305,6 +308,8 @@ def _keep_positions(embedding: DataEmbedding, before: torch.Tensor) -> None:
         kept.append(row)
         row += 1
     position = embedding.position
+    if position is None:  # only embeddings with a positional encoding are passed in
+        return
     previous = position.channels if position.channels is not None else list(range(before.shape[0]))
     position.width = position.width or before.shape[0]
     position.channels = [previous[i] for i in kept]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from tsprune.config import PruneConfig, TrainConfig
+from tsprune.config import SCOPES, PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.schedule import STUDY_SCHEDULE, check_density, parse_densities  # noqa: F401 - this module's API too
@@ -26,16 +26,13 @@ from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
 from tsprune.prune.methods import Pruned
 from tsprune.train import TrainResult, fit
 
-SCOPES = ("global", "layer")
-
-
 def _under(name: str, prefixes: Sequence[str]) -> bool:
     """Whether module ``name`` is one of ``prefixes`` or lies inside one (a prefix may name a parent module)."""
     return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
 
 
 def prunable_parameters(model: nn.Module, include_embeddings: bool = False,
-                        include_fourier: bool = False) -> dict[str, nn.Parameter]:
+                        include_fourier: bool = False) -> dict[str, Tensor]:
     """``{qualified name: weight}`` of the layers magnitude pruning may cut, each tensor once.
 
     Linear and Conv1d weights (never biases), minus the model's ``output_layers`` and, unless ``include_embeddings``,
@@ -45,10 +42,10 @@ def prunable_parameters(model: nn.Module, include_embeddings: bool = False,
     excluded = tuple(getattr(model, "output_layers", ()))
     if not include_embeddings:
         excluded += tuple(getattr(model, "embedding_layers", ()))
-    kinds: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d)
+    kinds: tuple[type[nn.Linear | nn.Conv1d | FourierBlock | FourierCrossAttention], ...] = (nn.Linear, nn.Conv1d)
     if include_fourier:
         kinds += (FourierBlock, FourierCrossAttention)
-    params: dict[str, nn.Parameter] = {}
+    params: dict[str, Tensor] = {}  # parameters, which torch types as plain tensors for a Conv1d
     seen: set[int] = set()
     for name, module in model.named_modules():  # yields a shared module once
         if isinstance(module, kinds) and not _under(name, excluded) and id(module.weight) not in seen:
@@ -72,7 +69,7 @@ def magnitude_masks(params: Mapping[str, Tensor], density: float, scope: str = "
     """Boolean keep-masks for ``params`` at ``density`` (fraction kept) by weight magnitude.
 
     ``global`` keeps the ``round(density * total)`` largest ``|w|`` over all tensors together (the study's method);
-    ``layer`` keeps ``round(density * numel)`` per tensor. Complex weights are ranked by modulus. Zero weights rank
+    ``uniform`` keeps ``round(density * numel)`` per tensor. Complex weights are ranked by modulus. Zero weights rank
     lowest, so pruning an already-pruned model to a lower density keeps its zeros: the masks nest.
     """
     density = check_density(density)
@@ -82,7 +79,7 @@ def magnitude_masks(params: Mapping[str, Tensor], density: float, scope: str = "
         return {}
     # |w| per tensor, flat; abs of a complex tensor is its real modulus.
     scores = [weight.detach().abs().flatten() for weight in params.values()]
-    if scope == "layer":
+    if scope == "uniform":
         flat_masks = [_top_mask(score, _keep_count(density, score.numel())) for score in scores]
     else:
         dtype = reduce(torch.promote_types, (score.dtype for score in scores))
@@ -232,4 +229,4 @@ def prune_global(model: nn.Module, data: ForecastData, config: PruneConfig, trai
 def prune_layerwise(model: nn.Module, data: ForecastData, config: PruneConfig, train: TrainConfig,
                     device: torch.device) -> Pruned:
     """Layer-wise magnitude pruning: every prunable tensor at the same density."""
-    return _prune_magnitude("layer", model, data, config, train, device)
+    return _prune_magnitude("uniform", model, data, config, train, device)

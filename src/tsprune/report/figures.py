@@ -7,9 +7,11 @@ Agg, SVG through the SVG backend) and a figure is freed with the object. Their l
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -73,11 +75,11 @@ def mse_vs_density(frame: pd.DataFrame) -> Figure:
     for ax, (dataset, horizon) in zip(axes, tasks(grid)):
         rows = at_task(grid, dataset, horizon)
         xs, ys = [1.0], list(rows["mse"])
-        for model, by_model in rows.groupby("model"):
+        for model, by_model in tables.text_groups(rows, "model"):
             dense = by_model[by_model["kind"] == "dense"]["mse"]
             if not dense.empty:
                 ax.axhline(dense.mean(), color=colors[model], ls=":", lw=1.3)
-            for method, runs in by_model[by_model["kind"] == "prune"].groupby("method"):
+            for method, runs in tables.text_groups(by_model[by_model["kind"] == "prune"], "method"):
                 stats = seed_stats(runs, "target_density", tables.density_x(runs))
                 ax.plot(stats["x"], stats["mse"], color=colors[model], ls=linestyle(method), marker=marker(method),
                         ms=5, lw=1.6)
@@ -94,7 +96,7 @@ def mse_vs_density(frame: pd.DataFrame) -> Figure:
         mse_axis(ax, ys)
         ax.set_xlabel("density: share of all parameters kept (log scale)")
         ax.set_title(task_label(dataset, horizon))
-    references = [Line2D([], [], color="0.25", ls=":", lw=1.3, label="dense model")]
+    references: list[Artist] = [Line2D([], [], color="0.25", ls=":", lw=1.3, label="dense model")]
     if spread:
         references.append(Patch(color="0.25", alpha=0.15, label="seed min–max (line: mean)"))
     legend(fig, [model_handles(grid["model"], colors),
@@ -116,7 +118,8 @@ def speedup_vs_flops(frame: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(9.0, 6.4), layout="constrained")
     ax = fig.subplots()
     keys = ["model", "method", "engine", "dataset", "pred_len"]
-    for (model, method, engine, *_), points in runs.groupby(keys, dropna=False):
+    for key, points in runs.groupby(keys, dropna=False):
+        model, method, engine = cast(tuple[str, str, str], key[:3])  # text columns
         stats = points.groupby("target_density").agg(x=("x", "mean"), y=("y", "mean"), lo=("y", "min"),
                                                      hi=("y", "max")).sort_values("x")
         face = colors[model] if engine == "dense" else "white"
@@ -204,8 +207,8 @@ def dataset_size(frame: pd.DataFrame) -> Figure:
     dense = tables.done(frame)
     dense = dense[(dense["kind"] == "dense") & dense["mse"].notna()]
     keys = ["dataset", "pred_len", "size"]
-    varied = dense.groupby(keys, dropna=False)["train_fraction"].nunique()
-    varied = sorted(varied[varied > 1].index, key=lambda k: (str(k[0]), k[1], str(k[2])))
+    fractions_per_key = dense.groupby(keys, dropna=False)["train_fraction"].nunique()
+    varied = sorted(fractions_per_key[fractions_per_key > 1].index, key=lambda k: (str(k[0]), k[1], str(k[2])))
     title = "Dense MSE vs training-set size"
     if not varied:
         return note_figure(title, "no dataset-size study in this sweep\n"
@@ -214,7 +217,7 @@ def dataset_size(frame: pd.DataFrame) -> Figure:
     for ax, (dataset, horizon, size) in zip(axes, varied):
         rows = at_task(dense, dataset, horizon)
         rows = rows[rows["size"] == size]
-        for model, runs in rows.groupby("model"):
+        for model, runs in tables.text_groups(rows, "model"):
             stats = seed_stats(runs, "train_fraction", runs["train_fraction"])
             ax.plot(stats["x"], stats["mse"], color=colors[model], marker="o", ms=5, lw=1.6)
             if (stats["n"] > 1).any():
@@ -244,7 +247,7 @@ def model_size(frame: pd.DataFrame) -> Figure:
     fig, axes = panels(len(varied), extra_height=0.4)
     for ax, (dataset, horizon) in zip(axes, varied):
         rows = at_task(dense, dataset, horizon)
-        for model, runs in rows.groupby("model"):
+        for model, runs in tables.text_groups(rows, "model"):
             stats = seed_stats(runs, "size", runs["params"])
             ax.plot(stats["x"], stats["mse"], color=colors[model], marker="o", ms=5, lw=1.6)
             ax.vlines(stats["x"], stats["lo"], stats["hi"], color=colors[model], lw=1.0, alpha=0.6)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -55,7 +56,7 @@ def _at(rows: pd.DataFrame, density: float) -> pd.DataFrame:
 
 def _dense_mse(grid: pd.DataFrame) -> dict[str, float]:
     dense = grid[(grid["kind"] == "dense") & grid["mse"].notna()]
-    return dense.groupby("model")["mse"].mean().to_dict()
+    return cast(dict[str, float], dense.groupby("model")["mse"].mean().to_dict())
 
 
 def kept_down_to(rows: pd.DataFrame, dense_mse: float) -> float | None:
@@ -65,16 +66,12 @@ def kept_down_to(rows: pd.DataFrame, dense_mse: float) -> float | None:
     for density, mse in rows.groupby("target_density")["mse"].mean().sort_index(ascending=False).items():
         if mse > dense_mse + SEED_SPREAD:
             break
-        lowest = float(density)
+        lowest = float(cast(float, density))  # a target density (pandas types index labels as Hashable)
     return lowest
 
 
 def _pct(value: float | None) -> str:
     return "none" if value is None else f"{value:.1%}" if value >= 0.1 else f"{value:.2%}"
-
-
-def _models(grid: pd.DataFrame) -> list[str]:
-    return sorted(grid["model"].dropna().unique())
 
 
 def magnitude_keeps_accuracy(grid: pd.DataFrame, planned: list[str]) -> list[Finding]:
@@ -108,7 +105,7 @@ def magnitude_keeps_accuracy(grid: pd.DataFrame, planned: list[str]) -> list[Fin
                                "open", evidence, runs)]
     order = sorted(kept, key=lambda m: (kept[m] if kept[m] is not None else 2.0, m))
     lowest_two = set(order[:2]) == leaders
-    near = [m for m in leaders if kept[m] is not None and kept[m] <= NEAR_ONE_PERCENT + 1e-9]
+    near = [m for m in leaders if (kept_to := kept[m]) is not None and kept_to <= NEAR_ONE_PERCENT + 1e-9]
     verdict = "confirmed" if lowest_two and len(near) == 2 else "refuted" if not lowest_two and not near else "partly"
     return [first, Finding("Autoformer and FEDformer are the most robust, competitive down to ~1%", test, verdict,
                            evidence, runs)]
@@ -118,10 +115,10 @@ def structured_inconsistent(grid: pd.DataFrame, planned: list[str]) -> list[Find
     dense = _dense_mse(grid)
     rows = _pruned(grid, DEPGRAPH)
     at = _at(rows, FINETUNE_DENSITY)
-    change = {model: float(group["mse"].mean()) - dense[model] for model, group in at.groupby("model")
+    change = {model: float(group["mse"].mean()) - dense[model] for model, group in tables.text_groups(at, "model")
               if model in dense}
     reversals = {}
-    for model, group in rows.groupby("model"):
+    for model, group in tables.text_groups(rows, "model"):
         curve = group.groupby("target_density")["mse"].mean().sort_index(ascending=False).to_numpy()
         rises = np.maximum.accumulate(curve) - curve  # how far the MSE fell back below its worst so far
         reversals[model] = int((rises > SEED_SPREAD).sum())
@@ -210,7 +207,7 @@ def size_grows_with_data(frame: pd.DataFrame) -> list[Finding]:
     test = ("for the model with a size x data study, the dense model size with the lowest MSE does not shrink as "
             f"the training fraction grows, and at the full split it beats the best size of the smallest fraction "
             f"by more than {SEED_SPREAD}")
-    studied = [model for model, rows in dense.groupby("model")
+    studied = [model for model, rows in tables.text_groups(dense, "model")
                if rows["size"].nunique() > 1 and rows["train_fraction"].nunique() > 1]
     if not studied:
         return [Finding("Model size must grow with dataset size", test, "open", "", 0)]
@@ -222,14 +219,17 @@ def size_grows_with_data(frame: pd.DataFrame) -> list[Finding]:
         if complete.min() < rows["size"].nunique():
             findings.append(Finding(f"Model size must grow with dataset size ({model})", test, "open", "", len(rows)))
             continue
-        best = {fraction: group.droplevel(0)["mse"].idxmin() for fraction, group in table.groupby(level=0)}
-        params = {fraction: table.loc[(fraction, size), "params"] for fraction, size in best.items()}
+        # fraction -> the size with the lowest MSE there (pandas types the labels only as Hashable)
+        best = cast(dict[float, str], {fraction: group.droplevel(0)["mse"].idxmin()
+                                       for fraction, group in table.groupby(level=0)})
+        mse = table["mse"]  # by (fraction, size)
+        params = {fraction: table["params"].loc[(fraction, size)] for fraction, size in best.items()}
         fractions = sorted(best)
         grows = all(params[a] <= params[b] for a, b in zip(fractions, fractions[1:]))
         top, small = fractions[-1], fractions[0]
-        gain = table.loc[(top, best[small]), "mse"] - table.loc[(top, best[top]), "mse"]
+        gain = mse.loc[(top, best[small])] - mse.loc[(top, best[top])]
         verdict = "confirmed" if grows and gain > SEED_SPREAD else "refuted" if not grows else "partly"
-        evidence = "; ".join(f"{fraction:.0%} of the data: {size} (MSE {table.loc[(fraction, size), 'mse']:.3f})"
+        evidence = "; ".join(f"{fraction:.0%} of the data: {size} (MSE {mse.loc[(fraction, size)]:.3f})"
                              for fraction, size in sorted(best.items()))
         evidence += f"; at {top:.0%}, {best[top]} beats {best[small]} by {gain:.3f}"
         findings.append(Finding(f"Model size must grow with dataset size ({model})", test, verdict, evidence,

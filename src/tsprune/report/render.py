@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pandas as pd
@@ -24,6 +25,9 @@ from tsprune.report.findings import SEED_SPREAD, findings
 from tsprune.report.style import STYLE, note_figure
 
 PNG_DPI = 150
+
+# A table cell as pandas hands it over: a number, a string, None or NaN.
+Cell = Any
 
 CAPTIONS = {
     "mse_vs_density": "Test MSE against density (share of all parameters kept, log scale) on the main grid, "
@@ -43,7 +47,7 @@ CAPTIONS = {
 class Column:
     key: str
     header: str
-    format: Callable[[object], str]
+    format: Callable[[Cell], str]
 
 
 @dataclass(frozen=True)
@@ -110,23 +114,23 @@ def save_figure(data: pd.DataFrame, name: str, figure_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------------- tables
 
 
-def number(digits: int = 4) -> Callable[[object], str]:
+def number(digits: int = 4) -> Callable[[Cell], str]:
     return lambda v: "—" if pd.isna(v) else f"{float(v):.{digits}g}"
 
 
-def fixed(digits: int, suffix: str = "") -> Callable[[object], str]:
+def fixed(digits: int, suffix: str = "") -> Callable[[Cell], str]:
     return lambda v: "—" if pd.isna(v) else f"{float(v):.{digits}f}{suffix}"
 
 
-def signed_percent(value: object) -> str:
+def signed_percent(value: Cell) -> str:
     return "—" if pd.isna(value) else f"{float(value) * 100:+.1f}%"
 
 
-def count(value: object) -> str:
+def count(value: Cell) -> str:
     return "—" if pd.isna(value) else f"{int(value)}"
 
 
-def text(value: object) -> str:
+def text(value: Cell) -> str:
     return "—" if value is None or (not isinstance(value, str) and pd.isna(value)) else tables.format_value(value)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -15,12 +16,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+from matplotlib.typing import RcKeyType
 
 from tsprune.models.registry import SPECS
 from tsprune.prune.methods import METHODS
 from tsprune.report.tables import is_structured
 
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 9, "figure.titlesize": 12,
     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
     "svg.hashsalt": "tsprune", "figure.dpi": 100,
@@ -28,7 +30,8 @@ STYLE = {
 
 # Fixed order of the registered models, so a model keeps its color from one report to the next.
 KNOWN_MODELS = tuple(spec.name.lower() for spec in SPECS)
-PALETTE = colormaps["tab10"].colors
+# tab10 is a ListedColormap, whose colors are RGB tuples; matplotlib's stubs know only the base Colormap here.
+PALETTE: tuple[tuple[float, float, float], ...] = colormaps["tab10"].colors  # type: ignore[attr-defined]
 METHOD_MARKERS = {"dense": "*", **{method.name: method.marker for method in METHODS}}
 SPARE_MARKERS = ("D", "v", "P", "X", "<", ">")
 PANEL = (5.0, 3.6)  # inches per panel

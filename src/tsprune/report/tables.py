@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,13 @@ TOLERANCE = 0.05
 def is_structured(method: str) -> bool:
     """Structured methods are drawn dashed and compared on real FLOPs, unstructured ones on effective FLOPs."""
     return methods.is_structured(method)
+
+
+def text_groups(frame: pd.DataFrame, column: str) -> Iterator[tuple[str, pd.DataFrame]]:
+    """``frame.groupby(column)`` over a text column such as ``model`` or ``method``, each value typed as the string
+    it is (pandas types group keys as any scalar)."""
+    for value, rows in frame.groupby(column):
+        yield cast(str, value), rows
 
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
@@ -163,13 +172,13 @@ def best_within(frame: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFra
     stats["dense_mse"] = stats["dense_mse"].fillna(stats["dense_ref"])
     stats["mse_change"] = stats["mse"] / stats["dense_mse"] - 1.0
     stats["ok"] = stats["mse"] <= (1.0 + tolerance) * stats["dense_mse"]
-    rows = []
+    rows: list[dict] = []
     for key, group in stats.groupby(TASK + ["method"], dropna=False, sort=True):
         good = group[group["ok"]]
         if good.empty:
             rows.append(dict(zip(TASK + ["method"], key)))
         else:
-            rows.append(good.loc[good["target_density"].idxmin()].to_dict())
+            rows.append(good.loc[cast(int, good["target_density"].idxmin())].to_dict())  # a label of a reset index
     return pd.DataFrame(rows).reindex(columns=columns)
 
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tsprune.errors import TsPruneError
 from tsprune.runtime import evaluating, pinned_threads, synchronize
 from tsprune.sparse.layers import (
-    ENGINES,
+    LAYOUTS,
     SparseConv1d,
     SparseLinear,
     SkippedLinear,
@@ -31,18 +31,20 @@ from tsprune.sparse.layers import (
     conv1d_supported,
     densify,
     sparsify,
+    weight_of,
 )
 
-__all__ = ["SparseConv1d", "SparseLinear", "apply_plan", "choose_engine", "compile_sparse", "dense_state_dict",
+__all__ = ["SparseConv1d", "SparseLinear", "apply_plan", "choose_kernel", "compile_sparse", "dense_state_dict",
            "densify_model", "sparse_candidates"]
 
-PLAN_FORMAT = "tsprune-sparse-plan/1"
+PLAN_FORMAT = "tsprune-sparse-plan/2"
+OLD_PLAN_FORMATS = ("tsprune-sparse-plan/1",)  # called each layer's kernel its "engine"; loads
 BLOCKS = (4, 8, 16)
 SEED = 0  # Informer samples keys even in eval: every capture pass sees the same samples
 MIN_SAMPLE_S = 1e-3  # each timing sample repeats a fast op until it lasts about this long
 MAX_CALLS = 8  # inputs captured per layer (a layer called more often is timed on its first calls)
 
-Key = tuple[str, int | None]  # (engine, block)
+Key = tuple[str, int | None]  # (kernel, block): "dense", "csr", "bsr" (with its block), "zero" or "skip"
 STRUCTURAL = {"zero": ZeroLinear, "skip": SkippedLinear}  # exact rewrites that need no timing
 
 
@@ -50,7 +52,7 @@ STRUCTURAL = {"zero": ZeroLinear, "skip": SkippedLinear}  # exact rewrites that 
 
 
 def weight_density(module: nn.Module) -> float:
-    weight = module.weight.detach()
+    weight = weight_of(module).detach()
     return int(torch.count_nonzero(weight)) / weight.numel() if weight.numel() else 1.0
 
 
@@ -77,7 +79,8 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> nn.Module:
 
 def _blocks(module: nn.Module, blocks: Sequence[int]) -> list[int]:
     """The BSR block sizes that tile ``module``'s weight matrix ``[out, in * k]`` exactly."""
-    rows, cols = module.weight.shape[0], math.prod(module.weight.shape[1:])
+    shape = weight_of(module).shape
+    rows, cols = shape[0], math.prod(shape[1:])
     return [b for b in blocks if rows % b == 0 and cols % b == 0]
 
 
@@ -152,8 +155,8 @@ def time_candidates(candidates: Mapping[Key, nn.Module], calls: Sequence[Tensor]
     return {key: statistics.median(values) * 1e3 for key, values in samples.items()}
 
 
-def choose_engine(timings_ms: Mapping[Key, float], min_speedup: float = 1.05) -> Key:
-    """The fastest sparse ``(engine, block)`` if it beats ``("dense", None)`` by ``min_speedup``, else dense.
+def choose_kernel(timings_ms: Mapping[Key, float], min_speedup: float = 1.05) -> Key:
+    """The fastest sparse ``(kernel, block)`` if it beats ``("dense", None)`` by ``min_speedup``, else dense.
 
     A pure function of the timings, so the rule is testable without a clock.
     """
@@ -189,10 +192,10 @@ def _resolve_inputs(inputs: Mapping[int, Sequence[Tensor]] | Sequence[Tensor], b
 def _entry(module: nn.Module, density: float, key: Key, timings: Mapping[Key, float] | None) -> dict[str, Any]:
     """One layer's plan record (JSON-serialisable)."""
     timings = timings or {}
-    bsr = {block: ms for (engine, block), ms in timings.items() if engine == "bsr"}
+    bsr = {block: ms for (kernel, block), ms in timings.items() if kernel == "bsr"}
     best_block = min(bsr, key=bsr.__getitem__) if bsr else None
     return {
-        "kind": _kind(module), "shape": list(module.weight.shape), "engine": key[0], "block": key[1],
+        "kind": _kind(module), "shape": list(weight_of(module).shape), "kernel": key[0], "block": key[1],
         "density": density, "dense_ms": timings.get(("dense", None)), "csr_ms": timings.get(("csr", None)),
         "bsr_ms": bsr.get(best_block) if bsr else None, "bsr_block": best_block,
         "bsr_ms_by_block": {str(block): ms for block, ms in bsr.items()}, "chosen_ms": timings.get(key),
@@ -217,7 +220,7 @@ def compile_sparse(
     repeats: int = 10,
     warmup: int = 2,
     blocks: Sequence[int] = BLOCKS,
-    engines: Sequence[str] = ENGINES,
+    layouts: Sequence[str] = LAYOUTS,
     force: str | None = None,
     block: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -225,18 +228,18 @@ def compile_sparse(
 
     ``inputs`` is ``model``'s forward arguments, or ``{batch size: arguments}`` with ``batch_size`` picking one.
     Every ``Linear``/``Conv1d`` with zeros is timed on the inputs it receives in one forward pass, with
-    ``threads`` threads: dense, CSR (if in ``engines``) and BSR for each of ``blocks`` that tiles the weight.
+    ``threads`` threads: dense, then each of ``layouts``: CSR, and BSR for each of ``blocks`` that tiles the weight.
     A sparse kernel replaces the layer only if ``dense_ms >= min_speedup * sparse_ms``. ``force="csr"|"bsr"``
     skips timing and sparsifies every candidate (BSR with ``block``, else the largest of ``blocks`` that fits, else
     1). Before any timing, all-zero output layers of two-layer blocks and the layers feeding them are rewritten
     exactly (:func:`_remove_dead_products`). Returns ``(model, plan)``; the plan is JSON-serialisable and
     replayable with :func:`apply_plan`.
     """
-    if force is not None and force not in ENGINES:
-        raise TsPruneError(f"unknown sparse engine {force!r}: use one of {', '.join(ENGINES)}")
-    unknown = set(engines) - set(ENGINES)
+    if force is not None and force not in LAYOUTS:
+        raise TsPruneError(f"unknown sparse layout {force!r}: use one of {', '.join(LAYOUTS)}")
+    unknown = set(layouts) - set(LAYOUTS)
     if unknown:
-        raise TsPruneError(f"unknown sparse engine(s) {sorted(unknown)}: use {', '.join(ENGINES)}")
+        raise TsPruneError(f"unknown sparse layout(s) {sorted(unknown)}: use {', '.join(LAYOUTS)}")
     args, size = _resolve_inputs(inputs, batch_size)
     model, structural = _remove_dead_products(model)
     layers = sparse_candidates(model)
@@ -251,8 +254,8 @@ def compile_sparse(
             elif not calls[name]:
                 key = ("dense", None)  # never called at this input: nothing to gain
             else:
-                timings = _time_layer(module, calls.pop(name), blocks, engines, repeats, warmup)
-                key = choose_engine(timings, min_speedup)
+                timings = _time_layer(module, calls.pop(name), blocks, layouts, repeats, warmup)
+                key = choose_kernel(timings, min_speedup)
             entries[name] = _entry(module, densities[name], key, timings)
             if key[0] != "dense":
                 model = _replace(model, module, sparsify(module, *key))
@@ -285,22 +288,23 @@ def _remove_dead_products(model: nn.Module) -> tuple[nn.Module, dict[str, dict[s
     entries: dict[str, dict[str, Any]] = {}
     for first_name, second_name in list(_two_layer_blocks(model)):
         first, second = model.get_submodule(first_name), model.get_submodule(second_name)
+        assert isinstance(first, nn.Linear) and isinstance(second, nn.Linear)  # as _two_layer_blocks found them
         if torch.count_nonzero(second.weight):
             continue
         for name, child, rewritten in ((first_name, first, SkippedLinear(first)),
                                        (second_name, second, ZeroLinear(second))):
-            entries[name] = _entry(child, weight_density(child), (rewritten.engine, None), None)
+            entries[name] = _entry(child, weight_density(child), (rewritten.kernel, None), None)
             model = _replace(model, child, rewritten)
         entries[first_name]["relies_on"] = second_name
     return model, entries
 
 
-def _time_layer(module: nn.Module, calls: Sequence[Tensor], blocks: Sequence[int], engines: Sequence[str],
+def _time_layer(module: nn.Module, calls: Sequence[Tensor], blocks: Sequence[int], layouts: Sequence[str],
                 repeats: int, warmup: int) -> dict[Key, float]:
     candidates: dict[Key, nn.Module] = {("dense", None): module}
-    if "csr" in engines:
+    if "csr" in layouts:
         candidates[("csr", None)] = sparsify(module, "csr")
-    if "bsr" in engines:
+    if "bsr" in layouts:
         candidates.update({("bsr", b): sparsify(module, "bsr", b) for b in _blocks(module, blocks)})
     return time_candidates(candidates, calls, repeats, warmup)
 
@@ -310,47 +314,59 @@ def _time_layer(module: nn.Module, calls: Sequence[Tensor], blocks: Sequence[int
 
 def plan_summary(plan: Mapping[str, Any]) -> dict[str, int]:
     """``sparse_layers`` (not left dense: CSR, BSR, zero or skipped) of ``candidate_layers`` (every pruned layer)."""
-    layers = plan["layers"].values()
-    return {"sparse_layers": sum(1 for layer in layers if layer["engine"] != "dense"), "candidate_layers": len(layers)}
+    layers = read_plan(plan)["layers"].values()
+    return {"sparse_layers": sum(1 for layer in layers if layer["kernel"] != "dense"), "candidate_layers": len(layers)}
+
+
+def read_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """``plan`` in the current format: checked, and with each layer's choice under ``kernel`` (plans of the first
+    format called it ``engine``). Returns a new dict; ``plan`` is left as it is."""
+    found = plan.get("format")
+    if found != PLAN_FORMAT and found not in OLD_PLAN_FORMATS:
+        raise TsPruneError(f"not a sparse plan (format {found!r}, expected {PLAN_FORMAT!r})")
+    layers = {name: ({**{k: v for k, v in entry.items() if k != "engine"}, "kernel": entry["engine"]}
+                     if "kernel" not in entry and "engine" in entry else dict(entry))
+              for name, entry in plan["layers"].items()}
+    return {**plan, "format": PLAN_FORMAT, "layers": layers}
 
 
 def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
     """Rebuild the sparse layers a plan chose on ``model`` (dense weights with zeros, e.g. a freshly loaded run),
-    without timing. Layers already sparse are re-laid out only if the plan asks for another engine or block."""
-    if plan.get("format") != PLAN_FORMAT:
-        raise TsPruneError(f"not a sparse plan (format {plan.get('format')!r}, expected {PLAN_FORMAT!r})")
+    without timing. Layers already sparse are re-laid out only if the plan asks for another kernel or block."""
+    plan = read_plan(plan)
     for name, entry in plan["layers"].items():
         try:
             module = model.get_submodule(name)
         except AttributeError:
             raise TsPruneError(f"the sparse plan names layer {name!r}, which the model does not have") from None
-        key = (entry["engine"], entry.get("block"))
+        key = (entry["kernel"], entry.get("block"))
         if key[0] == "dense":
             continue
         if key[0] in STRUCTURAL:
-            if not isinstance(module, (nn.Linear, ZeroLinear)) or list(module.weight.shape) != list(entry["shape"]):
+            if not isinstance(module, (nn.Linear, ZeroLinear)) or list(weight_of(module).shape) != list(entry["shape"]):
                 raise TsPruneError(f"layer {name!r} does not match the sparse plan ({entry['kind']} {entry['shape']})")
             try:
                 checked = module if key[0] == "zero" else model.get_submodule(entry["relies_on"])
             except (KeyError, AttributeError):
                 raise TsPruneError(f"the sparse plan skips layer {name!r} without a valid 'relies_on' layer") from None
-            if torch.count_nonzero(checked.weight):  # the rewrite is exact only while that layer is all zero
+            if torch.count_nonzero(weight_of(checked)):  # the rewrite is exact only while that layer is all zero
                 raise TsPruneError(f"the sparse plan drops layer {name!r}, but the weights it relies on are not zero")
-            if key[0] == "skip" and plan["layers"].get(entry["relies_on"], {}).get("engine") != "zero":
+            if key[0] == "skip" and plan["layers"].get(entry["relies_on"], {}).get("kernel") != "zero":
                 # a skipped layer outputs nothing (width 0): only a ZeroLinear may read it
                 raise TsPruneError(f"the sparse plan skips layer {name!r} but does not plan {entry['relies_on']!r} "
                                    "as 'zero'")
-            model = _replace(model, module, STRUCTURAL[key[0]](densify(module) if isinstance(module, ZeroLinear)
-                                                               else module))
+            linear = densify(module) if isinstance(module, ZeroLinear) else module
+            assert isinstance(linear, nn.Linear)  # checked above
+            model = _replace(model, module, STRUCTURAL[key[0]](linear))
             continue
-        if key[0] not in ENGINES:
-            raise TsPruneError(f"the sparse plan asks for unknown engine {key[0]!r} at {name!r}")
+        if key[0] not in LAYOUTS:
+            raise TsPruneError(f"the sparse plan asks for unknown kernel {key[0]!r} at {name!r}")
         if isinstance(module, (SparseWeight, ZeroLinear)):
-            if (module.engine, module.block) == key:
+            if (module.kernel, module.block) == key:
                 continue
             dense = densify(module)
             model, module = _replace(model, module, dense), dense
-        if _kind(module) != entry.get("kind", _kind(module)) or list(module.weight.shape) != list(entry["shape"]):
+        if _kind(module) != entry.get("kind", _kind(module)) or list(weight_of(module).shape) != list(entry["shape"]):
             raise TsPruneError(f"layer {name!r} does not match the sparse plan ({entry['kind']} {entry['shape']})")
         try:
             model = _replace(model, module, sparsify(module, *key))

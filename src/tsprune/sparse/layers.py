@@ -30,18 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ENGINES = ("csr", "bsr")
+LAYOUTS = ("csr", "bsr")  # the compressed weight formats
 _INT32_MAX = 2**31 - 1
 
 
-def _compress(matrix: Tensor, engine: str, block: int | None) -> tuple[Tensor, Tensor, Tensor]:
+def _compress(matrix: Tensor, layout: str, block: int | None) -> tuple[Tensor, Tensor, Tensor]:
     """``(crow_indices, col_indices, values)`` of a 2-D dense ``matrix`` in CSR or BSR (``block`` x ``block``)."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown sparse engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown sparse layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     matrix = matrix.detach()
     with warnings.catch_warnings():  # torch warns (once) that sparse CSR support is beta
         warnings.simplefilter("ignore", UserWarning)
-        if engine == "csr":
+        if layout == "csr":
             sparse = matrix.to_sparse_csr()
         else:
             if block is None or block < 1 or matrix.shape[0] % block or matrix.shape[1] % block:
@@ -72,24 +72,33 @@ class SparseWeight(nn.Module):
     ``weight`` and the state dict present.
     """
 
-    def __init__(self, weight: Tensor, bias: nn.Parameter | None, engine: str, block: int | None = None) -> None:
+    crow_indices: Tensor  # the compressed arrays, registered as buffers in ``_store``
+    col_indices: Tensor
+    values: Tensor
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, layout: str, block: int | None = None) -> None:
         super().__init__()
-        self.engine = engine
-        self.block = block if engine == "bsr" else None
+        self.layout = layout
+        self.block = block if layout == "bsr" else None
         self.weight_shape = tuple(weight.shape)
         self.matrix_shape = (weight.shape[0], math.prod(weight.shape[1:]))
         self.bias = bias  # the pruned layer's own Parameter (or None): shared, not copied
         self._store(weight)
 
     def _store(self, weight: Tensor) -> None:
-        crow, col, values = _compress(weight.reshape(self.matrix_shape), self.engine, self.block)
+        crow, col, values = _compress(weight.reshape(self.matrix_shape), self.layout, self.block)
         self.register_buffer("crow_indices", crow, persistent=False)
         self.register_buffer("col_indices", col, persistent=False)
         self.register_buffer("values", values, persistent=False)
 
+    @property
+    def kernel(self) -> str:
+        """The plan's name for this layer's kernel: its layout (``"csr"`` or ``"bsr"``)."""
+        return self.layout
+
     def sparse_weight(self) -> Tensor:
         """The compressed ``[out, in]`` matrix as a torch sparse tensor (a cheap wrapper around the buffers)."""
-        build = torch.sparse_csr_tensor if self.engine == "csr" else torch.sparse_bsr_tensor
+        build = torch.sparse_csr_tensor if self.layout == "csr" else torch.sparse_bsr_tensor
         return build(self.crow_indices, self.col_indices, self.values, self.matrix_shape, check_invariants=False)
 
     @property
@@ -134,15 +143,15 @@ class SparseWeight(nn.Module):
 
     def extra_repr(self) -> str:
         block = f", block={self.block}" if self.block else ""
-        return (f"{self.weight_shape}, engine={self.engine}{block}, density={self.density:.3f}, "
+        return (f"{self.weight_shape}, layout={self.layout}{block}, density={self.density:.3f}, "
                 f"stored={self.stored:.3f}, bias={self.bias is not None}")
 
 
 class SparseLinear(SparseWeight):
     """``nn.Linear`` with a compressed weight: ``y = (W @ x2d.T).T + b`` on inputs ``[..., in]``, output contiguous."""
 
-    def __init__(self, linear: nn.Linear, engine: str = "csr", block: int | None = None) -> None:
-        super().__init__(linear.weight, linear.bias, engine, block)
+    def __init__(self, linear: nn.Linear, layout: str = "csr", block: int | None = None) -> None:
+        super().__init__(linear.weight, linear.bias, layout, block)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: Tensor) -> Tensor:
@@ -158,7 +167,7 @@ class ZeroLinear(nn.Module):
     is the bias, or zeros, without a product. The original ``weight`` and ``bias`` Parameters stay registered under
     their keys, so the state dict and :func:`densify` see the layer unchanged."""
 
-    engine = "zero"
+    kernel = "zero"
     block = None
 
     def __init__(self, linear: nn.Linear) -> None:
@@ -178,7 +187,7 @@ class SkippedLinear(ZeroLinear):
     materialised GELU, ~15 ms per block at batch 32), and :class:`ZeroLinear` reads only the leading shape.
     Weight and bias stay registered as in :class:`ZeroLinear`."""
 
-    engine = "skip"
+    kernel = "skip"
 
     def forward(self, x: Tensor) -> Tensor:
         return x.new_empty(*x.shape[:-1], 0)
@@ -196,10 +205,10 @@ class SparseConv1d(SparseWeight):
     ``[C_out, C * k]``, so the whole batch is one sparse matrix product.
     """
 
-    def __init__(self, conv: nn.Conv1d, engine: str = "csr", block: int | None = None) -> None:
+    def __init__(self, conv: nn.Conv1d, layout: str = "csr", block: int | None = None) -> None:
         if not conv1d_supported(conv):
             raise ValueError(f"{conv} is not supported by SparseConv1d (grouped convolution)")
-        super().__init__(conv.weight, conv.bias, engine, block)
+        super().__init__(conv.weight, conv.bias, layout, block)
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.dilation = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
         self.pad = _padding(conv)
@@ -227,15 +236,24 @@ def _padding(conv: nn.Conv1d) -> tuple[int, int]:
     if conv.padding == "same":
         total = conv.dilation[0] * (conv.kernel_size[0] - 1)
         return (total // 2, total - total // 2)
-    return (conv.padding[0], conv.padding[0])
+    padding = int(conv.padding[0])  # a tuple of ints once the strings are handled
+    return (padding, padding)
 
 
-def sparsify(module: nn.Module, engine: str = "csr", block: int | None = None) -> SparseWeight:
-    """The sparse equivalent of a ``Linear`` or ``Conv1d`` ``module`` (weights with exact zeros) in ``engine``."""
+def weight_of(module: nn.Module) -> Tensor:
+    """``module.weight`` as a tensor (a ``Linear``/``Conv1d`` parameter, or a sparse layer's dense view)."""
+    weight = module.weight
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return weight
+
+
+def sparsify(module: nn.Module, layout: str = "csr", block: int | None = None) -> SparseWeight:
+    """The sparse equivalent of a ``Linear`` or ``Conv1d`` ``module`` (weights with exact zeros) in ``layout``."""
     if isinstance(module, nn.Linear):
-        return SparseLinear(module, engine, block).to(module.weight.device)
+        return SparseLinear(module, layout, block).to(module.weight.device)
     if isinstance(module, nn.Conv1d):
-        return SparseConv1d(module, engine, block).to(module.weight.device)
+        return SparseConv1d(module, layout, block).to(module.weight.device)
     raise TypeError(f"cannot sparsify a {type(module).__name__}: only nn.Linear and nn.Conv1d")
 
 

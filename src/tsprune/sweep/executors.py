@@ -29,9 +29,11 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None, address: str | None = None, gpus_per_run: float = 0.0,
                  threads: int | None = None) -> None:
         if address is not None:
-            raise TsPruneError("--address is for the ray executor: add --executor ray")
+            raise TsPruneError("address is for the ray executor: set executor to 'ray'",
+                               options=("address", "executor"))
         if gpus_per_run:
-            raise TsPruneError("--gpus-per-run is for the ray executor; the local executor uses the spec's device")
+            raise TsPruneError("gpus_per_run is for the ray executor; the local executor uses the spec's device",
+                               options=("gpus_per_run",))
         self.workers = workers or 1
         check_counts(self.workers, threads)
         self.threads = threads or thread_budget(available_cores(), self.workers)
@@ -65,13 +67,14 @@ class LocalExecutor:
             while queue or in_flight:
                 while queue and len(in_flight) < self.workers:
                     run = queue.popleft()
-                    in_flight[pool.submit(*self._call(run, work))] = run
+                    task, args = self._call(run, work)
+                    in_flight[pool.submit(task, *args)] = run
                     report.started(run)
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    run = in_flight.pop(future, None)
-                    if run is None:  # already settled as lost when another worker crashed
+                    if future not in in_flight:  # already settled as lost when another worker crashed
                         continue
+                    run = in_flight.pop(future)
                     try:
                         record = future.result()
                     except BrokenProcessPool:  # a worker died (killed, out of memory): fail what was in flight
@@ -92,10 +95,11 @@ class LocalExecutor:
         else:
             report.finished(run, record)
 
-    def _call(self, run: DenseRun | PruneRun, work: Work) -> tuple[Callable[..., dict[str, Any]], ...]:
+    def _call(self, run: DenseRun | PruneRun, work: Work) -> tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]:
+        """The task that executes ``run`` in a worker, and its arguments."""
         if isinstance(run, DenseRun):
-            return execute_dense, run, work.store.run_dir(run.run_id), self.threads
-        return execute_prune, run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run)
+            return execute_dense, (run, work.store.run_dir(run.run_id), self.threads)
+        return execute_prune, (run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run))
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),

@@ -16,7 +16,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from tsprune.config import PruneConfig, RunConfig
 from tsprune.errors import TsPruneError
@@ -101,6 +101,10 @@ class Plan:
     dense: list[DenseRun] = field(default_factory=list)
     prune: list[PruneRun] = field(default_factory=list)
 
+    def runs(self) -> list[DenseRun | PruneRun]:
+        """Every run, dense runs first."""
+        return [*self.dense, *self.prune]
+
     def children(self) -> dict[str, list[PruneRun]]:
         groups: dict[str, list[PruneRun]] = defaultdict(list)
         for run in self.prune:
@@ -150,15 +154,23 @@ def plan_sweep(spec: SweepSpec) -> Plan:
     """All runs of ``spec`` and of its ``studies``; a run that several grids share is planned once, with the
     labels of the first grid that has it."""
     plan = _plan_grid(spec)
-    seen = {run.run_id for run in [*plan.dense, *plan.prune]}
+    seen = {run.run_id for run in plan.runs()}
     for study in spec.studies:
         extra = _plan_grid(study)
-        for group, runs in ((plan.dense, extra.dense), (plan.prune, extra.prune)):
-            for run in runs:
-                if run.run_id not in seen:
-                    seen.add(run.run_id)
-                    group.append(run)
+        _add_unseen(plan.dense, extra.dense, seen)
+        _add_unseen(plan.prune, extra.prune, seen)
     return plan
+
+
+RunT = TypeVar("RunT", DenseRun, PruneRun)
+
+
+def _add_unseen(group: list[RunT], runs: list[RunT], seen: set[str]) -> None:
+    """Append to ``group`` the ``runs`` whose ids are not in ``seen``, adding their ids to it."""
+    for run in runs:
+        if run.run_id not in seen:
+            seen.add(run.run_id)
+            group.append(run)
 
 
 def _plan_grid(spec: SweepSpec) -> Plan:
@@ -205,7 +217,7 @@ def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
 
 def _check_unique(plan: Plan) -> None:
     seen: dict[str, Labels] = {}
-    for run in [*plan.dense, *plan.prune]:
+    for run in plan.runs():
         if run.run_id in seen:
             raise TsPruneError(f"two runs of the sweep have the same configuration ({seen[run.run_id].describe()} "
                                f"and {run.labels.describe()}): make the model sizes or axis values distinct")

@@ -73,7 +73,7 @@ class RayExecutor:
                                "'ray==2.60.0')") from None
         check_counts(workers, threads)
         if gpus_per_run < 0:
-            raise TsPruneError(f"--gpus-per-run must be at least 0, got {gpus_per_run}")
+            raise TsPruneError(f"gpus_per_run must be at least 0, got {gpus_per_run}", options=("gpus_per_run",))
         self.workers, self.address, self.gpus, self.threads = workers, address, gpus_per_run, threads
 
     def run(self, work: Work, report: Reporter) -> None:
@@ -112,8 +112,8 @@ class RayExecutor:
             pending[ref] = dense
         for parent_id in {run.parent_id for run in work.ready}:  # done earlier: ship the stored directory
             parents[parent_id] = ray.put({"record": {"status": "done"}, "files": work.store.read_run_files(parent_id)})
-        for run in [*work.ready, *(child for children in work.waiting.values() for child in children)]:
-            pending[prune.remote(run, parents[run.parent_id], threads, work.keep_pruned)] = run
+        for waiting in [*work.ready, *(child for children in work.waiting.values() for child in children)]:
+            pending[prune.remote(waiting, parents[waiting.parent_id], threads, work.keep_pruned)] = waiting
         for run in pending.values():
             report.started(run)
         children = collections.Counter(run.parent_id for run in pending.values() if isinstance(run, PruneRun))

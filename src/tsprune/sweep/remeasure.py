@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import json
 import os
 import platform
 from collections.abc import Callable, Iterator
@@ -83,7 +85,8 @@ def remeasure(sweep_dir: str | Path, threads: int | None = None, repeats: int | 
 def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, Any]],
                     records: dict[str, dict[str, Any]], threads: int | None, repeats: int | None, redo: bool,
                     outcome: MeasureOutcome, say: Callable[[str], None]) -> None:
-    """Time the prune runs of one dense run, loading the dense model once."""
+    """Time the prune runs of one dense run, loading the dense model once and each pruned model once: twins are
+    timed one after the other, so the masked model a sparse-engine run is timed against is still loaded."""
     from tsprune.run import load_run
 
     todo = []
@@ -100,14 +103,20 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
         return
     dense = load_run(store.run_dir(parent_id))
     data = dense.data()
+
+    @functools.lru_cache(maxsize=2)  # a run and its twin
+    def model_of(run_id: str) -> Any:
+        return load_run(store.run_dir(run_id)).model
+
+    todo.sort(key=lambda item: (_pruning_key(item[0].get("config") or {}), _engine(item[0])))  # twins side by side
     for record, settings in todo:
         twin = _masked_twin(record, records) if _engine(record) == "sparse" else None
         if twin is not None and not run_dir_complete(store.run_dir(twin)):
             outcome.no_weights.append(record["run_id"])
             continue
-        models = {"dense": dense.model, "pruned": load_run(store.run_dir(record["run_id"])).model}
+        models = {"dense": dense.model, "pruned": model_of(str(record["run_id"]))}
         if twin is not None:
-            models["masked"] = load_run(store.run_dir(twin)).model
+            models["masked"] = model_of(twin)
         timing = time_models(models, data, settings)
         record["metrics"] = {**record["metrics"], **timing}
         store.write_record(record)
@@ -121,16 +130,19 @@ def _engine(record: dict[str, Any]) -> str:
     return str((record.get("labels") or {}).get("engine") or "dense")
 
 
+def _pruning_key(config: dict[str, Any]) -> str:
+    """The pruning settings twins share (the engine aside), as a comparable string."""
+    prune = {key: value for key, value in (config.get("prune") or {}).items() if key != "engine"}
+    return json.dumps(prune, sort_keys=True, default=str)
+
+
 def _masked_twin(record: dict[str, Any], records: dict[str, dict[str, Any]]) -> str | None:
     """The dense-engine run with the same parent and pruning settings as sparse-engine ``record``."""
-    def pruning(config: dict[str, Any]) -> dict[str, Any]:  # the settings twins share (engine aside)
-        return {key: value for key, value in (config.get("prune") or {}).items() if key != "engine"}
-
-    mine = pruning(record.get("config") or {})
+    mine = _pruning_key(record.get("config") or {})
     for other in records.values():
         config = other.get("config") or {}
         if (other.get("parent_id") == record.get("parent_id") and config.get("engine") == "dense"
-                and pruning(config) == mine and other.get("status") == "done"):
+                and _pruning_key(config) == mine and other.get("status") == "done"):
             return str(other["run_id"])
     return None
 

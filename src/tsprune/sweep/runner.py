@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from tsprune.config import write_json
+from tsprune.sweep.cost import prune_seconds
 from tsprune.sweep.executors import make_executor
 from tsprune.sweep.work import Work
 from tsprune.sweep.plan import DenseRun, Plan, PruneRun, plan_sweep
@@ -63,10 +64,14 @@ def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any
         record = records.get(run_id)
         return record is None or (retry_failed and record.get("status") != "done")
 
-    work, at_once = Work(store, keep_pruned=keep_pruned), []
+    work = Work(store, keep_pruned=keep_pruned)
+    at_once: list[tuple[PruneRun, dict[str, Any]]] = []
     children = plan.children()
     for dense in plan.dense:
-        waiting = [run for run in children.get(dense.run_id, []) if todo(run.run_id)]
+        # Longest first within a family (a family stays together: workers keep its dense run loaded), so the
+        # fine-tunings start early instead of ending the sweep with one worker busy and the others idle.
+        waiting = sorted((run for run in children.get(dense.run_id, []) if todo(run.run_id)), key=prune_seconds,
+                         reverse=True)
         record = records.get(dense.run_id)
         if record is not None and record.get("status") == "done" and store.dense_complete(dense.run_id):
             work.ready.extend(waiting)

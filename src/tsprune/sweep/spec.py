@@ -224,7 +224,7 @@ def _dataset(item: Any, base_dir: Path) -> DatasetEntry:
         raise TsPruneError(f"a dataset entry needs a name or a path, got {item!r}")
     info = get_dataset(str(name))
     if not info.shipped:
-        raise TsPruneError(missing_file_message(info).replace("--data-path", "a 'path:' entry"))
+        raise TsPruneError(missing_file_message(info).replace("its path as data_path", "a 'path:' entry"))
     return DatasetEntry(info.name, info.name, None, overrides, pred_lens)
 
 

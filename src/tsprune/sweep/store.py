@@ -187,7 +187,10 @@ def read_results(source: str | Path) -> pd.DataFrame:
 
     reader = "read_parquet" if path.suffix.lower() == ".parquet" else "read_csv_auto"
     try:
-        frame = duckdb.sql(f"SELECT * FROM {reader}('{_sql_string(path)}')").df()
+        relation = duckdb.sql(f"SELECT * FROM {reader}('{_sql_string(path)}')")
+        if relation is None:  # only a statement without a result gives none; a SELECT always has one
+            raise TypeError("no result")
+        frame = relation.df()
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise TsPruneError(f"{path} is not a readable results table ({type(exc).__name__}): export one with "
                            "`tsprune results DIR --export FILE.parquet`") from None

@@ -69,7 +69,7 @@ def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | Non
         # Engine twins (the plan puts them side by side) prune, fine-tune and evaluate once in a worker.
         key = pruning_key(dense, config)
         if _PRUNED is None or _PRUNED.source_id != key:
-            _remember(prune_model(dense, config))
+            _remember(prune_model(dense, config, baseline=baseline))
         return prune_run(dense, config, keep, overwrite=True, baseline=baseline,
                          pruned=_PRUNED).metrics
 

@@ -42,9 +42,9 @@ class Executor(Protocol):
 
 
 def check_counts(workers: int | None, threads: int | None) -> None:
-    for option, value in (("--workers", workers), ("--threads", threads)):
+    for option, value in (("workers", workers), ("threads", threads)):
         if value is not None and value < 1:
-            raise TsPruneError(f"{option} must be at least 1, got {value}")
+            raise TsPruneError(f"{option} must be at least 1, got {value}", options=(option,))
 
 
 def settle_dense(run: DenseRun, record: dict[str, Any], work: Work, report: Reporter) -> list[PruneRun]:

@@ -48,6 +48,8 @@ class PositionalEmbedding(nn.Module):
             else:
                 if len(self.channels) != d_model:
                     raise ValueError(f"positional encoding keeps {len(self.channels)} channels, input has {d_model}")
+                if self.width is None:
+                    raise ValueError("positional encoding keeps channels of a table with no width")
                 index = torch.tensor(self.channels, device=like.device)
                 table = sinusoidal_table(length, self.width, like.device, like.dtype).index_select(1, index)
             table = table.unsqueeze(0)

@@ -44,6 +44,8 @@ class FourierBlock(nn.Module):
     ``weight`` is ``[n_heads, E, E, modes]`` (in, out, mode) with ``E = d_model // n_heads``.
     """
 
+    index: torch.Tensor  # buffer: the kept modes
+
     def __init__(
         self,
         d_model: int,
@@ -96,6 +98,9 @@ class FourierCrossAttention(nn.Module):
     ``[n_heads, E, E, modes_q]``; the result is divided by ``d_model * d_model`` (its in * out channels) before
     the inverse FFT, as the reference does.
     """
+
+    index_q: torch.Tensor  # buffers: the kept modes of q and of k
+    index_kv: torch.Tensor
 
     def __init__(
         self,
