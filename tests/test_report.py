@@ -217,3 +217,19 @@ def test_degenerate_tables_draw_every_figure(case):
         tables.header(data)
         for draw in FIGURES.values():
             draw(data).savefig(io.BytesIO(), format="png", dpi=20)
+
+
+def test_a_separate_speed_table_takes_the_speed_columns():
+    """With timings taken apart from the sweep (the demo's full-size speed part), the accuracy tables drop their
+    own speedup column (the runs' models are small) and say where speed is; without it, they keep it."""
+    data = tables.prepare(synthetic_frame())
+    speed = tables.prepare(synthetic_frame().assign(mse=np.nan))
+
+    def speedup_columns(tables_: list) -> dict[str, bool]:
+        return {t.title: any(c.key == "speedup" for c in t.columns) for t in tables_
+                if t.title in ("Summary", "Lowest density within 5% of dense MSE")}
+
+    assert list(speedup_columns(build_tables(data)).values()) == [True, True]
+    with_speed = build_tables(data, speed)
+    assert list(speedup_columns(with_speed).values()) == [False, False]
+    assert any(t.title == "Speed at full size" for t in with_speed)

@@ -28,8 +28,14 @@ from tsprune.errors import TsPruneError
 def speed_comparison(models: Sequence[str], dataset: str = "ETTh1", pred_len: int = 96, density: float = 0.8**10,
                      structured_density: float = 0.25, batch_sizes: Sequence[int] = (1, 32), threads: int = 2,
                      repeats: int = 10, seed: int = 2021, hyper: dict[str, Any] | None = None,
+                     layouts: Sequence[str] = ("csr",), warmup: int = 1,
                      say: Callable[[str], None] = lambda _: None) -> pd.DataFrame:
-    """One row per model and pruned variant (see the module doc); ``hyper`` overrides the default sizes."""
+    """One row per model and pruned variant (see the module doc); ``hyper`` overrides the default sizes.
+
+    ``layouts`` are the sparse layouts the engine may choose from: CSR only by default, since BSR multiplies the
+    zeros inside every kept tile and lost to CSR on every CPU layer of a magnitude-pruned model we measured
+    (``sparse.layers``); timing it would only cost time. ``warmup`` untimed passes precede each model's timed ones.
+    """
     from tsprune import configure
     from tsprune.data.dataset import prepare_data
     from tsprune.measure import compare_latency, count_flops, count_params, example_inputs
@@ -51,12 +57,12 @@ def speed_comparison(models: Sequence[str], dataset: str = "ETTh1", pred_len: in
         masked = copy.deepcopy(dense)
         unstructured.prune_magnitude(masked, density)
         sparse, plan = compile_sparse(copy.deepcopy(masked), inputs, max(batch_sizes), threads=threads,
-                                      repeats=repeats)
+                                      repeats=repeats, layouts=layouts)
         shrunk, result = structured.prune_to_density(dense, inputs[1], structured_density)
         if not result.reached:
             raise TsPruneError(f"{name}: DepGraph could not reach density {structured_density}: {result.reason}")
         variants = {"dense": dense, "masked": masked, "sparse": sparse, "structured": shrunk}
-        timings = {str(size): compare_latency(variants, inputs[size], repeats, threads=threads)
+        timings = {str(size): compare_latency(variants, inputs[size], repeats, warmup, threads=threads)
                    for size in batch_sizes}
         flops = {key: count_flops(model, inputs[1]) for key, model in variants.items() if key != "sparse"}
         params = {key: count_params(model) for key, model in variants.items() if key != "sparse"}
