@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml requirements.lock
 	@# --no-compile: Python compiles each module when it is first imported; compiling all of torch up front took
 	@# ~2.5 of the ~3.5 set-up minutes on a 2-core machine.
 	$(BIN)/pip install --quiet --no-compile -c requirements.lock -e ".[ray,test]"
+	@# The C++ sparse kernel, compiled once into ~/.cache/tsprune (without a compiler: one warning, torch's kernels).
+	$(BIN)/python -m tsprune.sparse.kernel
 	touch $(STAMP)
 
 demo: install

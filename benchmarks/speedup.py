@@ -2,7 +2,7 @@
 
     python benchmarks/speedup.py --models Transformer,Informer --densities 0.107 --batch-sizes 1,32
         [--threads 2] [--repeats 10] [--compile-repeats 5] [--runs RUN_DIR ...] [--json OUT.json]
-        [--round-to N] [--heads dims|heads]
+        [--round-to N] [--heads dims|heads] [--method magnitude|magnitude-layerwise] [--no-depgraph]
 
 Per model (default size, ETTh1, pred_len 96, random weights; or the trained ``--runs`` directories instead) and
 density: ``masked`` zeroes weights by global magnitude (same dense kernels), ``sparse`` is that model after
@@ -49,14 +49,20 @@ def random_model(name: str, data: ForecastData) -> nn.Module:
     return build_model(config).eval()
 
 
+SCOPE_OF = {"magnitude": "global", "magnitude-layerwise": "uniform"}  # the unstructured methods' weight ranking
+
+
 def variants(model: nn.Module, density: float, inputs_1: tuple, round_to: int | None = None,
-             heads: str = "dims") -> dict[str, Any]:
-    """The masked and DepGraph-pruned copies of ``model`` at ``density`` with their FLOP reductions."""
+             heads: str = "dims", method: str = "magnitude", depgraph: bool = True) -> dict[str, Any]:
+    """The masked (``method``) and DepGraph-pruned copies of ``model`` at ``density`` with their FLOP reductions."""
     dense_flops = count_flops(model, inputs_1)["flops"]
     masked = copy.deepcopy(model)
-    _, report = prune_magnitude(masked, density)
+    _, report = prune_magnitude(masked, density, SCOPE_OF[method])
     out: dict[str, Any] = {"masked": masked, "masked_density": report["density_total"],
                            "masked_reduction": dense_flops / count_flops(masked, inputs_1)["flops_effective"]}
+    if not depgraph:
+        out.update(depgraph=None, depgraph_note="not asked for")
+        return out
     try:
         pruned, result = prune_to_density(model, inputs_1, density, heads=heads, round_to=round_to, timeout_s=300)
         note = result.reason or f"round_to {result.round_to or 1}, heads {heads}"
@@ -84,7 +90,7 @@ def measure_batch(name: str, model: nn.Module, found: dict[str, Any], density: f
     sparse, plan = compile_sparse(copy.deepcopy(found["masked"]), inputs, threads=threads, repeats=compile_repeats)
     compile_s = time.perf_counter() - start
     kernels = [entry["kernel"] for entry in plan["layers"].values()]
-    chosen = {kernel: kernels.count(kernel) for kernel in ("csr", "bsr", "zero", "skip", "dense")}
+    chosen = {kernel: kernels.count(kernel) for kernel in ("pcsr", "csr", "bsr", "zero", "skip", "dense")}
     models = {"dense": model, "masked": found["masked"], "sparse": sparse}
     if found["depgraph"] is not None:
         models["depgraph"] = found["depgraph"]
@@ -93,7 +99,8 @@ def measure_batch(name: str, model: nn.Module, found: dict[str, Any], density: f
     rows = [record(name, "dense", 1.0, size, 1.0, dense, dense, density_actual=1.0),
             record(name, "masked", density, size, found["masked_reduction"], timings["masked"], dense,
                    density_actual=found["masked_density"])]
-    note = (f"{chosen['csr']} csr + {chosen['bsr']} bsr + {chosen['zero']} zero + {chosen['skip']} skipped "
+    note = (f"{chosen['pcsr']} pcsr + {chosen['csr']} csr + {chosen['bsr']} bsr + {chosen['zero']} zero + "
+            f"{chosen['skip']} skipped "
             f"of {len(kernels)} pruned layers")
     rows.append(record(name, "sparse", density, size, found["masked_reduction"], timings["sparse"], dense,
                        density_actual=found["masked_density"], note=note, sparse_layers=chosen,
@@ -133,13 +140,18 @@ def main(
     round_to: Annotated[int | None, typer.Option(help="DepGraph channel rounding (default: 8 for wide models, "
                                                       "1: exact counts).")] = None,
     heads: Annotated[str, typer.Option(help="DepGraph: dims (equal dims per head) | heads (whole heads).")] = "dims",
+    method: Annotated[str, typer.Option(help="The masked model's method: magnitude (global, the study's) or "
+                                             "magnitude-layerwise (every tensor at the density).")] = "magnitude",
+    no_depgraph: Annotated[bool, typer.Option("--no-depgraph", help="Skip the DepGraph variant.")] = False,
 ) -> None:
+    if method not in SCOPE_OF:
+        raise typer.BadParameter(f"use one of {', '.join(SCOPE_OF)}", param_hint="--method")
     sizes = [int(b) for b in batch_sizes.split(",")]
     rows: list[dict] = []
     for name, model, data in sources(models, runs or []):
         inputs_1 = example_inputs(data, 1)
         for density in parse_densities(densities):
-            found = variants(model, density, inputs_1, round_to, heads)
+            found = variants(model, density, inputs_1, round_to, heads, method, not no_depgraph)
             for size in sizes:
                 batch_rows = measure_batch(name, model, found, density, data, size, threads, repeats,
                                            compile_repeats)

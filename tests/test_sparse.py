@@ -16,6 +16,7 @@ from tsprune.errors import TsPruneError
 from tsprune.measure import example_inputs
 from tsprune.models.registry import build_model, default_config, model_names
 from tsprune.sparse import engine as sparse
+from tsprune.sparse import kernel as pcsr
 from tsprune.sparse.engine import (
     apply_plan,
     choose_kernel,
@@ -65,7 +66,10 @@ def sparse_modules(model: nn.Module) -> list[SparseWeight]:
 # ------------------------------------------------------------------------------------------------ layers
 
 
-@pytest.mark.parametrize("layout,block", [("csr", None), ("bsr", 4), ("bsr", 16)])
+OWN = pytest.param("pcsr", None, marks=pytest.mark.skipif(not pcsr.available(), reason="the C++ kernel does not build"))
+
+
+@pytest.mark.parametrize("layout,block", [("csr", None), ("bsr", 4), ("bsr", 16), OWN])
 @pytest.mark.parametrize("shape", [(5, 32), (2, 7, 32)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_sparse_linear_equals_linear(layout, block, shape, bias):
@@ -81,7 +85,7 @@ def test_sparse_linear_equals_linear(layout, block, shape, bias):
     assert torch.equal(layer.weight, linear.weight)
 
 
-@pytest.mark.parametrize("layout,block", [("csr", None), ("bsr", 8)])
+@pytest.mark.parametrize("layout,block", [("csr", None), ("bsr", 8), OWN])
 @pytest.mark.parametrize("options", [{}, {"padding": 1}, {"stride": 2, "padding": 2, "dilation": 2},
                                      {"padding": 1, "padding_mode": "circular"}, {"bias": False}])
 def test_sparse_conv1d_equals_conv1d(layout, block, options):
@@ -120,15 +124,16 @@ def test_sparse_layer_stores_only_the_nonzeros():
 # ------------------------------------------------------------------------------------------------ models
 
 
-@pytest.mark.parametrize("force", ["csr", "bsr"])
+@pytest.mark.parametrize("force", ["csr", "bsr", "pcsr"])
 @pytest.mark.parametrize("name", model_names())
 def test_compiled_model_equals_masked_model(name, force, windows):
     model = pruned_model(name)
     expected = forward(model, windows)
     compiled, plan = compile_sparse(copy.deepcopy(model), windows, force=force)
     kernels = [entry["kernel"] for entry in plan["layers"].values()]
-    assert kernels and set(kernels) <= {force, "zero", "skip"}  # all-zero layers are rewritten exactly, untimed
-    assert len(sparse_modules(compiled)) == kernels.count(force)
+    chosen = "csr" if force == "pcsr" and not pcsr.available() else force  # pcsr falls back where it cannot build
+    assert kernels and set(kernels) <= {chosen, "zero", "skip"}  # all-zero layers are rewritten exactly, untimed
+    assert len(sparse_modules(compiled)) == kernels.count(chosen)
     assert (forward(compiled, windows) - expected).abs().max().item() <= TOLERANCE
     json.dumps(plan)
 
@@ -225,7 +230,7 @@ def test_timed_compile_runs_and_matches(windows):
     timed = [entry for entry in plan["layers"].values() if entry["kernel"] not in ("zero", "skip")]
     assert timed
     for entry in timed:
-        assert entry["dense_ms"] > 0 and entry["csr_ms"] > 0 and entry["kernel"] in ("dense", "csr", "bsr")
+        assert entry["dense_ms"] > 0 and entry["csr_ms"] > 0 and entry["kernel"] in ("dense", "csr", "bsr", "pcsr")
     assert (forward(compiled, windows) - expected).abs().max().item() <= TOLERANCE
 
 
@@ -299,3 +304,26 @@ def test_sparse_layers_on_cuda(layout, block):
     with torch.inference_mode():
         torch.testing.assert_close(SparseLinear(linear, layout, block)(x), linear(x), atol=1e-4, rtol=0)
         torch.testing.assert_close(SparseConv1d(conv, layout, block)(y), conv(y), atol=1e-4, rtol=0)
+
+
+def test_own_kernel_is_timed_and_plans_fall_back_without_it(windows, monkeypatch):
+    """Where the C++ kernel builds it is one more candidate (its timing in the plan) and a plan that chose it
+    replays to the same layers; where it cannot (simulated), the same plan replays on torch's CSR, same outputs."""
+    if not pcsr.available():
+        pytest.skip(f"the C++ kernel does not build here: {pcsr.reason()}")
+    model = pruned_model("Transformer")
+    expected = forward(model, windows)
+    compiled, plan = compile_sparse(copy.deepcopy(model), windows, repeats=2, warmup=1)
+    timed = [entry for entry in plan["layers"].values() if entry["kernel"] not in ("zero", "skip")]
+    assert timed and all(entry["pcsr_ms"] > 0 for entry in timed)
+    forced, forced_plan = compile_sparse(copy.deepcopy(model), windows, force="pcsr")
+    replayed = apply_plan(copy.deepcopy(model), forced_plan)
+    assert [type(m) for m in replayed.modules()] == [type(m) for m in forced.modules()]
+    assert {m.kernel for m in sparse_modules(replayed)} == {"pcsr"}
+    assert (forward(replayed, windows) - expected).abs().max().item() <= TOLERANCE
+    monkeypatch.setattr(pcsr, "available", lambda: False)
+    fallback = apply_plan(copy.deepcopy(model), forced_plan)
+    assert {m.kernel for m in sparse_modules(fallback)} == {"csr"}
+    assert (forward(fallback, windows) - expected).abs().max().item() <= TOLERANCE
+    _, without = compile_sparse(copy.deepcopy(model), windows, repeats=1, warmup=0)
+    assert all(entry["pcsr_ms"] is None for entry in without["layers"].values())

@@ -106,10 +106,11 @@ def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), devic
 def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | None = None, *, engine: str = "sparse",
             threads: int | None = None, min_speedup: float = 1.05, repeats: int = 10, device: str = "auto",
             force: str | None = None) -> Run:
-    """Convert each pruned layer whose sparse kernel (CSR or BSR) measures faster than dense at ``batch_size`` on
-    this machine into a sparse-weight module; the per-layer decision and timings are stored in the run's
-    ``sparse_plan``. The compiled run's metrics add its latency and speedup over the masked dense model, measured
-    in the same process. ``force`` ("csr"/"bsr") skips timing and converts every pruned layer.
+    """Convert each pruned layer whose sparse kernel (tsprune's pcsr, torch's CSR or BSR) measures faster than
+    dense at ``batch_size`` on this machine into a sparse-weight module; the per-layer decision and timings are
+    stored in the run's ``sparse_plan``. The compiled run's metrics add its latency and speedup over the masked
+    dense model, measured in the same process. ``force`` ("pcsr"/"csr"/"bsr") skips timing and converts every
+    pruned layer.
     """
     import copy
 

@@ -87,7 +87,7 @@ def save_checkpoints(runs: list[DenseRun], store: SweepStore, target: Path) -> N
 
 def preface(retrained: bool, study_report: Path | None) -> str:
     source = ("trained now by this demo (`--retrain`)" if retrained else
-              "checkpoints tsprune trained and ships with the package (`tsprune demo --retrain` trains them again)")
+              "checkpoints tsprune trained and ships with the package; `tsprune demo --retrain` trains them again")
     study = (f"The full study (default sizes, magnitude down to 1.2%, fine-tuning, model size x data) is in "
              f"`{study_report}`." if study_report is not None else
              "The full-scale study is the `study-etth1` sweep (`tsprune sweep plan study-etth1`); its committed "

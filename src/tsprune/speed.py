@@ -28,13 +28,14 @@ from tsprune.errors import TsPruneError
 def speed_comparison(models: Sequence[str], dataset: str = "ETTh1", pred_len: int = 96, density: float = 0.8**10,
                      structured_density: float = 0.25, batch_sizes: Sequence[int] = (1, 32), threads: int = 2,
                      repeats: int = 10, seed: int = 2021, hyper: dict[str, Any] | None = None,
-                     layouts: Sequence[str] = ("csr",), warmup: int = 1,
+                     layouts: Sequence[str] = ("pcsr", "csr"), warmup: int = 1,
                      say: Callable[[str], None] = lambda _: None) -> pd.DataFrame:
     """One row per model and pruned variant (see the module doc); ``hyper`` overrides the default sizes.
 
-    ``layouts`` are the sparse layouts the engine may choose from: CSR only by default, since BSR multiplies the
-    zeros inside every kept tile and lost to CSR on every CPU layer of a magnitude-pruned model we measured
-    (``sparse.layers``); timing it would only cost time. ``warmup`` untimed passes precede each model's timed ones.
+    ``layouts`` are the sparse layouts the engine may choose from: tsprune's own kernel (where it builds) and
+    torch's CSR by default, not BSR, which multiplies the zeros inside every kept tile and lost to CSR on every CPU
+    layer of a magnitude-pruned model we measured (``sparse.layers``); timing it would only cost time. ``warmup``
+    untimed passes precede each model's timed ones.
     """
     from tsprune import configure
     from tsprune.data.dataset import prepare_data

@@ -266,14 +266,15 @@ def measure(
 def compile_command(
     run_dir: Annotated[Path, typer.Argument(help="A pruned run directory.")],
     out: Annotated[Path, typer.Option(help="Directory for the compiled run.")],
-    engine: Annotated[str, typer.Option(help="sparse (CSR/BSR kernels where they measure faster).")] = "sparse",
+    engine: Annotated[str, typer.Option(
+        help="sparse (tsprune's own kernel, torch CSR/BSR: where they measure faster).")] = "sparse",
     batch_size: Annotated[int, typer.Option(help="The batch size to optimise for.")] = 32,
     min_speedup: Annotated[float, typer.Option(help="A layer goes sparse only if at least this much faster.")] = 1.05,
     repeats: Annotated[int, typer.Option(help="Timed passes per candidate kernel.")] = 10,
     threads: Annotated[Optional[int], typer.Option()] = None,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
-    """Run each pruned layer on the kernel that measures fastest here (sparse CSR/BSR or dense)."""
+    """Run each pruned layer on the kernel that measures fastest here (pcsr, CSR, BSR or dense)."""
     from tsprune import api
 
     run = api.compile_run(run_dir, batch_size, out, engine=engine, threads=threads, min_speedup=min_speedup,

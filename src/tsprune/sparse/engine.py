@@ -11,18 +11,19 @@ run does). Compiled models save exactly the dense-with-zeros state dict of the m
 from __future__ import annotations
 
 import math
-import statistics
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tsprune.errors import TsPruneError
-from tsprune.runtime import evaluating, pinned_threads, synchronize
+from tsprune.runtime import pinned_threads
+from tsprune.sparse import kernel as pcsr
+from tsprune.sparse.timing import Key, capture_inputs, choose_kernel, device_of, time_candidates
 from tsprune.sparse.layers import (
     LAYOUTS,
+    OWN_KERNEL,
     SparseConv1d,
     SparseLinear,
     SkippedLinear,
@@ -34,17 +35,13 @@ from tsprune.sparse.layers import (
     weight_of,
 )
 
-__all__ = ["SparseConv1d", "SparseLinear", "apply_plan", "choose_kernel", "compile_sparse", "dense_state_dict",
-           "densify_model", "sparse_candidates"]
+__all__ = ["SparseConv1d", "SparseLinear", "apply_plan", "capture_inputs", "choose_kernel", "compile_sparse",
+           "dense_state_dict", "densify_model", "sparse_candidates", "time_candidates"]
 
 PLAN_FORMAT = "tsprune-sparse-plan/2"
 OLD_PLAN_FORMATS = ("tsprune-sparse-plan/1",)  # called each layer's kernel its "engine"; loads
 BLOCKS = (4, 8, 16)
-SEED = 0  # Informer samples keys even in eval: every capture pass sees the same samples
-MIN_SAMPLE_S = 1e-3  # each timing sample repeats a fast op until it lasts about this long
-MAX_CALLS = 8  # inputs captured per layer (a layer called more often is timed on its first calls)
 
-Key = tuple[str, int | None]  # (kernel, block): "dense", "csr", "bsr" (with its block), "zero" or "skip"
 STRUCTURAL = {"zero": ZeroLinear, "skip": SkippedLinear}  # exact rewrites that need no timing
 
 
@@ -88,86 +85,6 @@ def _kind(module: nn.Module) -> str:
     return "conv1d" if isinstance(module, (nn.Conv1d, SparseConv1d)) else "linear"
 
 
-# ------------------------------------------------------------------------------------------------ running
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
-
-
-def capture_inputs(model: nn.Module, layers: Mapping[str, nn.Module], inputs: Sequence[Tensor]
-                   ) -> dict[str, list[Tensor]]:
-    """The input tensors each of ``layers`` receives during one forward pass ``model(*inputs)`` (up to
-    ``MAX_CALLS`` per layer), so kernels are timed on the shapes the model really runs."""
-    seen: dict[str, list[Tensor]] = {name: [] for name in layers}
-
-    def hook_for(name: str) -> Callable:
-        def hook(module: nn.Module, args: tuple) -> None:
-            if len(seen[name]) < MAX_CALLS:
-                seen[name].append(args[0].detach().clone())
-        return hook
-
-    handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in layers.items()]
-    try:
-        with evaluating(model, _device(model), SEED):
-            model(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen
-
-
-def _sample(module: nn.Module, calls: Sequence[Tensor], number: int, device: torch.device) -> float:
-    """Seconds per pass over ``calls`` (mean of ``number`` passes)."""
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(number):
-        for x in calls:
-            module(x)
-    synchronize(device)
-    return (time.perf_counter() - start) / number
-
-
-def time_candidates(candidates: Mapping[Key, nn.Module], calls: Sequence[Tensor], repeats: int = 10,
-                    warmup: int = 2, drop_factor: float = 2.0) -> dict[Key, float]:
-    """Median milliseconds of each candidate over ``calls``, timed in alternation (one sample of each per round).
-
-    Alternation keeps a load change on a shared machine from posing as a speedup. After the first third of the
-    rounds a candidate slower than ``drop_factor`` x the fastest stops being timed: a hopeless BSR kernel on a big
-    batch would otherwise dominate compile time. ``(dense, None)`` is never dropped.
-    """
-    device = calls[0].device
-    samples: dict[Key, list[float]] = {key: [] for key in candidates}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for module in candidates.values():
-                _sample(module, calls, 1, device)
-        first = min(_sample(module, calls, 1, device) for module in candidates.values())
-        number = max(1, min(100, math.ceil(MIN_SAMPLE_S / max(first, 1e-9))))
-        active = dict(candidates)
-        for round_ in range(repeats):
-            for key, module in active.items():
-                samples[key].append(_sample(module, calls, number, device))
-            if round_ + 1 == max(1, repeats // 3):
-                best = min(statistics.median(samples[key]) for key in active)
-                active = {key: module for key, module in active.items()
-                          if key == ("dense", None) or statistics.median(samples[key]) <= drop_factor * best}
-    return {key: statistics.median(values) * 1e3 for key, values in samples.items()}
-
-
-def choose_kernel(timings_ms: Mapping[Key, float], min_speedup: float = 1.05) -> Key:
-    """The fastest sparse ``(kernel, block)`` if it beats ``("dense", None)`` by ``min_speedup``, else dense.
-
-    A pure function of the timings, so the rule is testable without a clock.
-    """
-    dense = timings_ms[("dense", None)]
-    sparse = {key: ms for key, ms in timings_ms.items() if key[0] != "dense"}
-    if not sparse:
-        return ("dense", None)
-    best = min(sparse, key=sparse.__getitem__)
-    return best if dense >= min_speedup * sparse[best] else ("dense", None)
-
-
 # ------------------------------------------------------------------------------------------------ compile
 
 
@@ -197,13 +114,16 @@ def _entry(module: nn.Module, density: float, key: Key, timings: Mapping[Key, fl
     return {
         "kind": _kind(module), "shape": list(weight_of(module).shape), "kernel": key[0], "block": key[1],
         "density": density, "dense_ms": timings.get(("dense", None)), "csr_ms": timings.get(("csr", None)),
+        "pcsr_ms": timings.get((OWN_KERNEL, None)),
         "bsr_ms": bsr.get(best_block) if bsr else None, "bsr_block": best_block,
         "bsr_ms_by_block": {str(block): ms for block, ms in bsr.items()}, "chosen_ms": timings.get(key),
     }
 
 
 def _forced_key(module: nn.Module, force: str, blocks: Sequence[int], block: int | None) -> Key:
-    if force == "csr":
+    if force == OWN_KERNEL and own_kernel_usable(module):
+        return (OWN_KERNEL, None)
+    if force in ("csr", OWN_KERNEL):  # pcsr where it cannot run: torch's CSR, as without the kernel
         return ("csr", None)
     if block is not None:
         return ("bsr", block)
@@ -228,12 +148,13 @@ def compile_sparse(
 
     ``inputs`` is ``model``'s forward arguments, or ``{batch size: arguments}`` with ``batch_size`` picking one.
     Every ``Linear``/``Conv1d`` with zeros is timed on the inputs it receives in one forward pass, with
-    ``threads`` threads: dense, then each of ``layouts``: CSR, and BSR for each of ``blocks`` that tiles the weight.
-    A sparse kernel replaces the layer only if ``dense_ms >= min_speedup * sparse_ms``. ``force="csr"|"bsr"``
-    skips timing and sparsifies every candidate (BSR with ``block``, else the largest of ``blocks`` that fits, else
-    1). Before any timing, all-zero output layers of two-layer blocks and the layers feeding them are rewritten
-    exactly (:func:`_remove_dead_products`). Returns ``(model, plan)``; the plan is JSON-serialisable and
-    replayable with :func:`apply_plan`.
+    ``threads`` threads: dense, then each of ``layouts``: tsprune's own kernel (pcsr, where it builds and the layer
+    is float32 on CPU), torch's CSR, and BSR for each of ``blocks`` that tiles the weight. A sparse kernel replaces
+    the layer only if ``dense_ms >= min_speedup * sparse_ms``. ``force="pcsr"|"csr"|"bsr"`` skips timing and
+    sparsifies every candidate (pcsr where it can run, else CSR; BSR with ``block``, else the largest of ``blocks``
+    that fits, else 1). Before any timing, all-zero output layers of two-layer blocks and the layers feeding them
+    are rewritten exactly (:func:`_remove_dead_products`). Returns ``(model, plan)``; the plan is JSON-serialisable
+    and replayable with :func:`apply_plan`.
     """
     if force is not None and force not in LAYOUTS:
         raise TsPruneError(f"unknown sparse layout {force!r}: use one of {', '.join(LAYOUTS)}")
@@ -260,7 +181,7 @@ def compile_sparse(
             if key[0] != "dense":
                 model = _replace(model, module, sparsify(module, *key))
     plan = {"format": PLAN_FORMAT, "batch_size": size, "threads": used, "torch": torch.__version__,
-            "device": str(_device(model)), "min_speedup": min_speedup, "forced": force,
+            "device": str(device_of(model)), "min_speedup": min_speedup, "forced": force,
             "layers": {**structural, **entries}}
     return model, plan
 
@@ -299,9 +220,18 @@ def _remove_dead_products(model: nn.Module) -> tuple[nn.Module, dict[str, dict[s
     return model, entries
 
 
+def own_kernel_usable(module: nn.Module) -> bool:
+    """Whether tsprune's pcsr kernel can run ``module``: a float32 CPU weight, and the kernel builds here (the first
+    call compiles it; without a compiler it warns once and the engine keeps torch's kernels)."""
+    weight = weight_of(module)
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and pcsr.available()
+
+
 def _time_layer(module: nn.Module, calls: Sequence[Tensor], blocks: Sequence[int], layouts: Sequence[str],
                 repeats: int, warmup: int) -> dict[Key, float]:
     candidates: dict[Key, nn.Module] = {("dense", None): module}
+    if OWN_KERNEL in layouts and own_kernel_usable(module):
+        candidates[(OWN_KERNEL, None)] = sparsify(module, OWN_KERNEL)
     if "csr" in layouts:
         candidates[("csr", None)] = sparsify(module, "csr")
     if "bsr" in layouts:
@@ -361,6 +291,8 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
             continue
         if key[0] not in LAYOUTS:
             raise TsPruneError(f"the sparse plan asks for unknown kernel {key[0]!r} at {name!r}")
+        if key[0] == OWN_KERNEL and not own_kernel_usable(module):  # e.g. loaded where it does not build
+            key = ("csr", None)
         if isinstance(module, (SparseWeight, ZeroLinear)):
             if (module.kernel, module.block) == key:
                 continue

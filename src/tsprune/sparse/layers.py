@@ -4,10 +4,15 @@ Why these choices (measured with torch 2.13 on CPU, see ``benchmarks/speedup.py`
 
 * Orientation: ``y = (W_sparse @ x2d.T).T`` with the sparse weight on the *left*. ``F.linear(x, W_csr)`` (sparse on
   the right) was 2-5x slower. ``x2d.T`` is passed as a view (a contiguous copy first measured no faster).
-* Layouts: CSR and BSR (``block`` x ``block`` tiles) are both offered; :func:`tsprune.sparse.engine.compile_sparse`
-  picks per layer by timing. Unstructured magnitude pruning rarely leaves whole tiles empty (at density 0.107 a
-  4x4 tile is nonzero with probability ~0.84), so BSR multiplies ~8x the nonzeros and lost to CSR on every layer
-  with nonzeros we measured on CPU; it is there for block-structured masks and GPUs.
+* Layouts: CSR and BSR (``block`` x ``block`` tiles), torch's kernels, and PCSR, tsprune's own C++ kernel over a
+  column-panelled CSR (:mod:`tsprune.sparse.kernel`; CPU and float32, offered where it builds);
+  :func:`tsprune.sparse.engine.compile_sparse` picks per layer by timing. Unstructured magnitude pruning rarely
+  leaves whole tiles empty (at density 0.107 a 4x4 tile is nonzero with probability ~0.84), so BSR multiplies ~8x
+  the nonzeros and lost to CSR on every layer with nonzeros we measured on CPU; it is there for block-structured
+  masks and GPUs. torch's CSR itself runs at 0.3-0.9x of MKL's dense GEMM at densities 0.25-0.107 on this CPU;
+  PCSR at 2.5-4.5x (``benchmarks/sparse_kernels.py``).
+* PCSR forward takes ``x [..., in]`` row-major and returns ``[..., out]`` row-major: the kernel transposes tiles
+  in cache, so there is no transpose around the call (a convolution's im2col columns are passed transposed).
 * Indices are int32 when they fit: half the index memory of torch's int64 default (no speed difference measured
   on CPU; cuSPARSE's BSR routines take only int32).
 * Storage: only the compressed arrays (``crow_indices``, ``col_indices``, ``values``) are kept, as ordinary
@@ -30,7 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LAYOUTS = ("csr", "bsr")  # the compressed weight formats
+from tsprune.sparse import kernel as pcsr  # tsprune's own kernel (not the ``kernel`` property)
+
+LAYOUTS = ("csr", "bsr", "pcsr")  # the compressed weight formats; pcsr runs on tsprune's own kernel
+OWN_KERNEL = "pcsr"
 _INT32_MAX = 2**31 - 1
 
 
@@ -53,6 +61,18 @@ def _compress(matrix: Tensor, layout: str, block: int | None) -> tuple[Tensor, T
     return crow.contiguous(), col.contiguous(), values.contiguous()
 
 
+def _expand_panels(packed: pcsr.PackedWeight) -> Tensor:
+    """The dense ``[out, in]`` matrix of a pcsr weight, by one scatter: entry ``j`` of (panel, row) bucket ``q``
+    (``ptr[q] <= j < ptr[q + 1]``) sits in row ``q % out``, column ``(q // out) * panel + cols[j]``."""
+    out = packed.out_features
+    entries = torch.arange(packed.nnz, device=packed.ptr.device)
+    bucket = torch.searchsorted(packed.ptr[1:], entries, right=True)
+    dense = packed.values.new_zeros(out, packed.in_features)
+    dense[bucket % out, torch.div(bucket, out, rounding_mode="floor") * packed.panel + packed.cols.long()] = \
+        packed.values
+    return dense
+
+
 def _expand(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
     """The dense matrix of CSR (``values`` 1-D) or BSR (``values`` ``[n, b, b]``) arrays, by one scatter
     (torch's BSR ``to_dense`` is several ms even for small CPU matrices)."""
@@ -72,9 +92,11 @@ class SparseWeight(nn.Module):
     ``weight`` and the state dict present.
     """
 
-    crow_indices: Tensor  # the compressed arrays, registered as buffers in ``_store``
-    col_indices: Tensor
+    crow_indices: Tensor  # the compressed arrays, registered as buffers in ``_store``; for pcsr: the kernel's
+    col_indices: Tensor  # (panel, row) pointers, columns within the panel, values and per-row counts
     values: Tensor
+    row_nnz: Tensor
+    panel: int | None = None
 
     def __init__(self, weight: Tensor, bias: Tensor | None, layout: str, block: int | None = None) -> None:
         super().__init__()
@@ -86,7 +108,15 @@ class SparseWeight(nn.Module):
         self._store(weight)
 
     def _store(self, weight: Tensor) -> None:
-        crow, col, values = _compress(weight.reshape(self.matrix_shape), self.layout, self.block)
+        matrix = weight.reshape(self.matrix_shape)
+        if self.layout == OWN_KERNEL:
+            if matrix.device.type != "cpu" or not pcsr.available():
+                raise ValueError(f"the pcsr kernel runs on CPU where it builds ({pcsr.reason() or 'not on CPU'})")
+            packed = pcsr.pack(matrix)
+            crow, col, values, self.panel = packed.ptr, packed.cols, packed.values, packed.panel
+            self.register_buffer("row_nnz", packed.row_nnz, persistent=False)
+        else:
+            crow, col, values = _compress(matrix, self.layout, self.block)
         self.register_buffer("crow_indices", crow, persistent=False)
         self.register_buffer("col_indices", col, persistent=False)
         self.register_buffer("values", values, persistent=False)
@@ -96,6 +126,13 @@ class SparseWeight(nn.Module):
         """The plan's name for this layer's kernel: its layout (``"csr"`` or ``"bsr"``)."""
         return self.layout
 
+    def packed(self) -> pcsr.PackedWeight:
+        """The pcsr buffers as the kernel's :class:`tsprune.sparse.kernel.PackedWeight` (no copy)."""
+        assert self.panel is not None, "only a pcsr layer has a packed weight"
+        return pcsr.PackedWeight(ptr=self.crow_indices, cols=self.col_indices, values=self.values,
+                                   row_nnz=self.row_nnz, out_features=self.matrix_shape[0],
+                                   in_features=self.matrix_shape[1], panel=self.panel)
+
     def sparse_weight(self) -> Tensor:
         """The compressed ``[out, in]`` matrix as a torch sparse tensor (a cheap wrapper around the buffers)."""
         build = torch.sparse_csr_tensor if self.layout == "csr" else torch.sparse_bsr_tensor
@@ -104,6 +141,8 @@ class SparseWeight(nn.Module):
     @property
     def weight(self) -> Tensor:
         """The dense weight with its zeros, built on demand (for saving, FLOP and density accounting)."""
+        if self.layout == OWN_KERNEL:
+            return _expand_panels(self.packed()).reshape(self.weight_shape)
         return _expand(self.crow_indices, self.col_indices, self.values, self.matrix_shape).reshape(self.weight_shape)
 
     @property
@@ -118,6 +157,8 @@ class SparseWeight(nn.Module):
 
     def _matmul(self, columns: Tensor) -> Tensor:
         """``W @ columns`` for a dense ``[in, n]`` operand (any strides): ``[out, n]``."""
+        if self.layout == OWN_KERNEL:  # the kernel takes row-major [tokens, in]
+            return pcsr.linear(columns.T, self.packed()).T
         return torch.sparse.mm(self.sparse_weight(), columns)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -155,6 +196,8 @@ class SparseLinear(SparseWeight):
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.layout == OWN_KERNEL:  # row-major in and out: no transposes around the call
+            return pcsr.linear(x, self.packed(), self.bias)
         rows = x.reshape(-1, self.in_features)
         out = self._matmul(rows.T).T.contiguous()  # [n, out]
         if self.bias is not None:
