@@ -277,7 +277,8 @@ def linear(x: Tensor, packed: PackedWeight, bias: Tensor | None = None, *, isa: 
 
 
 if __name__ == "__main__":  # `python -m tsprune.sparse.kernel`: build ahead of time (make install); never fails
-    if available():
-        print(f"tsprune sparse kernel: ready ({isa()}), {build():.1f} s, in {cache_dir()}")
+    began = time.perf_counter()
+    if available():  # compiles here unless the cache already has this build
+        print(f"tsprune sparse kernel: ready ({isa()}) in {time.perf_counter() - began:.1f} s, in {cache_dir()}")
     else:
         print(f"tsprune sparse kernel: not built ({reason()}); the sparse engine uses torch's kernels")
