@@ -148,6 +148,7 @@ def test_pack_format() -> None:
     assert packed.cols.tolist() == [1, 0, 1, 0, 0] and packed.cols.dtype == torch.int32  # relative to the panel
     assert packed.values.tolist() == [2.0, 5.0, 3.0, 6.0, 4.0]
     assert packed.row_nnz.tolist() == [0, 3, 3, 5]
+    assert torch.equal(packed.dense(), weight)  # unpacking gives the weight back, zeros included
     assert kernel.panel_width(512, 0.25) == 64 and kernel.panel_width(2048, 0.02) == 512
     assert kernel.panel_width(100, 0.01) == 100
 

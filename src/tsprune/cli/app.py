@@ -32,7 +32,7 @@ def cli_message(exc: TsPruneError) -> str:
     """The error's message with the API names it lists (``exc.options``) written as this CLI's flags:
     ``batch_size`` -> ``--batch-size``. Only whole words are replaced, so ``threads`` in ``gpu_threads`` stays."""
     message = str(exc)
-    for option in getattr(exc, "options", ()):
+    for option in exc.options:
         flag = "--" + option.replace("_", "-")
         message = re.sub(rf"(?<![\w-]){re.escape(option)}(?![\w-])", flag, message)
     return message

@@ -127,8 +127,8 @@ def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None,
             fit_result = unstructured.finetune(model, pruned.masks, data, train, device, progress=progress)
         else:
             fit_result = fit(model, data, train, device, progress=progress)
-    reusable = baseline is not None and baseline.get("batch_sizes") == list(config.batch_sizes)
-    if reusable and baseline is not None and not config.finetune_epochs and same_weights(model, run.model):
+    if (baseline is not None and baseline.get("batch_sizes") == list(config.batch_sizes)
+            and not config.finetune_epochs and same_weights(model, run.model)):
         metrics, cost = dict(baseline["metrics"]), dict(baseline["cost"])
         pruned.facts = {**pruned.facts, "measured_as_dense": True}  # unchanged weights: the dense run's numbers
     else:

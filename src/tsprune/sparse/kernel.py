@@ -224,6 +224,17 @@ class PackedWeight:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.ptr, self.cols, self.values, self.row_nnz))
 
+    def dense(self) -> Tensor:
+        """The dense ``[out, in]`` matrix, zeros included (the inverse of :func:`pack`), by one scatter: entry ``j``
+        of (panel, row) bucket ``q`` (``ptr[q] <= j < ptr[q + 1]``) sits in row ``q % out``, column
+        ``(q // out) * panel + cols[j]``."""
+        entries = torch.arange(self.nnz, device=self.ptr.device)
+        bucket = torch.searchsorted(self.ptr[1:], entries, right=True)
+        matrix = self.values.new_zeros(self.out_features, self.in_features)
+        rows, panels = bucket % self.out_features, torch.div(bucket, self.out_features, rounding_mode="floor")
+        matrix[rows, panels * self.panel + self.cols.long()] = self.values
+        return matrix
+
 
 def pack(weight: Tensor, panel: int | None = None) -> PackedWeight:
     """Compress a dense ``[out, in]`` weight (zeros = pruned) into a :class:`PackedWeight`; ``panel`` columns per

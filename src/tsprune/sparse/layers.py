@@ -61,18 +61,6 @@ def _compress(matrix: Tensor, layout: str, block: int | None) -> tuple[Tensor, T
     return crow.contiguous(), col.contiguous(), values.contiguous()
 
 
-def _expand_panels(packed: pcsr.PackedWeight) -> Tensor:
-    """The dense ``[out, in]`` matrix of a pcsr weight, by one scatter: entry ``j`` of (panel, row) bucket ``q``
-    (``ptr[q] <= j < ptr[q + 1]``) sits in row ``q % out``, column ``(q // out) * panel + cols[j]``."""
-    out = packed.out_features
-    entries = torch.arange(packed.nnz, device=packed.ptr.device)
-    bucket = torch.searchsorted(packed.ptr[1:], entries, right=True)
-    dense = packed.values.new_zeros(out, packed.in_features)
-    dense[bucket % out, torch.div(bucket, out, rounding_mode="floor") * packed.panel + packed.cols.long()] = \
-        packed.values
-    return dense
-
-
 def _expand(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
     """The dense matrix of CSR (``values`` 1-D) or BSR (``values`` ``[n, b, b]``) arrays, by one scatter
     (torch's BSR ``to_dense`` is several ms even for small CPU matrices)."""
@@ -142,7 +130,7 @@ class SparseWeight(nn.Module):
     def weight(self) -> Tensor:
         """The dense weight with its zeros, built on demand (for saving, FLOP and density accounting)."""
         if self.layout == OWN_KERNEL:
-            return _expand_panels(self.packed()).reshape(self.weight_shape)
+            return self.packed().dense().reshape(self.weight_shape)
         return _expand(self.crow_indices, self.col_indices, self.values, self.matrix_shape).reshape(self.weight_shape)
 
     @property
