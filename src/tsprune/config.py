@@ -161,6 +161,12 @@ SCOPES = ("global", "uniform")
 # How structured pruning treats attention heads: "dims" keeps the same value dims in every head, "heads" removes
 # whole heads.
 HEAD_MODES = ("dims", "heads")
+# How depgraph ranks channels: L2 magnitude (the study's), first-order Taylor |w * dL/dw|, or the diagonal-Fisher
+# Hessian estimate w^2 * E[(dL/dw)^2] (Optimal Brain Damage), the last two on calibration windows.
+IMPORTANCES = ("l2", "taylor", "hessian")
+# Which weights a one-shot method compares when it chooses what to cut: each output row keeps the same share (the
+# Wanda paper's group), each layer does, or one ranking over all prunable weights.
+COMPARISONS = ("row", "layer", "global")
 
 
 @dataclass
@@ -168,9 +174,11 @@ class PruneConfig:
     """How to prune a trained run, fine-tune it and measure it.
 
     ``magnitude`` is the study's global unstructured magnitude pruning, ``magnitude-layerwise`` gives every tensor
-    the same density, ``depgraph`` removes channels (Torch-Pruning, L2 importance; ``scope`` global or uniform per
-    layer, ``heads`` keeps equal dims per head or removes whole heads). ``density`` is the fraction of prunable
-    weights kept (unstructured) or of parameters kept (depgraph).
+    the same density, ``depgraph`` removes channels (Torch-Pruning; ``importance`` l2, taylor or hessian, ``scope``
+    global or uniform per layer, ``heads`` keeps equal dims per head or removes whole heads); ``wanda``,
+    ``sparsegpt`` and ``lamp`` are one-shot unstructured methods (``prune.oneshot``). ``density`` is the fraction
+    of prunable weights kept (unstructured) or of parameters kept (depgraph). The one record per method
+    (``prune.methods``) says which fields each method reads.
     """
 
     method: str = "magnitude"
@@ -182,6 +190,10 @@ class PruneConfig:
     heads: str = "dims"  # depgraph: dims (equal channels per head) | heads (whole heads)
     round_to: int | None = None  # depgraph: channel counts in multiples of this; None: 8 for wide models, 1: exact
     timeout_s: float = 900.0  # depgraph: a pruner that runs longer is stopped and reported
+    importance: str = "l2"  # depgraph: l2 | taylor | hessian
+    calibration_windows: int = 128  # wanda, sparsegpt, depgraph taylor/hessian: training windows to calibrate on
+    comparison: str = "row"  # wanda: row | layer | global; sparsegpt: row | layer
+    damping: float = 0.1  # sparsegpt: added to the Hessian's diagonal, as a fraction of its mean (see prune.oneshot)
     finetune_epochs: int = 0
     finetune_lr: float | None = None  # default: the run's training lr
     finetune_max_steps: int | None = None
@@ -207,6 +219,14 @@ class PruneConfig:
             raise TsPruneError(f"batch sizes must be positive, got {self.batch_sizes}")
         if self.latency_repeats < 1:
             raise TsPruneError(f"latency_repeats must be at least 1, got {self.latency_repeats}")
+        if self.importance not in IMPORTANCES:
+            raise TsPruneError(f"importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
+        if self.comparison not in COMPARISONS:
+            raise TsPruneError(f"comparison must be one of {', '.join(COMPARISONS)}, got {self.comparison!r}")
+        if self.calibration_windows < 1:
+            raise TsPruneError(f"calibration_windows must be at least 1, got {self.calibration_windows}")
+        if not self.damping > 0:
+            raise TsPruneError(f"damping must be positive, got {self.damping}")
         if self.round_to is not None and self.round_to < 1:
             raise TsPruneError(f"round_to must be at least 1, got {self.round_to}")
 

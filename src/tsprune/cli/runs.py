@@ -11,7 +11,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.table import Table
 
-from tsprune.config import SCOPES
+from tsprune.config import COMPARISONS, IMPORTANCES, SCOPES
 from tsprune.errors import TsPruneError
 from tsprune.prune import methods
 
@@ -171,7 +171,8 @@ def prune(
     iterative: Annotated[bool, typer.Option(help=method_help(
         "iterative", "prune along 0.8^i to the target, fine-tuning between steps."), rich_help_panel=PRUNE)] = False,
     include_embeddings: Annotated[bool, typer.Option(rich_help_panel=PRUNE)] = False,
-    include_fourier: Annotated[bool, typer.Option(help="Also prune FEDformer's complex Fourier weights.",
+    include_fourier: Annotated[bool, typer.Option(help=method_help(
+        "include_fourier", "also prune FEDformer's complex Fourier weights (ranked by modulus)."),
                                                   rich_help_panel=PRUNE)] = False,
     scope: Annotated[str, typer.Option(help=method_help("scope", " | ".join(SCOPES) + "."),
                                        rich_help_panel=PRUNE)] = "global",
@@ -182,6 +183,17 @@ def prune(
         rich_help_panel=PRUNE)] = None,
     timeout: Annotated[float, typer.Option(help=method_help("timeout_s", "time limit in seconds."),
                                            rich_help_panel=PRUNE)] = 900.0,
+    importance: Annotated[str, typer.Option(help=method_help(
+        "importance", " | ".join(IMPORTANCES) + ": how channels are ranked (taylor and hessian from gradients of the "
+        "training loss on calibration windows)."), rich_help_panel=PRUNE)] = "l2",
+    calibration_windows: Annotated[int, typer.Option(help=method_help(
+        "calibration_windows", "training windows (a seeded sample, never validation or test) to calibrate on."),
+        rich_help_panel=PRUNE)] = 128,
+    comparison: Annotated[str, typer.Option(help=method_help(
+        "comparison", " | ".join(COMPARISONS) + ": which weights compete for the kept share (sparsegpt: row or "
+        "layer)."), rich_help_panel=PRUNE)] = "row",
+    damping: Annotated[float, typer.Option(help=method_help(
+        "damping", "added to the Hessian's diagonal, as a fraction of its mean."), rich_help_panel=PRUNE)] = 0.1,
     finetune_epochs: Annotated[int, typer.Option(rich_help_panel=FINETUNE)] = 0,
     finetune_lr: Annotated[Optional[float], typer.Option(rich_help_panel=FINETUNE)] = None,
     finetune_max_steps: Annotated[Optional[int], typer.Option(rich_help_panel=FINETUNE)] = None,
@@ -200,7 +212,9 @@ def prune(
 
     run = api.prune(run_dir, method, density, out, overwrite=overwrite, progress=not as_json,
                     iterative=iterative, include_embeddings=include_embeddings, include_fourier=include_fourier,
-                    scope=scope, heads=heads, round_to=round_to, timeout_s=timeout, finetune_epochs=finetune_epochs,
+                    scope=scope, heads=heads, round_to=round_to, timeout_s=timeout, importance=importance,
+                    calibration_windows=calibration_windows, comparison=comparison, damping=damping,
+                    finetune_epochs=finetune_epochs,
                     finetune_lr=finetune_lr, finetune_max_steps=finetune_max_steps,
                     batch_sizes=_batch_sizes(batch_sizes), latency_repeats=repeats, threads=threads, device=device,
                     engine=engine)

@@ -81,9 +81,26 @@ METHODS: tuple[PruneMethod, ...] = (
                 structured=False, density_of="prunable weights", iterative=True,
                 options=("include_embeddings", "include_fourier", "iterative"), marker="s"),
     PruneMethod(DEPGRAPH, "tsprune.prune.structured:prune_dependency_graph",
-                "Torch-Pruning's dependency graph removes whole channels and head dimensions (L2 importance)",
-                structured=True, density_of="parameters", options=("scope", "heads", "round_to", "timeout_s"),
+                "Torch-Pruning's dependency graph removes whole channels and head dimensions (L2, Taylor or "
+                "Hessian importance)",
+                structured=True, density_of="parameters",
+                options=("scope", "heads", "round_to", "timeout_s", "importance", "calibration_windows"),
                 marker="^", search_passes=12),
+    PruneMethod("wanda", "tsprune.prune.oneshot:prune_wanda",
+                "one shot, no weight update: |w| times the norm of its input over calibration windows, per row",
+                structured=False, density_of="prunable weights",
+                options=("include_embeddings", "include_fourier", "calibration_windows", "comparison"),
+                marker="D", search_passes=4),
+    PruneMethod("sparsegpt", "tsprune.prune.oneshot:prune_sparsegpt",
+                "one shot: each layer pruned and its kept weights updated to reconstruct its output (OBS), "
+                "earlier layers first",
+                structured=False, density_of="prunable weights",
+                options=("include_embeddings", "calibration_windows", "comparison", "damping"),
+                marker="P", search_passes=40),
+    PruneMethod("lamp", "tsprune.prune.oneshot:prune_lamp",
+                "one global ratio of layer-adaptive magnitude scores: no layer is emptied",
+                structured=False, density_of="prunable weights", options=("include_embeddings", "include_fourier"),
+                marker="v"),
 )
 _BY_NAME = {method.name: method for method in METHODS}
 

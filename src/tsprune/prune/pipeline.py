@@ -120,6 +120,7 @@ def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None,
     seed_everything(train.seed)
     started = time.perf_counter()
     pruned = methods.check(config).run()(copy.deepcopy(run.model).to(device), data, config, train, device)
+    pruned.facts = {**pruned.facts, "method_seconds": time.perf_counter() - started}  # the method alone
     model = pruned.model
     fit_result = None
     if config.finetune_epochs:
@@ -208,6 +209,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         "target_density": config.density,
         "density_prunable": report["density_prunable"],
         "density_total": report["density_total"],
+        "emptied_layers": None if method.structured else report["emptied_layers"],
         "params": cost["params"],
         "nonzero_params": cost["nonzero_params"],
         "params_dense": dense_cost["params"],

@@ -25,6 +25,12 @@ Attention keeps equal head dimensions per head (default) or loses whole heads (`
 ``AttentionLayer`` gets its ``n_heads`` written back, and attention temperatures are frozen at their trained value
 ``1/sqrt(E)`` so removing dimensions does not silently rescale the softmax.
 
+Channels are ranked by a Torch-Pruning importance (``prune.importance``): ``l2`` magnitude (the study's), ``taylor``
+``|w * dL/dw|``, or ``hessian``, Optimal Brain Damage ``w^2 * H_ww`` with the empirical Fisher ``E_n[(dL_n/dw)^2]``
+(squared per-window gradients, averaged) as the Hessian's diagonal. ``L`` is the training MSE on seeded training
+windows in eval mode; its gradients are taken once, on the unpruned model, and written into each trial's ``.grad``
+(our own mean: Torch-Pruning 1.6's Hessian ``accumulate_grad`` keeps only the last sample).
+
 The target is a *parameter* density; the channel ratio that reaches it is found by bisection (each trial prunes a
 fresh copy), and the achieved density is reported. A pruner that hangs (DepGraph can loop on graphs it misreads) is
 stopped by a time limit and reported as a failure.
@@ -48,7 +54,9 @@ from torch import nn
 
 from tsprune.config import HEAD_MODES, SCOPES
 from tsprune.errors import TsPruneError
-from tsprune.measure import count_params
+from tsprune.measure import count_params, example_inputs
+from tsprune.prune.importance import (Gradients, calibrate, check_gradients, clear_gradients, make_importance,
+                                      scoring_gradients)
 from tsprune.prune.methods import Pruned, TargetUnreachable
 from tsprune.models.base import Forecaster
 from tsprune.models.crossformer import SegmentMerging
@@ -206,9 +214,6 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-
-
-
 def freeze_attention_scales(model: nn.Module) -> None:
     """Fix what attention derives from its width at the trained value, so removing channels changes nothing else:
     the softmax temperature ``1/sqrt(E)`` and Auto-Correlation's channel-average divisor ``H * E``."""
@@ -233,7 +238,8 @@ def _refuse_whole_heads_in_mixed_layouts(model: nn.Module) -> None:
                            "heads and positions): use heads='dims', or prob_layout 'paper'")
 
 
-def _pruner(model: nn.Module, inputs: tuple, ratio: float, scope: str, heads: str, round_to: int | None):
+def _pruner(model: nn.Module, inputs: tuple, ratio: float, scope: str, heads: str, round_to: int | None,
+            importance: str = "l2"):
     num_heads: dict[nn.Module, int] = {}
     for layer in _attention_layers(model):
         for name in ("query", "key", "value"):
@@ -250,7 +256,7 @@ def _pruner(model: nn.Module, inputs: tuple, ratio: float, scope: str, heads: st
         return tp.pruner.MetaPruner(
             model,
             inputs,
-            importance=tp.importance.GroupMagnitudeImportance(p=2),  # the study's L2 magnitude
+            importance=make_importance(importance),
             global_pruning=scope == "global",
             pruning_ratio=ratio,
             max_pruning_ratio=0.95,  # never empty a layer
@@ -268,8 +274,10 @@ def _pruner(model: nn.Module, inputs: tuple, ratio: float, scope: str, heads: st
 
 
 def prune_channels(model: nn.Module, inputs: tuple, ratio: float, scope: str = "global", heads: str = "dims",
-                   round_to: int | None = None, timeout_s: float | None = 600) -> nn.Module:
-    """Remove a fraction ``ratio`` of channels from ``model`` in place (one DepGraph step) and return it."""
+                   round_to: int | None = None, timeout_s: float | None = 600, importance: str = "l2",
+                   gradients: Gradients | None = None) -> nn.Module:
+    """Remove a fraction ``ratio`` of channels from ``model`` in place (one DepGraph step) and return it.
+    ``taylor`` and ``hessian`` score ``gradients``, the unpruned model's by parameter name (``prune.importance``)."""
     if scope not in SCOPES:
         raise TsPruneError(f"unknown structured scope {scope!r}: use one of {', '.join(SCOPES)}")
     if heads not in HEAD_MODES:
@@ -283,9 +291,10 @@ def prune_channels(model: nn.Module, inputs: tuple, ratio: float, scope: str = "
     embeddings = {m: m.fingerprint() for m in model.modules()
                   if isinstance(m, DataEmbedding) and m.position is not None}
     with time_limit(timeout_s), torch.enable_grad():
-        pruner = _pruner(model, inputs, ratio, scope, heads, round_to)
+        pruner = _pruner(model, inputs, ratio, scope, heads, round_to, importance)
         if ratio > 0:
-            pruner.step()
+            with scoring_gradients(model, importance, gradients):  # all groups are scored before any is pruned
+                pruner.step()
     for layer in _attention_layers(model):  # heads removed by the pruner are written back to the layers
         layer.n_heads = pruner.num_heads.get(layer.query, layer.n_heads)
     for embedding, before in embeddings.items():
@@ -317,17 +326,19 @@ def _keep_positions(embedding: DataEmbedding, before: torch.Tensor) -> None:
 
 def prune_to_density(model: nn.Module, inputs: tuple, density: float, scope: str = "global", heads: str = "dims",
                      round_to: int | None = None, tolerance: float = 0.005, max_trials: int = 14,
-                     timeout_s: float | None = 600) -> tuple[nn.Module, StructuredResult]:
+                     timeout_s: float | None = 600, importance: str = "l2",
+                     gradients: Gradients | None = None) -> tuple[nn.Module, StructuredResult]:
     """Prune a copy of ``model`` until its parameter count is at most ``density`` of the original (within
     ``tolerance`` below it); returns the pruned copy and what was achieved. ``model`` is left untouched.
 
     The channel ratio is searched upwards in steps of 0.1, then bisected inside the step that crosses the target.
     (A plain bisection over [0, 1] is unsafe: near full removal DepGraph skips groups it cannot empty, so the
     parameter count stops falling with the ratio.) ``round_to`` None picks :func:`default_round_to`; 1 keeps exact
-    channel counts.
+    channel counts. ``importance``, ``gradients``: see :func:`prune_channels`. The copy returned has no ``.grad``.
     """
     if not 0.0 < density <= 1.0:
         raise TsPruneError(f"density must be in (0, 1], got {density}")
+    check_gradients(importance, gradients)
     if round_to is None:
         round_to = default_round_to(model)
     round_to = round_to if round_to and round_to > 1 else None
@@ -335,13 +346,15 @@ def prune_to_density(model: nn.Module, inputs: tuple, density: float, scope: str
     trials: list[dict[str, float]] = []
 
     def attempt(ratio: float) -> tuple[nn.Module, float]:
-        pruned = prune_channels(copy.deepcopy(model), inputs, ratio, scope, heads, round_to, timeout_s)
+        pruned = prune_channels(copy.deepcopy(model), inputs, ratio, scope, heads, round_to, timeout_s, importance,
+                                gradients)
         achieved = _params(pruned) / before
         trials.append({"channel_ratio": round(ratio, 6), "density": achieved})
         return pruned, achieved
 
     def result(pruned: nn.Module, ratio: float, reason: str = "") -> tuple[nn.Module, StructuredResult]:
         after = _params(pruned)
+        clear_gradients(pruned)  # nothing of the scoring reaches fine-tuning or a saved run
         return pruned, StructuredResult(density, after / before, ratio, before, after, not reason, reason, trials,
                                         round_to)
 
@@ -374,14 +387,13 @@ def prune_to_density(model: nn.Module, inputs: tuple, density: float, scope: str
 
 def prune_dependency_graph(model: nn.Module, data: Any, config: Any, train: Any, device: torch.device) -> Pruned:
     """The method record's implementation (``prune.methods``): prune ``model`` to ``config.density`` of its
-    parameters, traced on two real windows of ``data``."""
-    from tsprune.measure import example_inputs
-
+    parameters, traced on two real windows of ``data`` (gradients, if used: ``calibration_windows``, ``train.seed``)."""
     inputs = example_inputs(data, 2, device=device)
+    gradients, calibration = calibrate(model, data, config.importance, config.calibration_windows, train.seed, device)
     pruned, result = prune_to_density(model, inputs, config.density, config.scope, config.heads, config.round_to,
-                                      timeout_s=config.timeout_s)
+                                      timeout_s=config.timeout_s, importance=config.importance, gradients=gradients)
     if not result.reached:
         raise TargetUnreachable(result.reason)
-    facts = {"channel_ratio": result.channel_ratio, "search_trials": len(result.trials),
-             "density_params": result.density, "round_to": result.round_to}
+    facts = {"importance": config.importance, **calibration, "channel_ratio": result.channel_ratio,
+             "search_trials": len(result.trials), "density_params": result.density, "round_to": result.round_to}
     return Pruned(pruned, None, facts, architecture(pruned))

@@ -154,7 +154,8 @@ def density_report(model: nn.Module, params: Mapping[str, Tensor]) -> dict:
     """How dense ``params`` (the prunable weights) and the whole model are.
 
     ``density_total`` is nonzero over all of the model's parameters (biases, norms and excluded layers included,
-    buffers not; a shared tensor counted once; one complex entry counts as one parameter).
+    buffers not; a shared tensor counted once; one complex entry counts as one parameter). ``emptied_layers``
+    counts the prunable tensors with no nonzero weight left (a layer that then passes only its bias on).
     """
     prunable = list(params.values())
     everything = list(model.parameters())  # deduplicates shared parameters
@@ -169,6 +170,7 @@ def density_report(model: nn.Module, params: Mapping[str, Tensor]) -> dict:
         "params": total_count,
         "nonzero_params": nonzero_total,
         "nonzero_prunable": nonzero_prunable,
+        "emptied_layers": sum(1 for weight in prunable if not bool(weight.detach().any())),
     }
 
 

@@ -38,6 +38,7 @@ class Labels:
     target_density: float = 1.0
     finetune_epochs: int = 0
     engine: str = "dense"
+    variant: str = ""  # the method options a grid sets away from their defaults, e.g. "importance=taylor"
 
     def describe(self) -> str:
         head = f"{self.model} {self.dataset}/{self.pred_len} seed {self.seed} {self.size} frac {self.train_fraction:g}"
@@ -45,7 +46,8 @@ class Labels:
             return f"{head} dense"
         finetune = f" +ft{self.finetune_epochs}" if self.finetune_epochs else ""
         engine = f" [{self.engine}]" if self.engine != "dense" else ""
-        return f"{head} {self.method} {self.target_density:.3g}{finetune}{engine}"
+        variant = f" ({self.variant})" if self.variant else ""
+        return f"{head} {self.method}{variant} {self.target_density:.3g}{finetune}{engine}"
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
     """The prune runs of one dense run; engine twins side by side, so a worker prunes and fine-tunes them once."""
     runs = []
     for method, densities in spec.methods.items():
+        variant = _variant(spec, method)
         for density in densities:
             for epochs in spec.finetune_epochs:
                 if epochs and not spec.finetunes_at(density):
@@ -210,9 +213,18 @@ def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
                                          threads=spec.measure.threads, device=spec.device, engine=engine,
                                          **spec.prune)
                     labels = dataclasses.replace(dense.labels, method=method, target_density=density,
-                                                 finetune_epochs=epochs, engine=engine)
+                                                 finetune_epochs=epochs, engine=engine, variant=variant)
                     runs.append(PruneRun(dense, labels, config))
     return runs
+
+
+def _variant(spec: SweepSpec, method: str) -> str:
+    """``key=value`` of each option of ``method`` that the grid sets away from its default (tables tell apart
+    grids that differ only there, such as DepGraph's importances)."""
+    defaults = PruneConfig()
+    options = get_method(method).options
+    return ",".join(f"{key}={value}" for key, value in sorted(spec.prune.items())
+                    if key in options and value != getattr(defaults, key))
 
 
 def _check_unique(plan: Plan) -> None:

@@ -33,7 +33,7 @@ from tsprune.schedule import STUDY_SCHEDULE, parse_densities
 DATA_FIELDS = ("seq_len", "label_len", "target", "features", "freq")
 # PruneConfig fields a spec may fix; method, density, fine-tuning epochs and measurement settings are axes/keys.
 PRUNE_FIELDS = ("include_embeddings", "include_fourier", "iterative", "scope", "heads", "round_to", "timeout_s",
-                "finetune_lr", "finetune_max_steps")
+                "importance", "calibration_windows", "comparison", "damping", "finetune_lr", "finetune_max_steps")
 TRAIN_AXES = ("seed", "threads", "device")  # set by the seeds axis, the worker's thread budget, the device key
 # Densities closer than this are the same density when matching finetune_densities (specs write 3 decimals).
 DENSITY_MATCH = 1e-3

@@ -32,22 +32,23 @@ COLUMNS: dict[str, str] = {
     "run_id": "str", "parent_id": "str", "kind": "str", "status": "str", "error": "str",
     "model": "str", "dataset": "str", "pred_len": "Int64", "seed": "Int64", "size": "str",
     "train_fraction": "float64", "method": "str", "target_density": "float64", "finetune_epochs": "Int64",
-    "engine": "str",
+    "engine": "str", "variant": "str",
     "mse": "float64", "mae": "float64", "mse_raw": "float64", "mae_raw": "float64", "dense_mse": "float64",
     "dense_mae": "float64", "params": "Int64", "nonzero_params": "Int64", "params_dense": "Int64",
     "density_prunable": "float64", "density_total": "float64", "flops": "Int64", "flops_dense": "Int64",
     "flops_ratio": "float64", "flops_effective": "Int64", "flops_effective_ratio": "float64",
     "latency_ms": "float64", "latency_dense_ms": "float64", "speedup": "float64", "latency_measured": "str",
+    "emptied_layers": "Int64", "method_seconds": "float64",
     "train_seconds": "float64", "prune_seconds": "float64", "wall_seconds": "float64", "epochs_run": "Int64",
     "attempt": "Int64", "config_json": "str", "torch": "str", "threads": "Int64", "device": "str", "host": "str",
     "git_rev": "str", "tsprune_version": "str", "started_at": "str", "finished_at": "str",
 }
 LABELS = ("model", "dataset", "pred_len", "seed", "size", "train_fraction", "method", "target_density",
-          "finetune_epochs", "engine")
+          "finetune_epochs", "engine", "variant")
 METRICS = ("mse", "mae", "mse_raw", "mae_raw", "dense_mse", "dense_mae", "params", "nonzero_params", "params_dense",
            "density_prunable", "density_total", "flops", "flops_dense", "flops_ratio", "flops_effective",
-           "flops_effective_ratio", "latency_ms", "latency_dense_ms", "speedup", "train_seconds", "prune_seconds",
-           "epochs_run")
+           "flops_effective_ratio", "latency_ms", "latency_dense_ms", "speedup", "emptied_layers", "method_seconds",
+           "train_seconds", "prune_seconds", "epochs_run")
 RUN_FIELDS = ("run_id", "parent_id", "kind", "status", "error", "wall_seconds", "attempt", "torch", "threads",
               "device", "host", "git_rev", "tsprune_version", "started_at", "finished_at")
 

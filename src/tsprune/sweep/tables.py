@@ -46,7 +46,7 @@ HEADERS = {"train_fraction": "fraction", "finetune_epochs": "ft", "target_densit
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Per model / method / fine-tuning / density (and size or train fraction where those vary): means of the
     finished runs and counts of finished and failed ones."""
-    keys = [key for key in ("size", "train_fraction", "engine") if key in frame and frame[key].nunique() > 1]
+    keys = [key for key in ("size", "train_fraction", "engine", "variant") if key in frame and frame[key].nunique() > 1]
     keys += ["model", "method", "finetune_epochs", "target_density"]
     frame = frame.assign(target_density=frame["target_density"].round(4), ok=frame["status"] == "done",
                          failed=frame["status"] != "done")

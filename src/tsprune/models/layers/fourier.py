@@ -60,11 +60,15 @@ class FourierBlock(nn.Module):
         self.register_buffer("index", select_modes(seq_len, modes, mode_select, generator), persistent=True)
         self.weight = _complex_uniform(n_heads, head_dim, head_dim, len(self.index), scale=1.0 / (d_model * d_model))
 
+    def mixing_input(self, q: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+        """What ``weight`` multiplies: the kept modes of ``q``'s spectrum, ``[B, M, H, E_in]`` complex (calibrated
+        pruning reads it here)."""
+        # float32 FFT: the weights are complex64 (and half-precision FFTs are restricted).
+        return torch.fft.rfft(q.float(), dim=1)[:, self.index]  # [B, M, H, E] of [B, L//2+1, H, E]
+
     def forward(self, q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
         length = q.shape[1]
-        # float32 FFT: the weights are complex64 (and half-precision FFTs are restricted).
-        q_ft = torch.fft.rfft(q.float(), dim=1)  # [B, L//2+1, H, E]
-        selected = q_ft[:, self.index]  # [B, M, H, E]
+        selected = self.mixing_input(q)  # [B, M, H, E]
         mixed = torch.einsum("bmhi,hiom->bmho", selected, self.weight)  # all modes in one product
         # As the official code does, the product of the m-th *kept* mode is written into output frequency slot m
         # (``out_ft[..., wi] = ...`` in its loop), not back at frequency index[m]: the output lives on the lowest
@@ -125,8 +129,11 @@ class FourierCrossAttention(nn.Module):
         self.norm = float(d_model * d_model)
         self.weight = _complex_uniform(n_heads, head_dim, head_dim, len(self.index_q), scale=1.0 / self.norm)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
-        batch, length, heads, _ = q.shape
+    def mixing_input(self, q: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+        """What ``weight`` multiplies: the frequency-domain attention of ``q``'s kept modes over ``k``'s,
+        ``[B, Mq, H, E_in]`` complex (calibrated pruning reads it here)."""
+        if k is None:
+            raise ValueError("FourierCrossAttention needs keys")
         q_ft = torch.fft.rfft(q.float(), dim=1)[:, self.index_q]  # [B, Mq, H, E]
         k_ft = torch.fft.rfft(k.float(), dim=1)[:, self.index_kv]  # [B, Mk, H, E]
         scores = torch.einsum("bxhe,byhe->bhxy", q_ft, k_ft)  # [B, H, Mq, Mk]
@@ -134,7 +141,11 @@ class FourierCrossAttention(nn.Module):
             scores = complex_tanh(scores)
         else:
             scores = torch.complex(torch.softmax(scores.abs(), dim=-1), torch.zeros_like(scores.real))
-        attended = torch.einsum("bhxy,byhe->bxhe", scores, k_ft)  # [B, Mq, H, E]
+        return torch.einsum("bhxy,byhe->bxhe", scores, k_ft)  # [B, Mq, H, E]
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        batch, length, heads, _ = q.shape
+        attended = self.mixing_input(q, k)  # [B, Mq, H, E]
         mixed = torch.einsum("bxhi,hiox->bxho", attended, self.weight)  # [B, Mq, H, E]
         # Unlike FourierBlock, the reference puts each result back at its own frequency index_q[m].
         spectrum = mixed.new_zeros(batch, length // 2 + 1, heads, mixed.shape[-1]).index_copy(1, self.index_q, mixed)
