@@ -101,13 +101,16 @@ def sweep_run(
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: cores // workers).")]
     = None,
     progress: Annotated[bool, typer.Option(help="Live progress bar (off: one log line per run).")] = True,
+    reuse_dense: Annotated[Optional[Path], typer.Option(help="Another sweep directory: its finished dense runs of "
+                                                              "the same configuration are used, not retrained.")]
+    = None,
 ) -> None:
     """Run a sweep, or resume it: runs already recorded in --dir are skipped."""
     from tsprune.sweep import load_spec, run_sweep
 
     outcome = run_sweep(load_spec(spec), sweep_dir, executor=executor, workers=workers, address=address,
                         retry_failed=retry_failed, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
-                        console=err_console)
+                        console=err_console, reuse_dense=reuse_dense)
     console.print(f"{outcome.done} run(s) done, {outcome.failed} failed, {outcome.skipped} already recorded, in "
                   f"{outcome.seconds:.0f}s; results: {outcome.results}", highlight=False, soft_wrap=True)
 

@@ -10,6 +10,9 @@ from tsprune.prune.methods import DEPGRAPH, MAGNITUDE
 # The demo's model size: small enough to train all five models to early stopping in minutes, large enough to come
 # within 25% of the full-size runs' MSE on ETTh1/96.
 DEMO_SIZES = {"d64": {"d_model": 64, "d_ff": 256}}
+# Issue 19's comparison of one-shot methods (no fine-tuning), at the densities it asks for (0.107 = 0.8^10).
+ONESHOT_METHODS = (MAGNITUDE, "wanda", "sparsegpt", "lamp")
+ONESHOT_DENSITIES = [0.5, 0.25, 0.8**10]
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The study's full grid: every model, the seven shipped benchmarks at their usual horizons (ILI with its short
@@ -54,6 +57,34 @@ PRESETS: dict[str, dict[str, Any]] = {
             "finetune_epochs": [0],
             "engines": ["dense"],
         }],
+    },
+    # Beyond the study's methods (issue 19): one-shot pruning without fine-tuning on the study-etth1 dense models
+    # (same dense configuration, so `--reuse-dense` on that sweep's directory trains nothing): magnitude, Wanda,
+    # SparseGPT and LAMP at 0.5, 0.25 and 0.107; DepGraph with L2 and with Taylor importance at 0.5 and 0.25.
+    "oneshot-etth1": {
+        "description": "ETTh1/96, seed 2021, the five models at default sizes (the study-etth1 dense runs): "
+                       "magnitude, wanda, sparsegpt, lamp at 0.5, 0.25, 0.107 without fine-tuning; depgraph with "
+                       "l2 and taylor importance at 0.5 and 0.25",
+        "models": model_names(),
+        "datasets": ["ETTh1"],
+        "pred_lens": [96],
+        "seeds": [2021],
+        "methods": {**{method: ONESHOT_DENSITIES for method in ONESHOT_METHODS}, DEPGRAPH: [0.5, 0.25]},
+        "measure": {"batch_sizes": [1, 32], "repeats": 10, "threads": 2},
+        "studies": [{"methods": {DEPGRAPH: [0.5, 0.25]}, "prune": {"importance": "taylor"}}],
+    },
+    # The same comparison on the demo's converged d_model-64 models (`--reuse-dense` on a `make demo` sweep).
+    "oneshot-mini": {
+        "description": "the oneshot-etth1 comparison on the demo's models (ETTh1/96, d_model 64 / d_ff 256, seed "
+                       "2021, trained to early stopping)",
+        "models": model_names(),
+        "datasets": ["ETTh1"],
+        "pred_lens": [96],
+        "seeds": [2021],
+        "model_sizes": DEMO_SIZES,
+        "methods": {**{method: ONESHOT_DENSITIES for method in ONESHOT_METHODS}, DEPGRAPH: [0.5, 0.25]},
+        "measure": {"batch_sizes": [1], "repeats": 3, "threads": 1},
+        "studies": [{"methods": {DEPGRAPH: [0.5, 0.25]}, "prune": {"importance": "taylor"}}],
     },
     # The demo's accuracy part (`tsprune demo`): the study in miniature with true numbers. The five models at
     # d_model 64 / d_ff 256, trained with the study's protocol until early stopping or their epoch limit (no step

@@ -85,10 +85,13 @@ def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any
 
 def run_sweep(spec: SweepSpec, sweep_dir: str | Path, executor: str = "local", workers: int | None = None,
               address: str | None = None, retry_failed: bool = False, gpus_per_run: float = 0.0,
-              threads: int | None = None, progress: bool = True, console: Console | None = None) -> SweepOutcome:
+              threads: int | None = None, progress: bool = True, console: Console | None = None,
+              reuse_dense: str | Path | None = None) -> SweepOutcome:
     """Run (or resume) ``spec`` in ``sweep_dir`` and return counts; records land in ``sweep_dir/records``.
 
-    ``workers`` runs at a time, each with ``threads`` torch threads (default: cores // workers).
+    ``workers`` runs at a time, each with ``threads`` torch threads (default: cores // workers). ``reuse_dense``:
+    another sweep directory whose finished dense runs of the same configuration are taken instead of training them
+    (:meth:`SweepStore.reuse_dense`).
     """
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run, threads=threads)
     plan = plan_sweep(spec)
@@ -97,6 +100,8 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, executor: str = "local", w
     with store.lock():
         store.prepare()
         write_json(store.root / "spec.json", spec.to_dict())  # the latest spec run here, for the record
+        if reuse_dense is not None:
+            store.reuse_dense([run.run_id for run in plan.dense], reuse_dense)
         records = store.records()
         work, at_once = pending_work(plan, store, records, retry_failed, spec.keep_pruned)
         todo = len(work.dense) + len(work.ready) + sum(map(len, work.waiting.values())) + len(at_once)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -107,6 +108,36 @@ class SweepStore:
 
     def read_run_files(self, run_id: str) -> dict[str, bytes]:
         return {name: (self.run_dir(run_id) / name).read_bytes() for name in RUN_FILES}
+
+    def reuse_dense(self, run_ids: list[str], source: str | Path) -> int:
+        """Take finished dense runs from another sweep directory ``source``: each of ``run_ids`` this store has no
+        record of, done there with its directory complete, gets that directory and record here (hard links where
+        the filesystem allows, else copies). The same id is the same configuration, so nothing is retrained.
+        Returns how many were taken; ``source`` is only read."""
+        other = SweepStore(source)
+        if not other.records_dir.is_dir():
+            raise TsPruneError(f"{other.root} is not a sweep directory (no records/): check reuse_dense",
+                               options=("reuse_dense",))
+        theirs, ours = other.records(), self.records()
+        taken = 0
+        for run_id in run_ids:
+            record = theirs.get(run_id)
+            if (run_id in ours or record is None or record.get("kind") != "dense" or record.get("status") != "done"
+                    or not other.dense_complete(run_id)):
+                continue
+            staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.runs_dir))
+            for name in RUN_FILES:
+                try:
+                    os.link(other.run_dir(run_id) / name, staging / name)
+                except OSError:  # another filesystem, or links not allowed
+                    shutil.copyfile(other.run_dir(run_id) / name, staging / name)
+            target = self.run_dir(run_id)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.replace(target)
+            self.write_record({**record, "reused_from": str(other.root)})  # after the files it vouches for
+            taken += 1
+        return taken
 
     def write_run_files(self, run_id: str, files: dict[str, bytes]) -> Path:
         """Write a run directory received as bytes (from a remote worker) via a staging folder and a rename."""
