@@ -179,3 +179,34 @@ def test_reproduce_averages_seeds_and_keeps_one_entry_per_model_and_seed(tmp_pat
     assert [r["mse"] for r in runs] == [1.25, 1.05] and mean["status"] == "mean of 2 seeds"
     assert abs(mean["mse"] - 1.15) < 1e-12 and mean["published_mse"] == 0.865
     assert "| Informer | 1,2 | mean of 2 seeds |" in result.output
+
+
+def test_oneshot_table_reads_the_results_table_and_fills_a_readme_block(tmp_path):
+    import pandas as pd
+
+    rows = [{"run_id": "d", "parent_id": None, "kind": "dense", "status": "done", "model": "Informer",
+             "method": "dense", "variant": None, "target_density": 1.0, "finetune_epochs": 0, "mse": 0.9}]
+    for method, variant, density, mse, status in [("wanda", "", 0.5, 0.91, "done"), ("sparsegpt", "", 0.5, 0.93,
+                                                  "done"), ("depgraph", "importance=taylor", 0.25, 1.2, "done"),
+                                                  ("lamp", "", 0.25, None, "failed")]:
+        rows.append({"run_id": f"{method}{density}", "parent_id": "d", "kind": "prune", "status": status,
+                     "model": "Informer", "method": method, "variant": variant, "target_density": density,
+                     "finetune_epochs": 0, "mse": mse, "method_seconds": 2.5,
+                     "emptied_layers": None if method == "depgraph" else 0})
+    rows.append({**rows[1], "run_id": "tuned", "finetune_epochs": 1, "mse": 0.5})  # fine-tuned: not in this table
+    table = tmp_path / "results.parquet"
+    pd.DataFrame(rows).to_parquet(table)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- tsprune oneshot start -->\nold\n<!-- tsprune oneshot end -->\nrest\n")
+    result = CliRunner().invoke(load("oneshot_table").cli, [str(table), "--readme", str(readme)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "| model | dense MSE | method | density 0.5 | density 0.25 |"
+    assert "| Informer | 0.900 | lamp |  | failed |" in lines
+    assert "|  |  | wanda | 0.910 (2.5 s, 0 emptied) |  |" in lines
+    assert "|  |  | depgraph (taylor) |  | 1.200 (2.5 s) |" in lines and "0.500" not in result.output
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- tsprune oneshot start -->\n| model") and "old" not in text
+    assert text.endswith("<!-- tsprune oneshot end -->\nrest\n")
+    missing = CliRunner().invoke(load("oneshot_table").cli, [str(table), "--readme", str(tmp_path / "none.md")])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output

@@ -261,6 +261,18 @@ def test_measuring_pass_retimes_kept_runs_and_changes_nothing_else(csv, tmp_path
     # a second pass with the same settings has nothing to do; runs without weights keep their timings
     again = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "2", "--threads", "1"])
     assert "0 run(s) timed, 4 already timed by a pass" in again.output
+    # --recompile compiles the sparse twins again (kernels chosen anew), replaces their directories, times them
+    sparse = [r for r in after.values() if r["kind"] == "prune" and r["labels"]["engine"] == "sparse"]
+    recompiled = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "2", "--threads", "1",
+                                     "--recompile"])
+    assert recompiled.exit_code == 0 and "2 run(s) timed, 2 already timed" in recompiled.output, recompiled.output
+    for record in sparse:
+        new = json.loads((tmp_path / "records" / f"{record['run_id']}.json").read_text())
+        assert new["metrics"]["recompiled"] and new["metrics"]["candidate_layers"] == record["metrics"][
+            "candidate_layers"]
+        reloaded = api.load(tmp_path / "runs" / record["run_id"])
+        assert reloaded.sparse_plan and reloaded.metrics["recompiled"] == new["metrics"]["recompiled"]
+        assert not list((tmp_path / "runs").glob(".*"))  # no staging folder left
     pruned = next(r for r in after.values() if r["kind"] == "prune" and r["labels"]["engine"] == "dense")
     shutil.rmtree(tmp_path / "runs" / pruned["run_id"])
     third = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "3", "--threads", "1"])
@@ -301,6 +313,31 @@ def test_local_sweep_records_every_run_and_skips_them_next_time(local_sweep, csv
     assert sorted(p.name for p in (local_sweep / "runs").iterdir()) == [dense_id]  # pruned runs are not kept
     again = run_sweep(parse_spec(tiny_spec(csv)), local_sweep, threads=1, progress=False)
     assert (again.done, again.failed, again.skipped) == (0, 0, 5)
+
+
+def test_a_sweep_reuses_another_sweeps_dense_runs_and_labels_method_variants(local_sweep, csv, tmp_path):
+    """A second sweep of other methods on the same dense configuration trains nothing (``reuse_dense``), and a grid
+    that sets a method option away from its default is told apart in the table (``variant``)."""
+    spec = tiny_spec(csv, methods={"wanda": [0.5]}, finetune_epochs=[0], finetune_densities=None,
+                     studies=[{"methods": {"depgraph": [0.5]}, "prune": {"importance": "taylor",
+                                                                        "calibration_windows": 4}}])
+    out = tmp_path / "second"
+    before = {path.name: path.stat().st_mtime_ns for path in (local_sweep / "runs").rglob("*") if path.is_file()}
+    outcome = run_sweep(parse_spec(spec), out, threads=1, progress=False, reuse_dense=local_sweep)
+    assert (outcome.done, outcome.failed, outcome.skipped) == (2, 0, 1)  # the dense run came recorded
+    frame = load_results(out)
+    dense = frame[frame["kind"] == "dense"].iloc[0]
+    original = load_results(local_sweep)
+    assert dense["mse"] == original.loc[original["kind"] == "dense", "mse"].iloc[0]
+    rows = frame[frame["kind"] == "prune"].set_index("method")
+    assert rows.loc["wanda", "variant"] in ("", None) and rows.loc["depgraph", "variant"] == (
+        "calibration_windows=4,importance=taylor")
+    assert rows.loc["wanda", "emptied_layers"] >= 0 and rows.loc["wanda", "method_seconds"] > 0
+    # the source sweep is only read
+    assert before == {path.name: path.stat().st_mtime_ns for path in (local_sweep / "runs").rglob("*")
+                      if path.is_file()}
+    with pytest.raises(TsPruneError, match="not a sweep directory"):
+        run_sweep(parse_spec(spec), tmp_path / "third", threads=1, progress=False, reuse_dense=tmp_path / "none")
 
 
 def test_one_sweep_process_per_directory(local_sweep, csv):

@@ -123,13 +123,15 @@ def sweep_measure(
     repeats: Annotated[Optional[int], typer.Option(help="Timed passes (default: each run's own).")] = None,
     models: Annotated[Optional[str], typer.Option(help="Only these models (comma-separated).")] = None,
     redo: Annotated[bool, typer.Option(help="Time again runs an earlier pass timed with these settings.")] = False,
+    recompile: Annotated[bool, typer.Option(help="Compile sparse-engine runs again (kernels chosen by timing here, "
+                                                 "with this tsprune) before timing them.")] = False,
 ) -> None:
     """The measuring pass: time the kept prune runs again, in alternation with their dense run, on a quiet machine."""
     from tsprune.sweep.remeasure import remeasure
 
     chosen = [name.strip() for name in models.split(",") if name.strip()] if models else None
     outcome = remeasure(sweep_dir, threads=threads, repeats=repeats, redo=redo, models=chosen,
-                        say=lambda line: err_console.print(line, highlight=False))
+                        say=lambda line: err_console.print(line, highlight=False), recompile=recompile)
     console.print(f"{len(outcome.measured)} run(s) timed, {len(outcome.current)} already timed by a pass, "
                   f"{len(outcome.no_weights)} without weights here (keep their in-sweep timing); results: "
                   f"{outcome.results}", highlight=False, soft_wrap=True)

@@ -7,8 +7,13 @@ with its masked twin) at the run's own batch sizes, threads and repeat count, an
 record. ``metrics.latency_pass`` says when, how and under what load average it was measured; runs without weights
 (a sweep directory moved to a new machine keeps records only) keep their in-sweep timings and are listed.
 
-It never trains, prunes or evaluates, leaves every other field of a record as it was, and rewrites each record
-atomically, so it may run while the sweep itself is running (it takes its own lock, not the sweep's). Pause the
+With ``recompile`` a sparse-engine run is compiled again from its masked twin before it is timed: each layer's
+kernel is chosen anew by timing on this machine, with this code (a sweep that ran on an older tsprune, or under
+load, chose among other or noisier candidates). The run directory is replaced atomically by the new compilation
+and the record's plan counts follow it; ``metrics.recompiled`` says when.
+
+Otherwise it never trains, prunes or evaluates, leaves every other field of a record as it was, and rewrites each
+record atomically, so it may run while the sweep itself is running (it takes its own lock, not the sweep's). Pause the
 sweep's worker (``kill -STOP``) for the duration when the pass should have the machine to itself.
 """
 
@@ -63,8 +68,10 @@ def _pass_lock(root: Path) -> Iterator[None]:
 
 
 def remeasure(sweep_dir: str | Path, threads: int | None = None, repeats: int | None = None, redo: bool = False,
-              models: list[str] | None = None, say: Callable[[str], None] = lambda _: None) -> MeasureOutcome:
-    """Re-time the finished prune runs of ``sweep_dir`` (only ``models`` when given); see the module doc."""
+              models: list[str] | None = None, say: Callable[[str], None] = lambda _: None,
+              recompile: bool = False) -> MeasureOutcome:
+    """Re-time the finished prune runs of ``sweep_dir`` (only ``models`` when given); see the module doc.
+    ``recompile`` compiles sparse-engine runs again first (and implies ``redo`` for them)."""
     store = SweepStore(sweep_dir)
     if not store.records_dir.is_dir():
         raise TsPruneError(f"{sweep_dir} is not a sweep directory (no records/ folder): run `tsprune sweep run`")
@@ -77,14 +84,14 @@ def remeasure(sweep_dir: str | Path, threads: int | None = None, repeats: int | 
                 if models is None or (record.get("labels") or {}).get("model") in models:
                     by_parent.setdefault(str(record["parent_id"]), []).append(record)
         for parent_id, children in sorted(by_parent.items()):
-            _measure_family(store, parent_id, children, records, threads, repeats, redo, outcome, say)
+            _measure_family(store, parent_id, children, records, threads, repeats, redo, outcome, say, recompile)
         outcome.results = write_results(store.root)
     return outcome
 
 
 def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, Any]],
                     records: dict[str, dict[str, Any]], threads: int | None, repeats: int | None, redo: bool,
-                    outcome: MeasureOutcome, say: Callable[[str], None]) -> None:
+                    outcome: MeasureOutcome, say: Callable[[str], None], recompile: bool = False) -> None:
     """Time the prune runs of one dense run, loading the dense model once and each pruned model once: twins are
     timed one after the other, so the masked model a sparse-engine run is timed against is still loaded."""
     from tsprune.run import load_run
@@ -93,7 +100,8 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
     for record in children:
         settings = pass_settings(record, threads, repeats)
         done_before = (record.get("metrics") or {}).get("latency_pass") or {}
-        if not redo and all(done_before.get(key) == value for key, value in settings.items()):
+        again = redo or (recompile and _engine(record) == "sparse")
+        if not again and all(done_before.get(key) == value for key, value in settings.items()):
             outcome.current.append(record["run_id"])
         elif not run_dir_complete(store.run_dir(record["run_id"])) or not run_dir_complete(store.run_dir(parent_id)):
             outcome.no_weights.append(record["run_id"])
@@ -117,6 +125,10 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
         models = {"dense": dense.model, "pruned": model_of(str(record["run_id"]))}
         if twin is not None:
             models["masked"] = model_of(twin)
+        if recompile and twin is not None:
+            models["pruned"], plan_facts = _recompile(store, str(record["run_id"]), models["masked"], data, settings)
+            model_of.cache_clear()
+            record["metrics"] = {**record["metrics"], **plan_facts}
         timing = time_models(models, data, settings)
         record["metrics"] = {**record["metrics"], **timing}
         store.write_record(record)
@@ -124,6 +136,36 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
         labels = record.get("labels") or {}
         say(f"{labels.get('model')} {labels.get('method')} {labels.get('target_density', 0):.3g} "
             f"[{_engine(record)}]: speedup {timing['speedup']:.2f}x at batch {timing['speedup_batch_size']}")
+
+
+def _recompile(store: SweepStore, run_id: str, masked: Any, data: Any,
+               settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Compile ``masked`` (the run's masked twin) for the sparse engine at the run's largest batch size, replace the
+    run's directory with the result (staging folder, then a rename), and return the compiled model and the plan
+    facts for its record."""
+    import copy
+    import shutil
+    import tempfile
+
+    from tsprune.measure import example_inputs
+    from tsprune.run import load_run, save_run
+    from tsprune.sparse.engine import compile_sparse, plan_summary
+
+    run = load_run(store.run_dir(run_id))
+    largest = max(settings["batch_sizes"])
+    compiled, plan = compile_sparse(copy.deepcopy(masked), example_inputs(data, largest), largest,
+                                    threads=settings["threads"])
+    facts = {**plan_summary(plan), "compiled_batch_size": largest, "recompiled": now_utc()}
+    run.model, run.sparse_plan, run.metrics = compiled, plan, {**run.metrics, **facts}
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=store.runs_dir))
+    try:
+        save_run(run, staging)
+        shutil.rmtree(store.run_dir(run_id))
+        staging.replace(store.run_dir(run_id))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return compiled, facts
 
 
 def _engine(record: dict[str, Any]) -> str:

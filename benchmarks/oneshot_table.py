@@ -1,0 +1,95 @@
+"""Issue 19's comparison table from a sweep's results table: test MSE without fine-tuning per model, method and
+density, with each run's pruning time and how many prunable layers it emptied.
+
+    python benchmarks/oneshot_table.py RESULTS.parquet [--readme README.md --block oneshot-mini]
+
+Reads only the results table (``tsprune results DIR --export``), so the same table always gives the same text.
+``--readme`` replaces the block between ``<!-- tsprune BLOCK start -->`` and ``<!-- tsprune BLOCK end -->``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from tsprune.errors import TsPruneError
+from tsprune.runtime import atomic_write
+from tsprune.sweep.store import load_results
+
+cli = typer.Typer(add_completion=False)
+
+METHOD_ORDER = ("magnitude", "lamp", "wanda", "sparsegpt", "depgraph")
+
+
+def _name(method: str, variant: object) -> str:
+    if method == "depgraph":
+        importance = "l2"
+        for part in str(variant or "").split(","):
+            if part.startswith("importance="):
+                importance = part.split("=", 1)[1]
+        return f"depgraph ({importance})"
+    return method if not variant or pd.isna(variant) else f"{method} ({variant})"
+
+
+def _cell(row: pd.Series) -> str:
+    if row["status"] != "done":
+        return "failed"
+    emptied = row.get("emptied_layers")
+    empty = "" if emptied is None or pd.isna(emptied) else f", {int(emptied)} emptied"
+    seconds = row.get("method_seconds")
+    took = "" if seconds is None or pd.isna(seconds) else f" ({seconds:.1f} s{empty})"
+    return f"{row['mse']:.3f}{took}"
+
+
+def comparison(frame: pd.DataFrame) -> str:
+    """Markdown: one row per model and method, one column per target density (largest first)."""
+    prune = frame[(frame["kind"] == "prune") & (frame["finetune_epochs"].fillna(0) == 0)].copy()
+    if prune.empty:
+        raise TsPruneError("the results table has no prune runs without fine-tuning")
+    prune["name"] = [_name(m, v) for m, v in zip(prune["method"], prune.get("variant", [None] * len(prune)))]
+    prune["density"] = prune["target_density"].round(3)
+    densities = sorted(prune["density"].unique(), reverse=True)
+    dense = frame[frame["kind"] == "dense"].set_index("run_id")["mse"]
+    order = {name: i for i, name in enumerate(METHOD_ORDER)}
+    lines = ["| model | dense MSE | method | " + " | ".join(f"density {d:g}" for d in densities) + " |",
+             "|---|---|---|" + "---|" * len(densities)]
+    for model, rows in prune.groupby("model", sort=True):
+        parent = rows["parent_id"].iloc[0]
+        names = sorted(rows["name"].unique(), key=lambda n: (order.get(n.split(" ")[0], 99), n))
+        for i, name in enumerate(names):
+            mine = rows[rows["name"] == name].set_index("density")
+            cells = [_cell(mine.loc[d]) if d in mine.index else "" for d in densities]
+            head = f"{model} | {dense.get(parent, float('nan')):.3f}" if i == 0 else " | "
+            lines.append(f"| {head} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(readme: Path, block: str, text: str) -> None:
+    start, end = f"<!-- tsprune {block} start -->", f"<!-- tsprune {block} end -->"
+    content = readme.read_text(encoding="utf-8")
+    first, last = content.find(start), content.find(end)
+    if first < 0 or last < first:
+        raise TsPruneError(f"{readme} has no {block} block: add a line {start} and, below it, a line {end}")
+    atomic_write(readme, f"{content[:first + len(start)]}\n{text}{content[last:]}")
+
+
+@cli.command()
+def main(results: Annotated[Path, typer.Argument(help="A results table (.parquet) or a sweep directory.")],
+         readme: Annotated[Optional[Path], typer.Option(help="Also write the table into this file's block.")] = None,
+         block: Annotated[str, typer.Option(help="The block's name in --readme.")] = "oneshot") -> None:
+    try:
+        frame = load_results(results) if results.is_dir() else pd.read_parquet(results)
+        text = comparison(frame)
+        if readme is not None:
+            replace_block(readme, block, text)
+    except (TsPruneError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(text, nl=False)
+
+
+if __name__ == "__main__":
+    cli()
