@@ -72,6 +72,11 @@ def test_every_method_prunes_every_model_saves_and_reloads(dense_runs, tmp_path,
         kept = sum(int(p.count_nonzero()) for p in params.values()) / sum(p.numel() for p in params.values())
         assert metrics["density_prunable"] == pytest.approx(kept)
         assert kept == pytest.approx(DENSITY, abs=0.01)
+        assert metrics["emptied_layers"] == sum(1 for p in params.values() if not p.any())
+        if "comparison" in record.options:  # compared per output row by default: each row keeps its share
+            for name, weight in params.items():
+                rows = weight.detach().reshape(weight.shape[0], -1)
+                assert set(rows.count_nonzero(dim=1).tolist()) == {round(DENSITY * rows.shape[1])}, name
 
 
 def test_every_method_record_is_complete():

@@ -103,9 +103,9 @@ def test_lamp_scores_by_hand_and_never_empties_a_layer():
 
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
-@pytest.mark.parametrize("model", model_names())
-def test_row_comparison_keeps_the_same_count_in_every_row(trained, method, model):
-    run = trained[model]
+def test_row_comparison_keeps_the_same_count_in_every_row(trained, method):
+    """At 0.25 on the model with the most layer kinds (the method contract checks every model at 0.5)."""
+    run = trained["Crossformer"]
     pruned = api.prune(run, method, 0.25, batch_sizes=(2,), latency_repeats=1, threads=1, device="cpu",
                        calibration_windows=16)
     for name, weight in unstructured.prunable_parameters(pruned.model).items():
