@@ -151,9 +151,13 @@ def test_sparsegpt_update_is_exact_when_it_can_be():
     torch.testing.assert_close(x @ pruned.T, x @ weight.T, atol=1e-4, rtol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["wanda", "sparsegpt", "lamp"])
-def test_masks_stay_exact_through_finetuning(trained, method):
-    run = trained["Transformer"]
+ONESHOT = ("wanda", "sparsegpt", "lamp")
+
+
+@pytest.mark.parametrize("model, method", [("Transformer", method) for method in ONESHOT] + [
+    (model, ONESHOT[i % 3]) for i, model in enumerate(model_names()) if model != "Transformer"])
+def test_masks_stay_exact_through_finetuning(trained, model, method):
+    run = trained[model]
     plain = api.prune(run, method, 0.3, batch_sizes=(2,), latency_repeats=1, threads=1, device="cpu",
                       calibration_windows=16)
     tuned = api.prune(run, method, 0.3, batch_sizes=(2,), latency_repeats=1, threads=1, device="cpu",

@@ -257,8 +257,8 @@ def sparsegpt(model: nn.Module, params: Mapping[str, Tensor], batches: list[Batc
         hessians: dict[str, Tensor] = {}
 
         def gather(name: str, module: nn.Module, args: tuple) -> None:
-            features = layer_features(module, args[0]).double()  # [tokens, cols]
-            product = features.T @ features
+            features = layer_features(module, args[0]).float()  # [tokens, cols]
+            product = (features.T @ features).double()  # a float32 GEMM; the sum over chunks and the solve in float64
             hessians[name] = hessians[name] + product if name in hessians else product
 
         with capturing({name: modules[name] for name in group}, gather):
