@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench reproduce study-results clean
+.PHONY: install demo test test-heavy lint bench reproduce study-results clean
 
 install: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --upgrade pip
 	@# --no-compile: Python compiles each module when it is first imported; compiling all of torch up front took
 	@# ~2.5 of the ~3.5 set-up minutes on a 2-core machine.
-	$(BIN)/pip install --quiet --no-compile -c requirements.lock -e ".[ray,test]"
+	$(BIN)/pip install --quiet --no-compile -c requirements.lock -e ".[ray,test,export]"
 	@# The C++ sparse kernel, compiled once into ~/.cache/tsprune (without a compiler: one warning, torch's kernels).
 	$(BIN)/python -m tsprune.sparse.kernel
 	touch $(STAMP)
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest tests
+
+# The checks too slow for the 10-minute suite (every model exported to ONNX, dense and pruned); CI runs them too.
+test-heavy: install
+	$(BIN)/python -m pytest tests -m heavy
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

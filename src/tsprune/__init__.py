@@ -15,7 +15,7 @@ from tsprune._version import __version__  # noqa: F401 - listed in __all__
 
 _WHERE = {
     "evaluate": "tsprune.api", "load": "tsprune.api", "measure": "tsprune.api", "prune": "tsprune.api",
-    "train": "tsprune.api", "predict": "tsprune.api", "make_config": "tsprune.configure",
+    "train": "tsprune.api", "predict": "tsprune.api", "export": "tsprune.api", "make_config": "tsprune.configure",
     "DataConfig": "tsprune.config", "ModelConfig": "tsprune.config", "PruneConfig": "tsprune.config",
     "RunConfig": "tsprune.config", "TrainConfig": "tsprune.config", "TsPruneError": "tsprune.errors",
     "Run": "tsprune.run",

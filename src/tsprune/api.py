@@ -64,6 +64,15 @@ def prune(source: Run | str | Path, method: str = "magnitude", density: float = 
     return prune_run(source, config, out, overwrite=overwrite, progress=progress, baseline=baseline)
 
 
+def export(run: Run | str | Path, path: str | Path, batch_size: int | None = None) -> Any:
+    """Export a run (dense, magnitude- or DepGraph-pruned) to the ONNX file ``path``, checked in ONNX Runtime
+    against PyTorch on real test windows, with a JSON sidecar ``path + '.json'`` (``tsprune.export``).
+    ``batch_size`` None: any batch size. Returns what was written and the measured difference."""
+    from tsprune.export import export_run
+
+    return export_run(run, path, batch_size=batch_size)
+
+
 def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), device: str = "auto",
             threads: int | None = None, repeats: int = 20, latency: bool = True) -> dict[str, Any]:
     """Parameters, non-zero parameters, FLOPs (operator level, attention and FFT included) and measured latency
@@ -147,19 +156,30 @@ def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | N
 
 
 def predict(run: Run | str | Path, history: Any = None, *, dataset: str | None = None, data_path: str | None = None,
-            engine: str | None = None, device: str = "auto") -> Any:
+            engine: str | None = None, device: str = "auto", onnx: str | Path | None = None) -> Any:
     """Forecast the ``pred_len`` steps after the end of ``history`` in original units, as a DataFrame of future
     timestamps and forecast channels.
 
     ``history`` is a DataFrame with a date column and the run's columns; without it, ``data_path`` or a built-in
-    ``dataset``, else the run's own data. ``engine`` runs the forecast ``dense`` (a compiled run is densified) or
-    ``sparse`` (a pruned run is compiled for batch 1 first); None keeps the run as it was saved.
+    ``dataset``, else the run's own data. ``engine`` runs the forecast ``dense`` (a compiled run is densified),
+    ``sparse`` (a pruned run is compiled for batch 1 first) or ``onnx`` (the run's exported file ``onnx``, default
+    ``RUN_DIR/model.onnx``, in ONNX Runtime); None keeps the run as it was saved.
     """
     from tsprune.forecast import predict as forecast_after, read_history
 
-    if engine not in (None, "dense", "sparse"):
-        raise TsPruneError(f"unknown engine {engine!r}: use dense or sparse")
+    if engine not in (None, "dense", "sparse", "onnx"):
+        raise TsPruneError(f"unknown engine {engine!r}: use dense, sparse or onnx", options=("engine",))
     run = load(run) if not isinstance(run, Run) else run
+    if engine == "onnx":
+        from tsprune.export import OnnxForecaster
+
+        if onnx is None and run.path is None:
+            raise TsPruneError("give the exported file (onnx) for a run that has no directory", options=("onnx",))
+        forecaster = OnnxForecaster(onnx if onnx is not None else Path(run.path or ".") / "model.onnx")
+        forecaster.check_run(run)
+        if history is None:
+            history = read_history(run, dataset, data_path)
+        return forecast_after(run, history, device, forward=forecaster)
     if engine == "dense" and run.sparse_plan:
         from tsprune.sparse.engine import densify_model
 

@@ -7,6 +7,7 @@ run's frequency, and the decoder's known part (last ``label_len`` rows) followed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -81,19 +82,25 @@ def model_inputs(run: Run, history: pd.DataFrame) -> tuple[tuple[torch.Tensor, .
     return (scaled, x_mark_enc, x_dec, x_mark_dec), future, str(date_column)
 
 
-def predict(run: Run, history: pd.DataFrame, device: str = "auto", seed: int = 0) -> pd.DataFrame:
+def predict(run: Run, history: pd.DataFrame, device: str = "auto", seed: int = 0,
+            forward: Callable[..., np.ndarray] | None = None) -> pd.DataFrame:
     """Forecast the ``pred_len`` steps after the end of ``history`` (a frame with a date column and the run's
     columns). Returns a frame: the date column (future timestamps) and one column per forecast channel, in the
     data's units. ``seed`` fixes the key sampling of ProbSparse attention so a forecast is reproducible.
+    ``forward`` replaces the run's model (e.g. an exported file in ONNX Runtime): the four input tensors in,
+    ``[1, pred_len, c_out]`` scaled out.
     """
     inputs, future, date_column = model_inputs(run, history)
-    device_t = resolve_device(device)
-    model = run.model.to(device_t).eval()
-    try:
-        with seeded_inference(device_t, seed):
-            output = model(*(t.to(device_t) for t in inputs))[0].float().cpu().numpy()  # [pred_len, c_out]
-    finally:
-        run.model.cpu()
+    if forward is not None:
+        output = np.asarray(forward(*inputs))[0].astype(np.float32)  # [pred_len, c_out]
+    else:
+        device_t = resolve_device(device)
+        model = run.model.to(device_t).eval()
+        try:
+            with seeded_inference(device_t, seed):
+                output = model(*(t.to(device_t) for t in inputs))[0].float().cpu().numpy()  # [pred_len, c_out]
+        finally:
+            run.model.cpu()
     c_out = output.shape[-1]
     channels = run.columns[len(run.columns) - c_out:]
     values = run.scaler.inverse(output.astype(np.float64), slice(len(run.columns) - c_out, None))

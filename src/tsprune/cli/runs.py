@@ -319,8 +319,11 @@ def predict(
     plot: Annotated[Optional[Path], typer.Option(help="Also draw history and forecast to this image.")] = None,
     channels: Annotated[Optional[str], typer.Option(help="Comma-separated channels to plot (default: target).")]
     = None,
-    engine: Annotated[Optional[str], typer.Option(help="dense or sparse (default: as the run was saved; sparse "
-                                                       "compiles a pruned run for batch 1 first).")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="dense, sparse or onnx (default: as the run was saved; "
+                                                       "sparse compiles a pruned run for batch 1 first; onnx runs "
+                                                       "the exported file in ONNX Runtime).")] = None,
+    onnx: Annotated[Optional[Path], typer.Option(help="--engine onnx: the file `tsprune export` wrote (default: "
+                                                      "RUN_DIR/model.onnx).")] = None,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
     """Forecast the pred_len steps after the end of the data, in original units, with continuing timestamps."""
@@ -329,7 +332,7 @@ def predict(
 
     run = api.load(run_dir)
     history = read_history(run, dataset, data_path)
-    forecast = api.predict(run, history, engine=engine, device=device)
+    forecast = api.predict(run, history, engine=engine, device=device, onnx=onnx)
     out.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_csv(out, index=False)
     console.print(f"wrote {len(forecast)} forecast rows to {out}")

@@ -28,7 +28,7 @@ import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tsprune.errors import TsPruneError
 from tsprune.sweep.store import SweepStore, run_dir_complete, write_results
@@ -156,7 +156,7 @@ def _recompile(store: SweepStore, run_id: str, masked: Any, data: Any,
     compiled, plan = compile_sparse(copy.deepcopy(masked), example_inputs(data, largest), largest,
                                     threads=settings["threads"])
     facts = {**plan_summary(plan), "compiled_batch_size": largest, "recompiled": now_utc()}
-    run.model, run.sparse_plan, run.metrics = compiled, plan, {**run.metrics, **facts}
+    run.model, run.sparse_plan, run.metrics = cast(Any, compiled), plan, {**run.metrics, **facts}  # same class
     staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=store.runs_dir))
     try:
         save_run(run, staging)

@@ -3,6 +3,10 @@
 ``q [B, L, H, E], k [B, S, H, E], v [B, S, H, E] -> [B, L, H, E]``. Each block keeps a fixed subset of Fourier modes,
 chosen at construction and stored as a persistent buffer so a reloaded checkpoint uses exactly the same modes.
 Weights are complex64 parameters (safetensors stores complex64), one ``E x E`` matrix per head and kept mode.
+
+Each block also has a real-arithmetic path (``real_dft = True``, see ``real_dft.use_real_dft``) for ONNX export: the
+DFTs become cos/sin matmuls over the kept modes only, spectra are ``(real, imag)`` pairs and the weight enters as its
+``.real`` and ``.imag`` parts. Same result to float rounding; parameters and buffers are the same.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import torch
 from torch import nn
 
 from tsprune.models.layers.attention import AttentionLayer
+from tsprune.models.layers.real_dft import Spectrum, complex_einsum, irfft as real_irfft, rfft as real_rfft
 
 MODE_SELECTS = ("random", "low")
 
@@ -45,6 +50,7 @@ class FourierBlock(nn.Module):
     """
 
     index: torch.Tensor  # buffer: the kept modes
+    real_dft: bool = False  # compute in real arithmetic (exportable; module doc), an attribute, not state
 
     def __init__(
         self,
@@ -67,6 +73,8 @@ class FourierBlock(nn.Module):
         return torch.fft.rfft(q.float(), dim=1)[:, self.index]  # [B, M, H, E] of [B, L//2+1, H, E]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
+        if self.real_dft:
+            return self._real_forward(q)
         length = q.shape[1]
         selected = self.mixing_input(q)  # [B, M, H, E]
         mixed = torch.einsum("bmhi,hiom->bmho", selected, self.weight)  # all modes in one product
@@ -78,6 +86,26 @@ class FourierBlock(nn.Module):
         # time and channels; we keep [B, L, H, E] so channels stay channels.
         return out.to(q.dtype)
 
+    def _real_forward(self, q: torch.Tensor) -> torch.Tensor:
+        """``forward`` in real arithmetic: ``q [B, L, H, E] -> [B, L, H, E]``.
+
+        Only the ``M`` kept frequencies are transformed (``O(L M)`` per channel), and the inverse reads ``M`` bins
+        at frequencies ``0 .. M-1``, where the FFT path writes them (slot 0 is DC, whose imaginary part irfft drops).
+        """
+        length = q.shape[1]
+        selected = real_rfft(q.float(), dim=1, freqs=self.index)  # [B, M, H, E] each
+        weight = (self.weight.real, self.weight.imag)
+        real, imag = complex_einsum("bmhi,hiom->bmho", selected, weight)
+        return real_irfft(real, imag, n=length, dim=1).to(q.dtype)  # [B, L, H, E]
+
+
+def tanh_parts(real: torch.Tensor, imag: torch.Tensor) -> Spectrum:
+    """Real and imaginary parts of ``tanh(real + i imag)`` (any shape): the arithmetic of :func:`complex_tanh`."""
+    real = real.clamp(-20.0, 20.0)
+    sinh, cos = torch.sinh(real), torch.cos(imag)
+    denominator = sinh * sinh + cos * cos
+    return sinh * torch.cosh(real) / denominator, torch.sin(imag) * cos / denominator
+
 
 def complex_tanh(z: torch.Tensor) -> torch.Tensor:
     """``tanh`` of a complex tensor from real elementwise ops:
@@ -88,10 +116,7 @@ def complex_tanh(z: torch.Tensor) -> torch.Tensor:
     there is no cancellation near the poles (the ``cosh 2a + cos 2b`` form loses digits there). ``|a|`` is clamped
     at 20, where ``tanh`` is +-1 to float precision, so nothing overflows and gradients stay finite.
     """
-    real = z.real.clamp(-20.0, 20.0)
-    sinh, cos = torch.sinh(real), torch.cos(z.imag)
-    denominator = sinh * sinh + cos * cos
-    return torch.complex(sinh * torch.cosh(real) / denominator, torch.sin(z.imag) * cos / denominator)
+    return torch.complex(*tanh_parts(z.real, z.imag))
 
 
 class FourierCrossAttention(nn.Module):
@@ -105,6 +130,7 @@ class FourierCrossAttention(nn.Module):
 
     index_q: torch.Tensor  # buffers: the kept modes of q and of k
     index_kv: torch.Tensor
+    real_dft: bool = False  # compute in real arithmetic (exportable; module doc), an attribute, not state
 
     def __init__(
         self,
@@ -144,6 +170,8 @@ class FourierCrossAttention(nn.Module):
         return torch.einsum("bhxy,byhe->bxhe", scores, k_ft)  # [B, Mq, H, E]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        if self.real_dft:
+            return self._real_forward(q, k)
         batch, length, heads, _ = q.shape
         attended = self.mixing_input(q, k)  # [B, Mq, H, E]
         mixed = torch.einsum("bxhi,hiox->bxho", attended, self.weight)  # [B, Mq, H, E]
@@ -151,6 +179,27 @@ class FourierCrossAttention(nn.Module):
         spectrum = mixed.new_zeros(batch, length // 2 + 1, heads, mixed.shape[-1]).index_copy(1, self.index_q, mixed)
         out = torch.fft.irfft(spectrum / self.norm, n=length, dim=1)  # [B, L, H, E]
         return out.to(q.dtype)
+
+    def _real_forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``forward`` in real arithmetic: ``q [B, L, H, E], k [B, S, H, E] -> [B, L, H, E]``.
+
+        The forward DFTs compute only the kept modes; the inverse reads the ``Mq`` results at their frequencies
+        ``index_q`` directly (no zero-filled spectrum is built).
+        """
+        length = q.shape[1]
+        q_ft = real_rfft(q.float(), dim=1, freqs=self.index_q)  # [B, Mq, H, E] each
+        k_ft = real_rfft(k.float(), dim=1, freqs=self.index_kv)  # [B, Mk, H, E] each
+        scores = complex_einsum("bxhe,byhe->bhxy", q_ft, k_ft)  # [B, H, Mq, Mk] each
+        if self.activation == "tanh":
+            attended = complex_einsum("bhxy,byhe->bxhe", tanh_parts(*scores), k_ft)  # [B, Mq, H, E] each
+        else:
+            # |z| written out (the exporter has no complex abs); the weights are real, as on the FFT path.
+            weights = torch.softmax(torch.sqrt(scores[0] * scores[0] + scores[1] * scores[1]), dim=-1)
+            attended = (torch.einsum("bhxy,byhe->bxhe", weights, k_ft[0]),
+                        torch.einsum("bhxy,byhe->bxhe", weights, k_ft[1]))
+        real, imag = complex_einsum("bxhi,hiox->bxho", attended, (self.weight.real, self.weight.imag))
+        out = real_irfft(real / self.norm, imag / self.norm, n=length, dim=1, freqs=self.index_q)
+        return out.to(q.dtype)  # [B, L, H, E]
 
 
 class FourierAttentionLayer(AttentionLayer):

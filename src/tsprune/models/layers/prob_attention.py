@@ -24,6 +24,14 @@ is, which is what lets structured pruning remove the same value dims from every 
 The official Informer code flattened every layer this way until April 2021 (Informer2020 issue #100) and still
 does in the decoder's self-attention (``mix=True``). ``"paper"`` is the paper's attention: position ``l`` of
 every head in row ``l``.
+
+For ONNX export the sampling can be frozen: :func:`freeze_sampling` runs one pass under tsprune's seeded inference
+(``runtime.evaluating``, as evaluation and prediction run) and stores the very indices each ``ProbAttention``
+drew there (``frozen_sample``, a non-persistent buffer: not in the state dict, moved by ``.to``). A frozen module
+uses them instead of drawing, so its output equals the seeded evaluation of the unfrozen model exactly, and the
+exported graph holds them as constants (else it would get an ONNX random op and differ on every run). The indices
+depend only on the query and key lengths, not on the batch, so one capture serves every batch size;
+:func:`unfreeze_sampling` restores the random draw.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ import torch
 from torch import nn
 
 from tsprune.config import PROB_LAYOUTS
+from tsprune.errors import TsPruneError
+from tsprune.runtime import INFERENCE_SEED, evaluating
 
 
 def _log_count(factor: int, length: int) -> int:
@@ -50,7 +60,12 @@ class ProbAttention(nn.Module):
     to keys ``<= i`` and an unselected one outputs ``sum_{j <= i} v_j``. The sparsity estimate itself uses unmasked
     sampled scores, as in the reference. Scale defaults to ``1/sqrt(E)``. The reference defines but never applies
     attention dropout, so there is none here.
+
+    ``frozen_sample [L, U]`` (long, for ``frozen_len_k`` keys; None = draw at random on every call) replaces the
+    random sample when set (module doc; :func:`freeze_sampling`).
     """
+
+    frozen_sample: torch.Tensor | None
 
     def __init__(self, causal: bool = False, factor: int = 5, scale: float | None = None,
                  layout: str = PROB_LAYOUTS[0]) -> None:
@@ -61,6 +76,11 @@ class ProbAttention(nn.Module):
         self.factor = factor
         self.scale = scale
         self.layout = layout
+        # Not persistent: checkpoints stay as they were, and a frozen copy is a property of one export, not of the
+        # weights. A buffer, so .to(device) carries it.
+        self.register_buffer("frozen_sample", None, persistent=False)
+        self.frozen_len_k: int | None = None
+        self._drawn: list[tuple[torch.Tensor, int]] | None = None  # set by freeze_sampling while it captures
 
     @staticmethod
     def _full_scores(len_k: int, n_sample: int, dim_e: int) -> bool:
@@ -76,7 +96,7 @@ class ProbAttention(nn.Module):
         n_top = _log_count(self.factor, len_q)
 
         # Sparsity measurement on sampled keys: sample[i] holds the key indices drawn for query i.
-        sample = torch.randint(len_k, (len_q, n_sample), device=q.device)
+        sample = self._sample(len_q, len_k, n_sample, q.device)
         full = self._full_scores(len_k, n_sample, dim_e)
         if full:
             qk = q @ k.transpose(-2, -1)  # [B, H, L, S]
@@ -107,3 +127,65 @@ class ProbAttention(nn.Module):
         if self.layout == "tslib":  # [B, H, L, D] memory read as [B, L, H, D] (module doc)
             return context.reshape(context.shape[0], len_q, context.shape[1], dim_d)
         return context.transpose(1, 2)  # [B, L, H, D]
+
+    def _sample(self, len_q: int, len_k: int, n_sample: int, device: torch.device) -> torch.Tensor:
+        """The sampled key indices ``[len_q, n_sample]``: the frozen ones if set (checked against the lengths),
+        else a fresh draw (recorded while :func:`freeze_sampling` captures)."""
+        frozen = self.frozen_sample
+        if frozen is not None:
+            if tuple(frozen.shape) != (len_q, n_sample) or self.frozen_len_k != len_k:
+                raise TsPruneError(
+                    f"this ProbAttention's key sample was frozen for {frozen.shape[0]} queries and {self.frozen_len_k} "
+                    f"keys but is called with {len_q} queries and {len_k} keys: freeze_sampling again with inputs of "
+                    "the lengths the model will see, or unfreeze_sampling")
+            return frozen
+        sample = torch.randint(len_k, (len_q, n_sample), device=device)
+        if self._drawn is not None:
+            self._drawn.append((sample, len_k))
+        return sample
+
+
+def freeze_sampling(model: nn.Module, example_inputs: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                    device: torch.device | str, seed: int = INFERENCE_SEED) -> int:
+    """Fix the key samples of every ``ProbAttention`` in ``model`` to those a seeded evaluation draws.
+
+    Runs ``model(*example_inputs)`` once in eval mode under ``runtime.evaluating(model, device, seed)`` (the seeded
+    RNG tsprune's evaluation uses; the caller's random state and the model's training flag are left as they were)
+    and stores each module's draw as its ``frozen_sample``. Any batch size gives the same indices, and the frozen
+    model then serves any batch size at the example's lengths (others are refused with a ``TsPruneError``).
+    Returns the number of modules frozen (0 for a model without ProbSparse attention, which is left untouched).
+    """
+    modules = {name: m for name, m in model.named_modules() if isinstance(m, ProbAttention)}
+    if not modules:
+        return 0
+    unfreeze_sampling(model)  # capture the random draw, not a previous freeze
+    for module in modules.values():
+        module._drawn = []
+    try:
+        with evaluating(model, torch.device(device), seed):
+            model(*example_inputs)
+        drawn = {name: module._drawn or [] for name, module in modules.items()}
+    finally:
+        for module in modules.values():
+            module._drawn = None
+    for name, module in modules.items():
+        if len(drawn[name]) != 1:
+            raise TsPruneError(f"ProbAttention {name!r} ran {len(drawn[name])} times in one forward pass; its sampling "
+                               "can only be frozen when it runs exactly once")
+        sample, len_k = drawn[name][0]
+        # Cloned outside inference mode: an inference tensor cannot be saved for backward or traced as a constant.
+        module.frozen_sample = sample.clone()
+        module.frozen_len_k = len_k
+    return len(modules)
+
+
+def unfreeze_sampling(model: nn.Module) -> int:
+    """Drop the frozen key samples of every ``ProbAttention`` in ``model`` (random draws again); returns how many
+    modules were frozen."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, ProbAttention):
+            count += module.frozen_sample is not None
+            module.frozen_sample = None
+            module.frozen_len_k = None
+    return count

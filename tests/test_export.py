@@ -1,0 +1,164 @@
+"""ONNX export (``tsprune.export``): every model, dense and DepGraph-pruned, exported and checked in ONNX Runtime on
+real windows; ``predict --engine onnx`` gives the dense forecast; bad files give one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tsprune import api
+from tsprune.cli import app
+from tsprune.errors import TsPruneError
+from tsprune.models.registry import model_names
+from tsprune.runtime import seeded_inference
+
+pytest.importorskip("onnxruntime")
+
+from tsprune.export import INPUTS, OnnxForecaster, export_run, read_sidecar  # noqa: E402
+
+TINY = {"d_model": 16, "d_ff": 32, "n_heads": 2, "e_layers": 1, "d_layers": 1, "modes": 8, "n_routers": 2}
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Runs:
+    """Tiny trained runs and their DepGraph-pruned copies, made on first use (``runs[model] / f"{model}-dg"``)."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+        t = np.arange(300)
+        frame = pd.DataFrame({"date": pd.date_range("2022-01-01", periods=300, freq="h").astype(str),
+                              "a": np.sin(t / 6.0), "b": np.cos(t / 9.0), "OT": np.sin(t / 4.0)})
+        self.csv = folder / "data.csv"
+        frame.to_csv(self.csv, index=False)
+
+    def __getitem__(self, name: str):
+        if not (self.folder / f"{name}-dg").is_dir():
+            config = api.make_config(name, data={"data_path": str(self.csv), "seq_len": 24, "label_len": 12,
+                                                 "pred_len": 12}, train={"epochs": 1, "max_steps": 2, "device": "cpu"},
+                                     **({**TINY, "seg_len": 6} if name == "Crossformer" else TINY))
+            api.train(config, out=self.folder / name, progress=False)
+            api.prune(self.folder / name, "depgraph", 0.5, out=self.folder / f"{name}-dg", batch_sizes=(2,),
+                      latency_repeats=1, threads=1, device="cpu")
+        return self.folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Runs:
+    return Runs(tmp_path_factory.mktemp("export"))
+
+
+def _windows(run, split: str, count: int) -> tuple[torch.Tensor, ...]:
+    data = run.data()
+    batch = data.batch(split, torch.arange(count) % data.n_windows(split))
+    return batch.inputs()
+
+
+# An export takes 10-40 s here: `make test` exports the case with the most rewrites (FEDformer pruned: real DFTs of a
+# reduced Fourier block), the other nine run in `make test-heavy` (CI runs both).
+LIGHT = ("FEDformer", "-dg")
+MATRIX = [pytest.param(model, variant, marks=() if (model, variant) == LIGHT else pytest.mark.heavy,
+                       id=f"{model}{variant}") for model in model_names() for variant in ("", "-dg")]
+
+
+@pytest.mark.parametrize("model, variant", MATRIX)
+def test_every_model_dense_and_depgraph_exports_and_matches_pytorch(runs, tmp_path, model, variant):
+    run_dir = runs[model] / f"{model}{variant}"
+    exported = export_run(run_dir, tmp_path / "model.onnx")
+    assert exported.max_rel_diff <= 1e-4 and exported.windows > 0
+    sidecar = read_sidecar(tmp_path / "model.onnx")
+    assert [item["name"] for item in sidecar["inputs"]] == [name for name, _, _ in INPUTS]
+    assert sidecar["batch_size"] is None and sidecar["columns"] == ["a", "b", "OT"]
+    assert (sidecar["seq_len"], sidecar["label_len"], sidecar["pred_len"]) == (24, 12, 12)
+    assert sidecar["run"]["method"] == ("depgraph" if variant else "dense")
+    # other windows (validation) at another batch size than the export traced: the batch dimension is dynamic
+    run = api.load(run_dir)
+    inputs = _windows(run, "val", 3)
+    with seeded_inference(torch.device("cpu")):
+        expected = run.model.eval()(*inputs).numpy()
+    got = OnnxForecaster(tmp_path / "model.onnx")(*inputs)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+@pytest.fixture(scope="module")
+def informer_onnx(runs, tmp_path_factory):
+    """Informer (ProbSparse sampling: frozen in the file, seeded in PyTorch) exported by the CLI at batch size 1."""
+    folder = tmp_path_factory.mktemp("informer-onnx")
+    result = runner.invoke(app, ["export", str(runs["Informer"] / "Informer"), "--out", str(folder / "m.onnx"),
+                                 "--batch-size", "1"])
+    assert result.exit_code == 0 and "ONNX Runtime matches PyTorch" in result.output, result.output
+    return folder
+
+
+def test_predict_with_onnx_runtime_gives_the_dense_forecast(runs, informer_onnx, tmp_path):
+    run_dir = runs["Informer"] / "Informer"
+    (tmp_path / "m.onnx").write_bytes((informer_onnx / "m.onnx").read_bytes())
+    (tmp_path / "m.onnx.json").write_text((informer_onnx / "m.onnx.json").read_text())
+    dense = runner.invoke(app, ["predict", str(run_dir), "--out", str(tmp_path / "dense.csv"), "--engine", "dense"])
+    onnx = runner.invoke(app, ["predict", str(run_dir), "--out", str(tmp_path / "onnx.csv"), "--engine", "onnx",
+                               "--onnx", str(tmp_path / "m.onnx")])
+    assert dense.exit_code == 0 and onnx.exit_code == 0, onnx.output
+    a, b = pd.read_csv(tmp_path / "dense.csv"), pd.read_csv(tmp_path / "onnx.csv")
+    assert list(a.columns) == list(b.columns) and (a["date"] == b["date"]).all()
+    values_a, values_b = a.drop(columns="date").to_numpy(), b.drop(columns="date").to_numpy()
+    assert np.abs(values_a - values_b).max() <= 1e-4 * np.abs(values_a).max()
+    assert json.loads((tmp_path / "m.onnx.json").read_text())["batch_size"] == 1
+    with pytest.raises(TsPruneError, match="batch size 1"):
+        OnnxForecaster(tmp_path / "m.onnx")(*_windows(api.load(run_dir), "test", 2))
+
+
+def test_bad_files_give_one_line_errors(runs, informer_onnx, tmp_path):
+    run_dir = runs["Informer"] / "Informer"
+    for name in ("m.onnx", "m.onnx.json"):
+        (tmp_path / name).write_bytes((informer_onnx / name).read_bytes())
+    other = runs["Informer"] / "Informer-dg"
+    with pytest.raises(TsPruneError, match="exported from another run"):
+        api.predict(other, engine="onnx", onnx=tmp_path / "m.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not a protobuf at all")
+    (tmp_path / "bad.onnx.json").write_text((tmp_path / "m.onnx.json").read_text())
+    (tmp_path / "m2.onnx").write_bytes((tmp_path / "m.onnx").read_bytes())
+    (tmp_path / "m2.onnx.json").write_text("{ not json")
+    cases = {
+        "bad.onnx": "is not a loadable ONNX model",
+        "m2.onnx": "m2.onnx.json is corrupt",
+        "missing.onnx": "not found: export the run first",
+    }
+    for name, message in cases.items():
+        result = runner.invoke(app, ["predict", str(run_dir), "--out", str(tmp_path / "f.csv"), "--engine", "onnx",
+                                     "--onnx", str(tmp_path / name)])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) <= 2, result.output  # one message (rich may wrap it once)
+    both = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "x.onnx"), "--batch-size", "2",
+                               "--dynamic-batch"])
+    assert both.exit_code == 2 and "not both" in both.output
+    sidecar = read_sidecar(tmp_path / "m.onnx")  # plain JSON: what a caller without tsprune needs
+    assert sidecar["scaler"]["mean"] and sidecar["time_features"]["features"] == [
+        "hour_of_day", "day_of_week", "day_of_month", "day_of_year"]
+    assert sidecar["run"]["weights_sha256"] and sidecar["check"]["max_rel_diff"] <= 1e-4
+
+
+def test_an_operator_the_exporter_cannot_translate_is_named(runs, tmp_path, monkeypatch):
+    def refuse(*_, **__):
+        inner = RuntimeError("No ONNX function found for <OpOverload(op='aten.frobnicate', overload='default')>")
+        raise RuntimeError("Failed to convert the exported program to an ONNX model.") from inner
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(TsPruneError, match=r"cannot be exported to ONNX at operator aten\.frobnicate"):
+        export_run(runs["Transformer"] / "Transformer", tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())  # nothing half-written is left
+
+
+def test_a_sparse_compiled_run_is_refused(runs, tmp_path):
+    pruned = api.prune(runs["Transformer"] / "Transformer", "magnitude", 0.2, out=tmp_path / "mag",
+                       batch_sizes=(2,), latency_repeats=1, threads=1, device="cpu")
+    compiled = api.compile_run(pruned, batch_size=2, out=tmp_path / "compiled", force="csr", threads=1)
+    assert compiled.sparse_plan
+    with pytest.raises(TsPruneError, match="export the run it was compiled from"):
+        export_run(tmp_path / "compiled", tmp_path / "m.onnx")
+    export_run(tmp_path / "mag", tmp_path / "mag.onnx")  # the masked run itself exports: dense with zeros
