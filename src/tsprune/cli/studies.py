@@ -49,14 +49,14 @@ def report(
 ) -> None:
     """Write the study's figures and tables for a sweep: markdown, self-contained HTML, PNG and SVG."""
     from tsprune.report import build_report
-    from tsprune.report.render import update_readme
+    from tsprune.report.render import readme_block, update_readme
     from tsprune.sweep.store import read_results
 
     frame = read_results(sweep_dir)
     if frame.empty:
         raise TsPruneError(f"{sweep_dir} holds no runs yet: run `tsprune sweep run SPEC --dir DIR` first")
-    if readme is not None and not readme.is_file():
-        raise TsPruneError(f"{readme} not found: --readme takes the file whose findings block to update")
+    if readme is not None:
+        readme_block(readme)  # before the figures: a wrong file fails at once
     path = build_report(frame, out, title=title)
     console.print(f"[green]report written:[/green] {path} (and {path.with_suffix('.html')})")
     if readme is not None:

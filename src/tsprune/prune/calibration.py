@@ -77,14 +77,22 @@ def layer_features(module: nn.Module, inputs: Tensor) -> Tensor:
     raise TsPruneError(f"{type(module).__name__} has no real input matrix")  # pragma: no cover - callers check
 
 
+class Enough(Exception):
+    """Raised by a hook that has gathered all it needs from a batch: the rest of that forward pass is skipped."""
+
+
 def run_calibration(model: nn.Module, batches: list[Batch], device: torch.device) -> None:
-    """One seeded, gradient-free pass of the model over the calibration batches (hooks do the gathering)."""
+    """One seeded, gradient-free pass of the model over the calibration batches (hooks do the gathering; a hook
+    may end a batch's forward early by raising :class:`Enough`)."""
     was_training = model.training
     model.eval()
     try:
         with seeded_inference(device):
             for batch in batches:
-                model(*batch.inputs())
+                try:
+                    model(*batch.inputs())
+                except Enough:
+                    pass
     finally:
         model.train(was_training)
 

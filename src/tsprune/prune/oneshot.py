@@ -45,7 +45,7 @@ from tsprune.config import PruneConfig, TrainConfig
 from tsprune.data.dataset import Batch, ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
-from tsprune.prune.calibration import calibration_batches, capturing, layer_features, run_calibration
+from tsprune.prune.calibration import Enough, calibration_batches, capturing, layer_features, run_calibration
 from tsprune.prune.methods import Pruned
 from tsprune.prune.unstructured import apply_masks, magnitude_masks, prunable_parameters
 
@@ -221,22 +221,23 @@ def sparsegpt_layer(weight: Tensor, hessian: Tensor, density: float, comparison:
 
 
 def _sequential_groups(model: nn.Module, modules: Mapping[str, nn.Module], batch: Batch,
-                       device: torch.device) -> list[list[str]]:
+                       device: torch.device) -> list[tuple[list[str], bool]]:
     """The modules in order of their first call, grouped when consecutive ones are called once each on the very
-    same input tensor (pruning one cannot change another's input). Inputs are held until the pass ends, so no
-    address or id is reused inside it."""
+    same input tensor (pruning one cannot change another's input); with each group, whether its modules are called
+    once per forward pass (then a pass may stop as soon as the group's input is seen). Inputs are held until the
+    pass ends, so no address or id is reused inside it."""
     calls: dict[str, list[Tensor]] = {}
     with capturing(modules, lambda name, _, args: calls.setdefault(name, []).append(args[0])):
         run_calibration(model, [batch], device)
-    groups: list[list[str]] = []
+    groups: list[tuple[list[str], bool]] = []
     previous: Tensor | None = None
     for name, inputs in calls.items():
-        alone = len(inputs) != 1
-        if groups and not alone and previous is not None and inputs[0] is previous:
-            groups[-1].append(name)
+        once = len(inputs) == 1
+        if groups and once and previous is not None and inputs[0] is previous:
+            groups[-1][0].append(name)
         else:
-            groups.append([name])
-        previous = None if alone else inputs[0]
+            groups.append(([name], once))
+        previous = inputs[0] if once else None
     return groups
 
 
@@ -253,13 +254,16 @@ def sparsegpt(model: nn.Module, params: Mapping[str, Tensor], batches: list[Batc
     """
     modules = _modules(model, params)
     masks: dict[str, Tensor] = {}
-    for group in _sequential_groups(model, modules, batches[0], device):
+    for group, once in _sequential_groups(model, modules, batches[0], device):
         hessians: dict[str, Tensor] = {}
+        last = group[-1]
 
         def gather(name: str, module: nn.Module, args: tuple) -> None:
             features = layer_features(module, args[0]).float()  # [tokens, cols]
             product = (features.T @ features).double()  # a float32 GEMM; the sum over chunks and the solve in float64
             hessians[name] = hessians[name] + product if name in hessians else product
+            if once and name == last:  # nothing later in this forward reaches the group: skip the rest of it
+                raise Enough
 
         with capturing({name: modules[name] for name in group}, gather):
             run_calibration(model, batches, device)
