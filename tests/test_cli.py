@@ -37,7 +37,9 @@ def test_listings():
         assert name in result.output
 
 
-@pytest.mark.parametrize("name", model_names())
+# The CLI path is the same for every model; two models (Informer: seeded ProbSparse sampling) on the full ETTh1 test
+# split. Every model's saved run re-evaluates to its recorded metrics in tests/test_methods.py.
+@pytest.mark.parametrize("name", ["Transformer", "Informer"])
 def test_train_then_evaluate_reproduces_metrics(name, tmp_path):
     out = tmp_path / name
     result = invoke("train", "--model", name, "--dataset", "ETTh1", "--pred-len", "96", "--out", str(out), *TINY_ARGS)
