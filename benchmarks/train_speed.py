@@ -1,7 +1,7 @@
 """Training-step and inference speed of the five forecasters at their default ETTh1/96 configuration.
 
     python benchmarks/train_speed.py [--models Transformer,Autoformer] [--steps 10] [--threads 2]
-        [--layouts ours,reference] [--json out.json]
+        [--layouts ours,reference] [--d-model N [--d-ff N]] [--json out.json]
 
 Prints parameters, median seconds per training step (batch 32, forward + backward + Adam) and median milliseconds
 per inference batch of 32, for our layers and (``--layouts ours,reference``) for the straightforward reference
@@ -96,6 +96,9 @@ def main(
     device: Annotated[str, typer.Option()] = "auto",
     layouts: Annotated[str, typer.Option(help="ours, reference or ours,reference.")] = "ours",
     gemm: Annotated[bool, typer.Option(help="Also profile the seconds per step spent in matrix products.")] = False,
+    d_model: Annotated[Optional[int], typer.Option(help="Width instead of the default (d_ff 4x unless given).")]
+    = None,
+    d_ff: Annotated[Optional[int], typer.Option()] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json")] = None,
 ) -> None:
     configure_threads(threads)
@@ -105,10 +108,13 @@ def main(
     columns = ["model", "params", "layout", "train step (s)", "inference (ms/batch)", "train speedup vs reference"]
     if gemm:
         columns += ["GEMM s/step", "reference / GEMM"]
-    table = Table(*columns, title=f"ETTh1/96 defaults, batch {batch_size}, {torch.get_num_threads()} threads, {dev}")
+    size = f"d_model {d_model}" if d_model else "defaults"
+    table = Table(*columns, title=f"ETTh1/96 {size}, batch {batch_size}, {torch.get_num_threads()} threads, {dev}")
     records = []
     for name in models.split(","):
-        config = api.make_config(name.strip(), data={"dataset": "ETTh1", "pred_len": 96})
+        sizes = {**({"d_model": d_model, "d_ff": d_ff or 4 * d_model} if d_model else {}),
+                 **({"d_ff": d_ff} if d_ff else {})}
+        config = api.make_config(name.strip(), data={"dataset": "ETTh1", "pred_len": 96}, **sizes)
         data = prepare_data(config.data)
         config = configure.bind_to_data(config, data)
         torch.manual_seed(0)

@@ -22,8 +22,8 @@ def load(name: str):
 def test_train_speed_reports_both_layouts_and_the_gemm_floor(tmp_path):
     out = tmp_path / "speed.json"
     result = CliRunner().invoke(load("train_speed").cli, [
-        "--models", "Transformer", "--steps", "1", "--warmup", "0", "--batch-size", "2", "--threads", "1",
-        "--device", "cpu", "--layouts", "ours,reference", "--gemm", "--json", str(out)])
+        "--models", "Transformer", "--d-model", "32", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+        "--threads", "1", "--device", "cpu", "--layouts", "ours,reference", "--gemm", "--json", str(out)])
     assert result.exit_code == 0, result.output
     records = json.loads(out.read_text())
     assert [r["layout"] for r in records] == ["ours", "reference"]
