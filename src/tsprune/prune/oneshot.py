@@ -254,7 +254,12 @@ def sparsegpt(model: nn.Module, params: Mapping[str, Tensor], batches: list[Batc
     """
     modules = _modules(model, params)
     masks: dict[str, Tensor] = {}
-    for group, once in _sequential_groups(model, modules, batches[0], device):
+    groups = _sequential_groups(model, modules, batches[0], device)
+    reached = {name for group, _ in groups for name in group}
+    missing = [name for name in modules if name not in reached]
+    if missing:
+        raise TsPruneError(f"calibration never reached {missing[0]}: it cannot be reconstructed")
+    for group, once in groups:
         hessians: dict[str, Tensor] = {}
         last = group[-1]
 
