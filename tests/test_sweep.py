@@ -278,6 +278,18 @@ def test_measuring_pass_retimes_kept_runs_and_changes_nothing_else(csv, tmp_path
     third = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "3", "--threads", "1"])
     assert third.exit_code == 0 and "without weights here" in third.output
     assert "2 run(s) timed" in third.output  # the other magnitude run and its twin; this one and its twin cannot
+    # records without weights (a new machine): --rebuild runs again exactly the runs whose weights are gone
+    dense_id = pruned["parent_id"]
+    shutil.rmtree(tmp_path / "runs" / dense_id)
+    assert run_sweep(parse_spec(spec), tmp_path, threads=1, progress=False).done == 0  # a plain resume: all recorded
+    rebuilt = run_sweep(parse_spec(spec), tmp_path, threads=1, progress=False, rebuild=True)
+    assert (rebuilt.done, rebuilt.failed, rebuilt.skipped) == (2, 0, 3)
+    for run_id in (dense_id, pruned["run_id"]):
+        record = json.loads((tmp_path / "records" / f"{run_id}.json").read_text())
+        assert record["attempt"] == 2 and (tmp_path / "runs" / run_id / "model.safetensors").is_file()
+        facts = record["metrics"]["rebuilt"]
+        assert facts["reproduced"] and facts["mse_before"] == before[run_id]["metrics"]["mse"]
+        assert record["metrics"]["mse"] == pytest.approx(facts["mse_before"], rel=1e-6)  # deterministic
     bad = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "not a sweep directory" in bad.output and "Traceback" not in bad.output
 
@@ -437,7 +449,7 @@ def test_process_pool_sweep(csv, tmp_path):
 def test_ray_sweep_on_a_real_local_runtime(csv, tmp_path):
     ray = pytest.importorskip("ray")
     spec = tiny_spec(csv, keep_pruned=True)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a running cluster
     try:
         outcome = run_sweep(parse_spec(spec), tmp_path / "sweep", executor="ray", workers=2, progress=False)
     finally:

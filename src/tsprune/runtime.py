@@ -216,5 +216,37 @@ def fsync_folder(folder: Path) -> None:
             os.close(handle)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, replace: bool = True) -> Iterator[Path]:
+    """A staging folder for a writer that fills a whole directory (a run: weights, config, metrics). When the
+    block succeeds the folder takes ``path``'s place; on failure it is removed and ``path`` is as it was.
+
+    The staging folder is a hidden sibling (``.NAME.*``), so a crash leaves only a hidden folder, which the sweep
+    store sweeps away. Linux has no portable atomic swap of two folders: an existing ``path`` is first renamed
+    aside (hidden), then the new folder renamed in, then the old one deleted, so ``path`` is missing for the time
+    between two renames and never half-written. ``replace`` False refuses an existing ``path``."""
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not replace:
+        raise TsPruneError(f"{path} exists: choose another folder or allow overwriting it")
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield staging
+        aside = None
+        if path.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, aside / path.name)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_folder(path.parent)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def atomic_write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     return atomic_write(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")

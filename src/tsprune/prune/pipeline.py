@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from tsprune.prune.methods import TargetUnreachable  # noqa: F401 - raised throu
 from tsprune.sparse.engine import compile_sparse, plan_summary
 from tsprune.run import Run, environment, load_run, save_run
 from tsprune.train import evaluate, fit
-from tsprune.runtime import configure_threads, resolve_device, seed_everything
+from tsprune.runtime import atomic_dir, configure_threads, resolve_device, seed_everything
 
 
 def _finetune_config(run: Run, config: PruneConfig) -> TrainConfig:
@@ -259,15 +257,6 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
 
 
 def _write_atomically(run: Run, out: Path, config: PruneConfig, overwrite: bool) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        extra = {"prune": dataclasses.asdict(config)}
-        save_run(run, staging, extra)
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
-        staging.replace(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with atomic_dir(out, replace=overwrite) as staging:
+        save_run(run, staging, {"prune": dataclasses.asdict(config)})
     run.path = out

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from tsprune.errors import TsPruneError
+from tsprune.runtime import atomic_dir
 from tsprune.sweep.store import SweepStore, run_dir_complete, write_results
 from tsprune.sweep.tasks import now_utc
 
@@ -144,8 +145,6 @@ def _recompile(store: SweepStore, run_id: str, masked: Any, data: Any,
     run's directory with the result (staging folder, then a rename), and return the compiled model and the plan
     facts for its record."""
     import copy
-    import shutil
-    import tempfile
 
     from tsprune.measure import example_inputs
     from tsprune.run import load_run, save_run
@@ -157,14 +156,8 @@ def _recompile(store: SweepStore, run_id: str, masked: Any, data: Any,
                                     threads=settings["threads"])
     facts = {**plan_summary(plan), "compiled_batch_size": largest, "recompiled": now_utc()}
     run.model, run.sparse_plan, run.metrics = cast(Any, compiled), plan, {**run.metrics, **facts}  # same class
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=store.runs_dir))
-    try:
+    with atomic_dir(store.run_dir(run_id)) as staging:
         save_run(run, staging)
-        shutil.rmtree(store.run_dir(run_id))
-        staging.replace(store.run_dir(run_id))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return compiled, facts
 
 

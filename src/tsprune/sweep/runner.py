@@ -4,6 +4,12 @@ outcome as it arrives, and refresh the results table.
 Resuming is the same call again: a run with a record is skipped (a failed one too, unless ``retry_failed``); a run
 without one — never started, or interrupted by Ctrl-C, ``kill -9`` or a reboot — is done again, a dense training
 continuing from its last finished epoch.
+
+A sweep directory moved to a new machine often keeps its records but not its weights (they are not committed).
+``rebuild`` runs again every finished run whose weights the sweep keeps but this directory lacks (dense runs;
+prune runs with ``keep_pruned``), so the measuring pass can time them. Runs are deterministic for a seed, a thread
+count and a code version: the new record says what the old one measured (``metrics.rebuilt``), so a rebuild that
+does not reproduce its record shows.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from tsprune.sweep.work import Work
 from tsprune.sweep.plan import DenseRun, Plan, PruneRun, plan_sweep
 from tsprune.sweep.progress import SweepProgress
 from tsprune.sweep.spec import SweepSpec
-from tsprune.sweep.store import SweepStore, write_results
+from tsprune.sweep.store import SweepStore, run_dir_complete, write_results
 from tsprune.sweep.tasks import parent_failed
 
 
@@ -48,6 +54,8 @@ class StoreReporter:
     def finished(self, run: DenseRun | PruneRun, record: dict[str, Any], files: dict[str, bytes] | None = None) -> None:
         previous = self.records.get(run.run_id)
         record["attempt"] = (previous or {}).get("attempt", 0) + 1
+        if previous is not None and previous.get("status") == "done" and record.get("status") == "done":
+            record["metrics"] = {**record["metrics"], "rebuilt": rebuilt_against(previous, record)}
         if files:  # the run directory first: a record always vouches for files that are there
             self.store.write_run_files(run.run_id, files)
         self.store.write_record(record)
@@ -55,14 +63,29 @@ class StoreReporter:
         self.progress.finished(record, run.labels.describe())
 
 
-def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any]], retry_failed: bool,
-                 keep_pruned: bool) -> tuple[Work, list[tuple[PruneRun, dict[str, Any]]]]:
-    """What is left of ``plan`` given the ``records``, plus the records to write at once (prune runs whose dense
-    run failed and is not retried)."""
+def rebuilt_against(previous: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """What a rebuilt run's earlier record measured, and whether the rebuild reproduced its test error."""
+    before, after = previous.get("metrics") or {}, record.get("metrics") or {}
+    same = all(before.get(key) is not None and after.get(key) is not None
+               and abs(float(after[key]) - float(before[key])) <= 1e-6 * max(1.0, abs(float(before[key])))
+               for key in ("mse", "mae"))
+    return {"mse_before": before.get("mse"), "mae_before": before.get("mae"), "reproduced": same,
+            "git_rev_before": previous.get("git_rev"), "finished_before": previous.get("finished_at"),
+            "threads_before": previous.get("threads")}
 
-    def todo(run_id: str) -> bool:
+
+def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any]], retry_failed: bool,
+                 keep_pruned: bool, rebuild: bool = False) -> tuple[Work, list[tuple[PruneRun, dict[str, Any]]]]:
+    """What is left of ``plan`` given the ``records``, plus the records to write at once (prune runs whose dense
+    run failed and is not retried). ``rebuild``: also the finished runs whose kept weights are missing here."""
+
+    def todo(run_id: str, kept: bool = keep_pruned) -> bool:
         record = records.get(run_id)
-        return record is None or (retry_failed and record.get("status") != "done")
+        if record is None:
+            return True
+        if record.get("status") != "done":
+            return retry_failed
+        return rebuild and kept and not run_dir_complete(store.run_dir(run_id))
 
     work = Work(store, keep_pruned=keep_pruned)
     at_once: list[tuple[PruneRun, dict[str, Any]]] = []
@@ -77,7 +100,7 @@ def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any
             work.ready.extend(waiting)
         elif record is not None and record.get("status") != "done" and not retry_failed:
             at_once.extend((run, parent_failed(run, record)) for run in waiting)
-        elif todo(dense.run_id) or waiting:  # never done, to retry, or its directory is gone but still needed
+        elif todo(dense.run_id, kept=True) or waiting:  # never done, to retry, to rebuild, or gone but still needed
             work.dense.append(dense)
             work.waiting[dense.run_id] = waiting
     return work, at_once
@@ -86,12 +109,13 @@ def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any
 def run_sweep(spec: SweepSpec, sweep_dir: str | Path, executor: str = "local", workers: int | None = None,
               address: str | None = None, retry_failed: bool = False, gpus_per_run: float = 0.0,
               threads: int | None = None, progress: bool = True, console: Console | None = None,
-              reuse_dense: str | Path | None = None) -> SweepOutcome:
+              reuse_dense: str | Path | None = None, rebuild: bool = False) -> SweepOutcome:
     """Run (or resume) ``spec`` in ``sweep_dir`` and return counts; records land in ``sweep_dir/records``.
 
     ``workers`` runs at a time, each with ``threads`` torch threads (default: cores // workers). ``reuse_dense``:
     another sweep directory whose finished dense runs of the same configuration are taken instead of training them
-    (:meth:`SweepStore.reuse_dense`).
+    (:meth:`SweepStore.reuse_dense`). ``rebuild``: run again the finished runs whose kept weights are missing
+    (see the module doc).
     """
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run, threads=threads)
     plan = plan_sweep(spec)
@@ -103,7 +127,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, executor: str = "local", w
         if reuse_dense is not None:
             store.reuse_dense([run.run_id for run in plan.dense], reuse_dense)
         records = store.records()
-        work, at_once = pending_work(plan, store, records, retry_failed, spec.keep_pruned)
+        work, at_once = pending_work(plan, store, records, retry_failed, spec.keep_pruned, rebuild)
         todo = len(work.dense) + len(work.ready) + sum(map(len, work.waiting.values())) + len(at_once)
         in_flight = "running" if executor == "local" else "submitted"
         with SweepProgress(todo, len(plan) - todo, progress, console, in_flight) as bar:

@@ -15,7 +15,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from tsprune.errors import TsPruneError
-from tsprune.runtime import atomic_path, atomic_write
+from tsprune.runtime import atomic_dir, atomic_path, atomic_write
 
 RECORD_FORMAT = "tsprune-sweep-record/1"
 RUN_FILES = ("model.safetensors", "config.json", "metrics.json")
@@ -125,30 +124,22 @@ class SweepStore:
             if (run_id in ours or record is None or record.get("kind") != "dense" or record.get("status") != "done"
                     or not other.dense_complete(run_id)):
                 continue
-            staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.runs_dir))
-            for name in RUN_FILES:
-                try:
-                    os.link(other.run_dir(run_id) / name, staging / name)
-                except OSError:  # another filesystem, or links not allowed
-                    shutil.copyfile(other.run_dir(run_id) / name, staging / name)
-            target = self.run_dir(run_id)
-            if target.exists():
-                shutil.rmtree(target)
-            staging.replace(target)
+            with atomic_dir(self.run_dir(run_id)) as staging:
+                for name in RUN_FILES:
+                    try:
+                        os.link(other.run_dir(run_id) / name, staging / name)
+                    except OSError:  # another filesystem, or links not allowed
+                        shutil.copyfile(other.run_dir(run_id) / name, staging / name)
             self.write_record({**record, "reused_from": str(other.root)})  # after the files it vouches for
             taken += 1
         return taken
 
     def write_run_files(self, run_id: str, files: dict[str, bytes]) -> Path:
         """Write a run directory received as bytes (from a remote worker) via a staging folder and a rename."""
-        staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.runs_dir))
-        for name, payload in files.items():
-            (staging / name).write_bytes(payload)
-        target = self.run_dir(run_id)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.replace(target)
-        return target
+        with atomic_dir(self.run_dir(run_id)) as staging:
+            for name, payload in files.items():
+                (staging / name).write_bytes(payload)
+        return self.run_dir(run_id)
 
 
 def run_dir_complete(folder: Path) -> bool:
