@@ -16,22 +16,13 @@ import pandas as pd
 import typer
 
 from tsprune.errors import TsPruneError
+from tsprune.report.tables import series_labels
 from tsprune.runtime import atomic_write
 from tsprune.sweep.store import load_results
 
 cli = typer.Typer(add_completion=False)
 
 METHOD_ORDER = ("magnitude", "lamp", "wanda", "sparsegpt", "depgraph")
-
-
-def _name(method: str, variant: object) -> str:
-    if method == "depgraph":
-        importance = "l2"
-        for part in str(variant or "").split(","):
-            if part.startswith("importance="):
-                importance = part.split("=", 1)[1]
-        return f"depgraph ({importance})"
-    return method if not variant or pd.isna(variant) else f"{method} ({variant})"
 
 
 def _cell(row: pd.Series) -> str:
@@ -49,7 +40,7 @@ def comparison(frame: pd.DataFrame) -> str:
     prune = frame[(frame["kind"] == "prune") & (frame["finetune_epochs"].fillna(0) == 0)].copy()
     if prune.empty:
         raise TsPruneError("the results table has no prune runs without fine-tuning")
-    prune["name"] = [_name(m, v) for m, v in zip(prune["method"], prune.get("variant", [None] * len(prune)))]
+    prune["name"] = series_labels(prune)  # the report's series: a method and its variant, e.g. depgraph (taylor)
     prune["density"] = prune["target_density"].round(3)
     densities = sorted(prune["density"].unique(), reverse=True)
     dense = frame[frame["kind"] == "dense"].set_index("run_id")["mse"]
@@ -58,7 +49,8 @@ def comparison(frame: pd.DataFrame) -> str:
              "|---|---|---|" + "---|" * len(densities)]
     for model, rows in prune.groupby("model", sort=True):
         parent = rows["parent_id"].iloc[0]
-        names = sorted(rows["name"].unique(), key=lambda n: (order.get(n.split(" ")[0], 99), n))
+        series = rows[["method", "name"]].drop_duplicates()
+        names = [name for _, name in sorted(zip(series["method"].map(lambda m: order.get(m, 99)), series["name"]))]
         for i, name in enumerate(names):
             mine = rows[rows["name"] == name].set_index("density")
             cells = [_cell(mine.loc[d]) if d in mine.index else "" for d in densities]

@@ -3,7 +3,10 @@ real windows; ``predict --engine onnx`` gives the dense forecast; bad files give
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -13,13 +16,15 @@ from typer.testing import CliRunner
 
 from tsprune import api
 from tsprune.cli import app
+from tsprune.data.timefeatures import FEATURES, feature_names, time_features
 from tsprune.errors import TsPruneError
 from tsprune.models.registry import model_names
+from tsprune.run import save_run
 from tsprune.runtime import seeded_inference
 
 pytest.importorskip("onnxruntime")
 
-from tsprune.export import INPUTS, OnnxForecaster, export_run, read_sidecar  # noqa: E402
+from tsprune.export import INPUTS, OnnxForecaster, export_run, read_sidecar, time_feature_recipe  # noqa: E402
 
 TINY = {"d_model": 16, "d_ff": 32, "n_heads": 2, "e_layers": 1, "d_layers": 1, "modes": 8, "n_routers": 2}
 runner = CliRunner()
@@ -139,7 +144,74 @@ def test_bad_files_give_one_line_errors(runs, informer_onnx, tmp_path):
     sidecar = read_sidecar(tmp_path / "m.onnx")  # plain JSON: what a caller without tsprune needs
     assert sidecar["scaler"]["mean"] and sidecar["time_features"]["features"] == [
         "hour_of_day", "day_of_week", "day_of_month", "day_of_year"]
+    assert sidecar["time_features"] == time_feature_recipe("h")  # the data module's features, nothing typed twice
     assert sidecar["run"]["weights_sha256"] and sidecar["check"]["max_rel_diff"] <= 1e-4
+    import onnx
+
+    declared = [entry.version for entry in onnx.load(str(tmp_path / "m.onnx")).opset_import if entry.domain == ""]
+    assert declared == [sidecar["opset"]]  # the exporter's own opset, recorded without reloading the file
+
+
+def test_the_run_check_reads_the_weights_once_and_still_catches_a_changed_run(runs, informer_onnx, tmp_path,
+                                                                            monkeypatch):
+    """``predict --engine onnx`` checks the file against the run's weights on every call; the weights are hashed
+    once per version of the file, and a run saved again with other weights is refused."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["Informer"] / "Informer", run_dir)  # a path no earlier check has seen
+    onnx_file = informer_onnx / "m.onnx"
+    hashed = []
+    module = importlib.import_module("tsprune.export")  # `tsprune.export` the attribute is the api function
+    real = module._sha256_file
+    monkeypatch.setattr(module, "_sha256_file", lambda path: hashed.append(path) or real(path))
+    first = api.predict(run_dir, engine="onnx", onnx=onnx_file)
+    second = api.predict(run_dir, engine="onnx", onnx=onnx_file)
+    forecaster = OnnxForecaster(onnx_file)
+    run = api.load(run_dir)
+    forecaster.check_run(run)
+    forecaster.check_run(run)
+    assert len(hashed) == 1 and first.equals(second)
+    with torch.no_grad():
+        next(run.model.parameters()).add_(0.5)
+    save_run(run, run_dir)  # same directory, other weights
+    with pytest.raises(TsPruneError, match="exported from another run"):
+        api.predict(run_dir, engine="onnx", onnx=onnx_file)
+    assert len(hashed) == 2
+
+
+FREQUENCIES = ["s", "15s", "min", "15min", "h", "3h", "D", "B", "W", "W-TUE", "14D", "MS", "ME", "QS", "YS"]
+
+
+def test_every_calendar_feature_has_a_formula_that_computes_it():
+    """Each feature's sidecar formula, read back as numbers, gives the values the data pipeline computes."""
+    dates = pd.date_range("2019-12-28 22:58:57", periods=5000, freq="7h13min11s")  # across a year's end
+    pattern = r"(\w+) = \(?(\w+)(?: - (\d+)\))? / (\d+) - 0\.5 \(\2 from (\d+) to (\d+)(, [^)]+)?\)"
+    for name, feature in FEATURES.items():
+        found = re.fullmatch(pattern, feature.formula)
+        assert found, feature.formula
+        named, field, offset, span, first, last = found.groups()[:6]
+        assert (named, field) == (name, feature.field) and int(offset or 0) == int(first)
+        assert int(span) == int(last) - int(first)
+        raw = dates.isocalendar().week.to_numpy() if field == "iso_week" else getattr(dates, field)
+        values = feature.values(dates)
+        assert np.array_equal(values, (np.asarray(raw) - int(first)) / int(span) - 0.5)
+        assert values.min() >= -0.5 and values.max() <= 0.5
+
+
+@pytest.mark.parametrize("freq", FREQUENCIES)
+def test_the_sidecar_lists_exactly_the_features_the_data_module_computes(freq):
+    recipe = time_feature_recipe(freq)
+    dates = pd.date_range("2024-02-27", periods=50, freq=freq)
+    marks = time_features(dates, freq)
+    assert recipe["features"] == list(recipe["formulas"]) == feature_names(freq)
+    assert marks.shape == (50, len(recipe["features"]))
+    for column, name in enumerate(recipe["features"]):
+        assert recipe["formulas"][name] == FEATURES[name].formula
+        assert np.array_equal(marks[:, column], FEATURES[name].values(dates).astype(np.float32))
+
+
+def test_an_unknown_frequency_is_one_line():
+    with pytest.raises(TsPruneError, match="unknown frequency 'fortnightly'"):
+        time_feature_recipe("fortnightly")
 
 
 def test_an_operator_the_exporter_cannot_translate_is_named(runs, tmp_path, monkeypatch):

@@ -233,3 +233,69 @@ def test_a_separate_speed_table_takes_the_speed_columns():
     with_speed = build_tables(data, speed)
     assert list(speedup_columns(with_speed).values()) == [False, False]
     assert any(t.title == "Speed at full size" for t in with_speed)
+
+
+def variant_frame() -> pd.DataFrame:
+    """One dense model pruned by DepGraph at L2 importance (the default: no variant) and at Taylor importance, with
+    different damage, plus magnitude: the two DepGraph grids must stay two series."""
+    dense = run_row(run_id="d", mse=1.0)
+    rows = [dense]
+    for density, l2, taylor in ((0.8, 0.02, 0.30), (0.5, 0.04, 0.60)):
+        rows.append(pruned_row(dense, "depgraph", density, l2))
+        rows.append(pruned_row(dense, "depgraph", density, taylor, variant="importance=taylor",
+                               run_id=f"d-depgraph-taylor-{density}"))
+    rows.append(pruned_row(dense, "magnitude", 0.5, 0.01))
+    return pd.DataFrame(rows)
+
+
+def test_series_labels_name_a_method_and_its_variant():
+    assert tables.series_label("depgraph", "importance=taylor") == "depgraph (taylor)"
+    assert tables.series_label("depgraph", "calibration_windows=4,importance=taylor") == (
+        "depgraph (calibration_windows=4, taylor)")
+    assert tables.series_label("sparsegpt", "damping=0.01") == "sparsegpt (damping=0.01)"
+    assert tables.series_label("magnitude", "include_fourier=True") == "magnitude (include_fourier=True)"
+    for blank in ("", None, np.nan):
+        assert tables.series_label("wanda", blank) == "wanda"
+    labels = tables.prepare(variant_frame()).drop_duplicates("series").set_index("run_id")["series"]
+    # the default variant is spelt out only where its method has another variant in the table
+    assert sorted(labels) == ["dense", "depgraph (l2)", "depgraph (taylor)", "magnitude"]
+    alike = pd.DataFrame({"method": ["wanda", "wanda", "wanda"], "variant": ["comparison=layer", "other=layer", ""]})
+    assert list(tables.series_labels(alike)) == [  # shortened alike: spelt out in full, so no two series merge
+        "wanda (comparison=layer)", "wanda (other=layer)", "wanda (row)"]
+
+
+def test_method_variants_are_separate_series_in_tables_and_figures():
+    data = tables.prepare(variant_frame())
+    best = tables.best_within(data).set_index("series")
+    assert sorted(best.index) == ["depgraph (l2)", "depgraph (taylor)", "magnitude"]
+    assert best.loc["depgraph (l2)", "target_density"] == 0.5  # +4%: within 5%
+    assert np.isnan(best.loc["depgraph (taylor)", "target_density"])  # +30% already: none (pooled: 0.8 would pass)
+    assert best.loc["depgraph (taylor)", "variant"] == "importance=taylor"
+    summary = tables.summary(data)
+    depgraph = summary[summary["method"] == "depgraph"]
+    assert len(depgraph) == 4 and (depgraph["runs"] == 1).all()
+    assert depgraph.set_index(["series", "target_density"])["mse"].to_dict() == pytest.approx(
+        {("depgraph (l2)", 0.8): 1.02, ("depgraph (l2)", 0.5): 1.04, ("depgraph (taylor)", 0.8): 1.3,
+         ("depgraph (taylor)", 0.5): 1.6})
+    rendered = [row for table in build_tables(data) for row in cells(table)]
+    assert any("depgraph (taylor)" in row for row in rendered) and any("depgraph (l2)" in row for row in rendered)
+    fig = FIGURES["mse_vs_density"](data)
+    curves = [line for ax in fig.axes for line in ax.get_lines()
+              if len(line.get_xdata()) == 2 and line.get_marker() not in ("None", "")]  # not the dense level
+    assert len(curves) == 2  # one line per DepGraph variant (magnitude has one density here)
+    assert sorted(tuple(sorted(line.get_ydata())) for line in curves) == [
+        pytest.approx((1.02, 1.04)), pytest.approx((1.3, 1.6))]  # each variant's own MSEs, not their mean
+    assert len({line.get_marker() for line in curves}) == 2
+    labels = {text.get_text() for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+              for text in legend.get_texts()}
+    assert {"depgraph (l2), structured", "depgraph (taylor), structured", "magnitude, unstructured"} <= labels
+
+
+def test_findings_judge_the_studys_settings_only():
+    """The study's claims are about its method settings: a Taylor-importance DepGraph grid in the same table
+    changes no finding's numbers."""
+    with_variant = tables.prepare(variant_frame())
+    without = tables.prepare(variant_frame().query("variant != 'importance=taylor'"))
+    from tsprune.report.findings import findings
+
+    assert findings(with_variant).equals(findings(without))

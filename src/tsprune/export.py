@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -99,6 +100,13 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _opset(program: Any) -> int:
+    """The standard-domain opset of the program ``torch.onnx.export`` returned, the one the file declares (0 if
+    the exporter returned none)."""
+    imports = getattr(getattr(program, "model", None), "opset_imports", None) or {}
+    return int(imports.get("", imports.get("ai.onnx", 0)))
+
+
 def _first_line(exc: BaseException) -> str:
     for line in str(exc).splitlines():
         line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
@@ -107,19 +115,52 @@ def _first_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def weights_digest(run_dir: Path) -> str:
-    """sha256 of the run's weights file: ties an exported file to the run it came from."""
-    from tsprune.run import WEIGHTS
-
+def _sha256_file(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(run_dir / WEIGHTS, "rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=64)
+def _version_digest(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    """sha256 of one version of a file; the arguments after ``path`` only key the cache."""
+    return _sha256_file(Path(path))
+
+
+def weights_digest(run_dir: Path) -> str:
+    """sha256 of the run's weights file: ties an exported file to the run it came from.
+
+    Read once per version of the file (keyed by path, inode, size and change times): checking the same run again,
+    as every ``predict --engine onnx`` does, costs a ``stat``, and rewritten weights (a new file, or new times) are
+    hashed again, so a changed run still fails the check. The one change this would miss, a rewrite in place to
+    the same size within one tick of the file-system clock, does not happen to a run: tsprune writes weights to a
+    new file and renames it (a new inode).
+    """
+    from tsprune.run import WEIGHTS
+
+    path = (Path(run_dir) / WEIGHTS).resolve()
+    try:
+        info = path.stat()
+    except OSError:
+        raise TsPruneError(f"{run_dir} has no readable {WEIGHTS}: is it a run directory?") from None
+    return _version_digest(str(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def time_feature_recipe(freq: str) -> dict[str, Any]:
+    """The sidecar's calendar-feature section: the features of ``freq`` in input column order and their formulas,
+    as the data module defines them (``data.timefeatures.FEATURES``)."""
+    from tsprune.data.timefeatures import feature_formulas
+
+    formulas = feature_formulas(freq)
+    return {"freq": freq, "features": list(formulas), "formulas": formulas,
+            "recipe": "each feature is one calendar field of the row's timestamp scaled to [-0.5, 0.5]; formulas "
+                      "gives them in the column order of x_mark_enc and x_mark_dec"}
+
+
 def sidecar_payload(run: Run, batch_size: int | None, check: dict[str, Any], opset: int) -> dict[str, Any]:
-    from tsprune.data.timefeatures import feature_names
     from tsprune.run import environment
 
     cfg, metrics = run.config, run.metrics
@@ -133,12 +174,7 @@ def sidecar_payload(run: Run, batch_size: int | None, check: dict[str, Any], ops
         "seq_len": cfg.model.seq_len, "label_len": cfg.model.label_len, "pred_len": cfg.model.pred_len,
         "columns": run.columns, "output_columns": run.columns[len(run.columns) - c_out:],
         "scaler": {**run.scaler.to_dict(), "formula": "scaled = (value - mean) / std, per column"},
-        "time_features": {"freq": run.freq, "features": feature_names(run.freq),
-                          "recipe": "each feature scaled to [-0.5, 0.5]: hour_of_day = hour / 23 - 0.5, "
-                                    "day_of_week = weekday / 6 - 0.5, day_of_month = (day - 1) / 30 - 0.5, "
-                                    "day_of_year = (day_of_year - 1) / 365 - 0.5, month_of_year = (month - 1) "
-                                    "/ 11 - 0.5, week_of_year = (iso_week - 1) / 52 - 0.5, minute_of_hour = "
-                                    "minute / 59 - 0.5, second_of_minute = second / 59 - 0.5"},
+        "time_features": time_feature_recipe(run.freq),
         "run": {"path": str(run.path) if run.path is not None else None, "model": cfg.model.name,
                 "method": metrics.get("method", "dense"), "target_density": metrics.get("target_density", 1.0),
                 "weights_sha256": weights_digest(run.path) if run.path is not None else None},
@@ -177,9 +213,9 @@ def export_run(source: Run | str | Path, path: str | Path, batch_size: int | Non
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
-                torch.onnx.export(model, trace, str(staging), dynamo=True, external_data=False,
-                                  input_names=[name for name, _, _ in INPUTS], output_names=[OUTPUT[0]],
-                                  dynamic_shapes=dynamic, verbose=False)
+                program = torch.onnx.export(model, trace, str(staging), dynamo=True, external_data=False,
+                                            input_names=[name for name, _, _ in INPUTS], output_names=[OUTPUT[0]],
+                                            dynamic_shapes=dynamic, verbose=False)
         except Exception as exc:  # the exporter raises many types; each becomes one line naming the operator
             operator = _operator(exc)
             where = f" at operator {operator}" if operator else ""
@@ -195,13 +231,9 @@ def export_run(source: Run | str | Path, path: str | Path, batch_size: int | Non
         if not difference <= TOLERANCE:
             raise TsPruneError(f"the exported {run.config.model.name} differs from PyTorch by {difference:.2e} "
                                f"(relative) on {count} test windows, more than {TOLERANCE:g}: not kept")
-        import onnx
-
-        opset = next((entry.version for entry in onnx.load(str(staging), load_external_data=False).opset_import
-                      if entry.domain in ("", "ai.onnx")), 0)
     check_facts = {"windows": count, "split": "test", "max_rel_diff": difference, "tolerance": TOLERANCE}
     sidecar = Path(str(out) + ".json")
-    atomic_write_json(sidecar, sidecar_payload(run, batch_size, check_facts, opset))
+    atomic_write_json(sidecar, sidecar_payload(run, batch_size, check_facts, _opset(program)))
     return Exported(out, sidecar, difference, count, time.perf_counter() - started)
 
 
@@ -253,7 +285,8 @@ class OnnxForecaster:
             raise TsPruneError(f"{self.path} has inputs {names}, not the four tsprune exports")
 
     def check_run(self, run: Run) -> None:
-        """Refuse a file exported from another run (its weights' sha256 is in the sidecar)."""
+        """Refuse a file exported from another run (its weights' sha256 is in the sidecar). The run's weights are
+        read once per version of its file (:func:`weights_digest`), not on every prediction."""
         expected = (self.sidecar.get("run") or {}).get("weights_sha256")
         if run.path is not None and expected and weights_digest(run.path) != expected:
             raise TsPruneError(f"{self.path} was exported from another run than {run.path}: export this run")

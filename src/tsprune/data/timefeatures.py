@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -10,17 +11,42 @@ from pandas.tseries.frequencies import to_offset
 
 from tsprune.errors import TsPruneError
 
-# Feature extractors: name -> function of a DatetimeIndex.
-_EXTRACTORS = {
-    "second_of_minute": lambda d: d.second / 59.0 - 0.5,
-    "minute_of_hour": lambda d: d.minute / 59.0 - 0.5,
-    "hour_of_day": lambda d: d.hour / 23.0 - 0.5,
-    "day_of_week": lambda d: d.day_of_week / 6.0 - 0.5,
-    "day_of_month": lambda d: (d.day - 1) / 30.0 - 0.5,
-    "day_of_year": lambda d: (d.day_of_year - 1) / 365.0 - 0.5,
-    "month_of_year": lambda d: (d.month - 1) / 11.0 - 0.5,
-    "week_of_year": lambda d: (d.isocalendar().week.to_numpy() - 1) / 52.0 - 0.5,
-}
+@dataclass(frozen=True)
+class CalendarFeature:
+    """One calendar feature: a field of the timestamps scaled from ``[first, last]`` to ``[-0.5, 0.5]``,
+    ``(field - first) / (last - first) - 0.5``. The one definition of what the models see: the data pipeline
+    computes it (``values``) and an exported model's sidecar states it (``formula``) from these same numbers."""
+
+    name: str
+    field: str  # a pandas DatetimeIndex attribute, or "iso_week" (the ISO 8601 week number)
+    first: int
+    last: int
+    note: str = ""  # how the field counts, where its name does not say
+
+    def values(self, dates: pd.DatetimeIndex) -> np.ndarray:
+        """``[len(dates)]`` float64 feature values."""
+        raw = dates.isocalendar().week.to_numpy() if self.field == "iso_week" else getattr(dates, self.field)
+        return (np.asarray(raw, dtype=np.int64) - self.first) / float(self.last - self.first) - 0.5
+
+    @property
+    def formula(self) -> str:
+        """The computation in words, for callers without tsprune, e.g. ``day_of_month = (day - 1) / 30 - 0.5``."""
+        shifted = self.field if self.first == 0 else f"({self.field} - {self.first})"
+        counts = f"{self.field} from {self.first} to {self.last}" + (f", {self.note}" if self.note else "")
+        return f"{self.name} = {shifted} / {self.last - self.first} - 0.5 ({counts})"
+
+
+# Every feature a frequency can get, by name (Autoformer's timeF features).
+FEATURES = {feature.name: feature for feature in (
+    CalendarFeature("second_of_minute", "second", 0, 59),
+    CalendarFeature("minute_of_hour", "minute", 0, 59),
+    CalendarFeature("hour_of_day", "hour", 0, 23),
+    CalendarFeature("day_of_week", "day_of_week", 0, 6, "Monday = 0"),
+    CalendarFeature("day_of_month", "day", 1, 31),
+    CalendarFeature("day_of_year", "day_of_year", 1, 366),
+    CalendarFeature("month_of_year", "month", 1, 12),
+    CalendarFeature("week_of_year", "iso_week", 1, 53, "ISO 8601 week number"),
+)}
 
 # Which features each base frequency gets (finer data sees every coarser calendar cycle that varies within it).
 _BY_BASE = {
@@ -54,7 +80,13 @@ def base_frequency(freq: str) -> str:
 
 
 def feature_names(freq: str) -> list[str]:
+    """The features ``time_features`` computes for ``freq``, in column order."""
     return list(_BY_BASE[base_frequency(freq)])
+
+
+def feature_formulas(freq: str) -> dict[str, str]:
+    """``{name: formula}`` of the features of ``freq``, in column order (what an exported model's sidecar says)."""
+    return {name: FEATURES[name].formula for name in feature_names(freq)}
 
 
 def time_features(dates: pd.DatetimeIndex, freq: str) -> np.ndarray:
@@ -62,7 +94,7 @@ def time_features(dates: pd.DatetimeIndex, freq: str) -> np.ndarray:
     names = feature_names(freq)
     if not names:
         return np.zeros((len(dates), 0), dtype=np.float32)
-    columns = [np.asarray(_EXTRACTORS[name](dates), dtype=np.float64) for name in names]
+    columns = [FEATURES[name].values(dates) for name in names]
     return np.stack(columns, axis=1).astype(np.float32)
 
 

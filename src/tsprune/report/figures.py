@@ -24,14 +24,14 @@ from tsprune.report.style import (
     legend,
     linestyle,
     log_axis,
-    marker,
-    method_handles,
     model_colors,
     model_handles,
     mse_axis,
     note_figure,
     panels,
     percent,
+    series_handles,
+    series_markers,
 )
 
 
@@ -63,7 +63,7 @@ def seed_stats(frame: pd.DataFrame, by: str, x: pd.Series) -> pd.DataFrame:
 
 def mse_vs_density(frame: pd.DataFrame) -> Figure:
     """Accuracy cost of pruning: MSE against the share of all parameters kept, dense MSE as the target line."""
-    colors = model_colors(frame["model"])
+    colors, markers = model_colors(frame["model"]), series_markers(frame)
     grid, epochs = tables.untuned(tables.main_grid(tables.accuracy_view(tables.done(frame)), frame))
     grid = grid[grid["mse"].notna()]
     title = "Test MSE vs density"
@@ -79,9 +79,9 @@ def mse_vs_density(frame: pd.DataFrame) -> Figure:
             dense = by_model[by_model["kind"] == "dense"]["mse"]
             if not dense.empty:
                 ax.axhline(dense.mean(), color=colors[model], ls=":", lw=1.3)
-            for method, runs in tables.text_groups(by_model[by_model["kind"] == "prune"], "method"):
+            for method, label, runs in tables.series_groups(by_model[by_model["kind"] == "prune"]):
                 stats = seed_stats(runs, "target_density", tables.density_x(runs))
-                ax.plot(stats["x"], stats["mse"], color=colors[model], ls=linestyle(method), marker=marker(method),
+                ax.plot(stats["x"], stats["mse"], color=colors[model], ls=linestyle(method), marker=markers[label],
                         ms=5, lw=1.6)
                 if (stats["n"] > 1).any():
                     spread = True
@@ -99,8 +99,8 @@ def mse_vs_density(frame: pd.DataFrame) -> Figure:
     references: list[Artist] = [Line2D([], [], color="0.25", ls=":", lw=1.3, label="dense model")]
     if spread:
         references.append(Patch(color="0.25", alpha=0.15, label="seed min–max (line: mean)"))
-    legend(fig, [model_handles(grid["model"], colors),
-                 method_handles(grid.loc[grid["kind"] == "prune", "method"]), references])
+    legend(fig, [model_handles(grid["model"], colors), series_handles(grid[grid["kind"] == "prune"], markers),
+                 references])
     tuning = "without fine-tuning" if epochs == 0 else f"fine-tuned {epochs} epochs (no untuned runs)"
     headline(fig, title, f"{tables.grid_description(frame)}, {tuning}")
     return fig
@@ -108,7 +108,7 @@ def mse_vs_density(frame: pd.DataFrame) -> Figure:
 
 def speedup_vs_flops(frame: pd.DataFrame) -> Figure:
     """Does saving FLOPs save time? Measured speedup against FLOPs reduction, with the ideal y = x."""
-    colors = model_colors(frame["model"])
+    colors, markers = model_colors(frame["model"]), series_markers(frame)
     grid, _ = tables.untuned(tables.main_grid(tables.done(frame), frame))
     runs = grid[grid["kind"] == "prune"].assign(x=lambda f: tables.flops_reduction(f), y=lambda f: f["speedup"])
     runs = runs[(runs["x"] > 0) & (runs["y"] > 0)]
@@ -117,15 +117,15 @@ def speedup_vs_flops(frame: pd.DataFrame) -> Figure:
         return note_figure(title, "no pruned runs with both a measured speedup and a FLOPs count")
     fig = Figure(figsize=(9.0, 6.4), layout="constrained")
     ax = fig.subplots()
-    keys = ["model", "method", "engine", "dataset", "pred_len"]
+    keys = ["model", *tables.SERIES, "series", "engine", "dataset", "pred_len"]
     for key, points in runs.groupby(keys, dropna=False):
-        model, method, engine = cast(tuple[str, str, str], key[:3])  # text columns
+        model, method, _, label, engine = cast(tuple[str, str, str, str, str], key[:5])  # text columns
         stats = points.groupby("target_density").agg(x=("x", "mean"), y=("y", "mean"), lo=("y", "min"),
                                                      hi=("y", "max")).sort_values("x")
         face = colors[model] if engine == "dense" else "white"
         ax.plot(stats["x"], stats["y"], color=colors[model], ls=linestyle(method), lw=1.0, alpha=0.5)
         ax.vlines(stats["x"], stats["lo"], stats["hi"], color=colors[model], lw=1.2, alpha=0.7)
-        ax.plot(stats["x"], stats["y"], ls="none", marker=marker(method), ms=7, mfc=face, mec=colors[model])
+        ax.plot(stats["x"], stats["y"], ls="none", marker=markers[label], ms=7, mfc=face, mec=colors[model])
     values = [*runs["x"], *runs["y"], 1.0]
     low, high = min(values) / 1.3, max(values) * 1.3
     ax.plot([low, high], [low, high], color="0.4", ls="-.", lw=1.0)
@@ -140,7 +140,7 @@ def speedup_vs_flops(frame: pd.DataFrame) -> Figure:
     if (runs["engine"] != "dense").any():
         references += [Line2D([], [], ls="none", marker="o", color="0.25", label="filled: dense engine"),
                        Line2D([], [], ls="none", marker="o", mfc="white", color="0.25", label="hollow: sparse engine")]
-    legend(fig, [model_handles(runs["model"], colors), method_handles(runs["method"]), references], right=True)
+    legend(fig, [model_handles(runs["model"], colors), series_handles(runs, markers), references], right=True)
     headline(fig, title, f"{tables.grid_description(frame)}; vertical bars: seed min–max")
     return fig
 
@@ -150,10 +150,10 @@ def finetune(frame: pd.DataFrame) -> Figure:
 
     Points rather than bars: bars must start at zero, which hides the few-percent differences that matter here.
     """
-    colors = model_colors(frame["model"])
+    colors, markers = model_colors(frame["model"]), series_markers(frame)
     grid = tables.main_grid(tables.accuracy_view(tables.done(frame)), frame)
     grid = grid[grid["mse"].notna()]
-    setting = tables.TASK + ["method", "target_density"]
+    setting = tables.TASK + [*tables.SERIES, "target_density"]
     pruned = grid[grid["kind"] == "prune"]
     tuned = pruned.loc[pruned["finetune_epochs"] > 0, setting].drop_duplicates()
     title = "Fine-tuned vs not"
@@ -167,16 +167,16 @@ def finetune(frame: pd.DataFrame) -> Figure:
     fig, axes = panels(len(tasks(runs)), extra_height=0.5)
     for ax, (dataset, horizon) in zip(axes, tasks(runs)):
         rows = at_task(runs, dataset, horizon)
-        cells = sorted(rows[["model", "method", "target_density"]].drop_duplicates().itertuples(index=False),
+        cells = sorted(rows[["model", "series", "target_density"]].drop_duplicates().itertuples(index=False),
                        key=lambda c: (c[0], c[1], -c[2]))
-        for i, (model, method, density) in enumerate(cells):
-            cell = rows[(rows["model"] == model) & (rows["method"] == method) & (rows["target_density"] == density)]
+        for i, (model, label, density) in enumerate(cells):
+            cell = rows[(rows["model"] == model) & (rows["series"] == label) & (rows["target_density"] == density)]
             stats = seed_stats(cell, "finetune_epochs", cell["finetune_epochs"])
             xs = i + offsets[[epochs.index(e) for e in stats["finetune_epochs"]]]
             ax.plot(xs, stats["mse"], color=colors[model], lw=1.2, alpha=0.6)
             ax.vlines(xs, stats["lo"], stats["hi"], color=colors[model], lw=1.2)
             for x, epoch, mse in zip(xs, stats["finetune_epochs"], stats["mse"]):
-                ax.plot(x, mse, ls="none", marker=marker(method), ms=8, mec=colors[model],
+                ax.plot(x, mse, ls="none", marker=markers[label], ms=8, mec=colors[model],
                         mfc=colors[model] if epoch else "white", mew=1.5)
             reference = dense_ref.get((model, dataset, horizon), np.nan)
             if np.isfinite(reference):

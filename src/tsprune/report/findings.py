@@ -44,9 +44,11 @@ class Finding:
 
 def _pruned(grid: pd.DataFrame, method: str, engine: str = "dense", finetune: int = 0,
             scored: bool = True) -> pd.DataFrame:
-    """Finished prune runs of ``method`` on ``engine`` with ``finetune`` epochs (with an MSE when ``scored``)."""
-    rows = grid[(grid["kind"] == "prune") & (grid["method"] == method) & (grid["engine"] == engine)
-                & (grid["finetune_epochs"] == finetune)]
+    """Finished prune runs of ``method`` on ``engine`` with ``finetune`` epochs (with an MSE when ``scored``), at
+    the method's default options: the study's claims are about its settings (L2 DepGraph, global magnitude), so
+    another variant of a method (``tables.SERIES``, e.g. Taylor importance) is never pooled into them."""
+    rows = grid[(grid["kind"] == "prune") & (grid["method"] == method) & (grid["variant"] == "")
+                & (grid["engine"] == engine) & (grid["finetune_epochs"] == finetune)]
     return rows[rows["mse"].notna()] if scored else rows
 
 

@@ -152,7 +152,7 @@ def findings_table(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> Ta
 
 def speed_table(timing: pd.DataFrame) -> Table:
     frame = timing.assign(flops_reduction=tables.flops_reduction(timing))
-    columns = [Column("model", "model", text), Column("method", "method", text), Column("engine", "engine", text),
+    columns = [Column("model", "model", text), Column("series", "method", text), Column("engine", "engine", text),
                Column("target_density", "density target", number(3)),
                Column("density_total", "density (all params)", number(3)),
                Column("flops_reduction", "FLOPs reduction", fixed(1, "×"))]
@@ -200,11 +200,12 @@ def update_readme(readme: Path, out_dir: Path) -> None:
 
 def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> list[Table]:
     task = [Column("model", "model", text), Column("dataset", "dataset", text), Column("pred_len", "horizon", text),
-            Column("method", "method", text)]
+            Column("series", "method", text)]  # the method and its variant, e.g. depgraph (taylor)
     grid = tables.grid_description(data)
     best = Table(
         "Lowest density within 5% of dense MSE",
-        f"Per task and method, the lowest target density whose seed-mean test MSE stays within "
+        f"Per task and method (each variant of a method apart, e.g. depgraph (taylor): options other than its "
+        f"defaults), the lowest target density whose seed-mean test MSE stays within "
         f"{tables.TOLERANCE:.0%} of the dense MSE (main grid: {grid}; no fine-tuning). '—' means no density did.",
         task + [Column("target_density", "target density", number(3)),
                 Column("density_total", "density (all params)", number(3)), Column("mse", "MSE", number()),
@@ -225,7 +226,7 @@ def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> list
     failed = Table(
         "Failed runs", "Runs that did not finish, with the last line of their error.",
         [Column("model", "model", text), Column("dataset", "dataset", text), Column("pred_len", "horizon", text),
-         Column("size", "size", text), Column("method", "method", text),
+         Column("size", "size", text), Column("series", "method", text),
          Column("target_density", "target density", number(3)), Column("seed", "seed", text),
          Column("status", "status", text), Column("error", "error", text), Column("run_id", "run", text)],
         tables.failed(data), "No failed runs.")

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -20,6 +21,7 @@ from matplotlib.typing import RcKeyType
 
 from tsprune.models.registry import SPECS
 from tsprune.prune.methods import METHODS
+from tsprune.report import tables
 from tsprune.report.tables import is_structured
 
 STYLE: dict[RcKeyType, Any] = {
@@ -34,6 +36,8 @@ KNOWN_MODELS = tuple(spec.name.lower() for spec in SPECS)
 PALETTE: tuple[tuple[float, float, float], ...] = colormaps["tab10"].colors  # type: ignore[attr-defined]
 METHOD_MARKERS = {"dense": "*", **{method.name: method.marker for method in METHODS}}
 SPARE_MARKERS = ("D", "v", "P", "X", "<", ">")
+# A method's variants (other options than its defaults) are drawn with markers no registered method uses.
+VARIANT_MARKERS = tuple(m for m in ("X", "<", ">", "h", "p", "d", "8", "H") if m not in METHOD_MARKERS.values())
 PANEL = (5.0, 3.6)  # inches per panel
 SPARE = "spare panel"
 MIN_WIDTH = 8.0  # inches: room for the two-line title and the legend under a single panel
@@ -53,6 +57,17 @@ def marker(method: str) -> str:
     if method in METHOD_MARKERS:
         return METHOD_MARKERS[method]
     return SPARE_MARKERS[sum(map(ord, method)) % len(SPARE_MARKERS)]
+
+
+def series_markers(frame: pd.DataFrame) -> dict[str, str]:
+    """A marker per series label of the pruned rows of a ``tables.prepare``-d frame: a method at its defaults keeps
+    its own marker, its variants take :data:`VARIANT_MARKERS` in label order. Pass the whole table, so every figure
+    of a report draws a series with the same marker."""
+    rows = frame.loc[frame["kind"] == "prune", [*tables.SERIES, "series"]].drop_duplicates()
+    markers = {label: marker(method) for method, variant, label in rows.itertuples(index=False) if not variant}
+    variants = sorted(label for _, variant, label in rows.itertuples(index=False) if variant)
+    markers.update({label: VARIANT_MARKERS[i % len(VARIANT_MARKERS)] for i, label in enumerate(variants)})
+    return markers
 
 
 def linestyle(method: str) -> str:
@@ -167,10 +182,11 @@ def model_handles(models: Iterable[str], colors: dict[str, tuple]) -> list:
     return [Line2D([], [], color=colors[m], lw=2.5, label=m) for m in sorted(set(models))]
 
 
-def method_handles(methods: Iterable[str]) -> list:
+def series_handles(rows: pd.DataFrame, markers: dict[str, str]) -> list:
+    """One legend entry per series (method and variant) in ``rows``, e.g. "depgraph (taylor), structured"."""
     kind = {True: "structured", False: "unstructured"}
-    return [Line2D([], [], color="0.25", ls=linestyle(m), marker=marker(m), lw=1.4,
-                   label=f"{m} ({kind[is_structured(m)]})") for m in sorted(set(methods))]
+    return [Line2D([], [], color="0.25", ls=linestyle(method), marker=markers[label], lw=1.4,
+                   label=f"{label}, {kind[is_structured(method)]}") for method, label, _ in tables.series_groups(rows)]
 
 
 def human_count(value: float) -> str:

@@ -15,10 +15,15 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
+from tsprune.config import PruneConfig
 from tsprune.prune import methods
 
 # Keys of one forecasting task: a table or panel never averages MSE across these.
 TASK = ["model", "dataset", "pred_len"]
+# Keys of one series: a curve, a table row or a legend entry per method *and* variant (the method options a grid
+# set away from their defaults, e.g. "importance=taylor"), so DepGraph with L2 and with Taylor importance are two
+# curves, never one average. ``series_labels`` names them; every grouping in the report uses these keys.
+SERIES = ["method", "variant"]
 
 NUMERIC_COLUMNS = (
     "pred_len", "seed", "train_fraction", "target_density", "finetune_epochs", "mse", "mae", "mse_raw", "mae_raw",
@@ -27,8 +32,8 @@ NUMERIC_COLUMNS = (
     "latency_dense_ms", "speedup", "train_seconds", "prune_seconds", "wall_seconds", "epochs_run", "threads",
 )
 TEXT_COLUMNS = (
-    "run_id", "parent_id", "kind", "status", "error", "model", "dataset", "size", "method", "engine", "torch",
-    "device", "git_rev", "tsprune_version",
+    "run_id", "parent_id", "kind", "status", "error", "model", "dataset", "size", "method", "variant", "engine",
+    "torch", "device", "git_rev", "tsprune_version",
 )
 ENVIRONMENT = ("torch", "threads", "device", "git_rev", "tsprune_version")
 
@@ -45,6 +50,60 @@ def text_groups(frame: pd.DataFrame, column: str) -> Iterator[tuple[str, pd.Data
     it is (pandas types group keys as any scalar)."""
     for value, rows in frame.groupby(column):
         yield cast(str, value), rows
+
+
+def variant_options(variant: object) -> list[tuple[str, str]]:
+    """``"calibration_windows=4,importance=taylor"`` -> ``[("calibration_windows", "4"), ("importance", "taylor")]``;
+    no variant (``""``, None, NaN) -> ``[]``."""
+    if not isinstance(variant, str):
+        return []
+    return [(key, value) for key, _, value in (part.partition("=") for part in variant.split(",") if part)]
+
+
+def _option_text(key: str, value: str) -> str:
+    """A word names itself (``taylor``, ``layer``); a number or a switch needs its option (``damping=0.01``)."""
+    word = re.fullmatch(r"[A-Za-z][\w-]*", value) is not None and value not in ("True", "False", "None")
+    return value if word or not key else f"{key}={value}"
+
+
+def series_label(method: str, variant: object) -> str:
+    """``depgraph (taylor)`` for method depgraph with variant ``importance=taylor``; the method alone without one."""
+    options = [_option_text(key, value) for key, value in variant_options(variant)]
+    return f"{method} ({', '.join(options)})" if options else method
+
+
+def series_labels(frame: pd.DataFrame) -> pd.Series:
+    """Per row, the label of its series (:data:`SERIES`). Where a method also has other variants in ``frame``, its
+    default variant is spelt out with the defaults of the options they set (``depgraph (l2)`` beside
+    ``depgraph (taylor)``), so no label reads as if it were all of the method's runs."""
+    methods_ = frame["method"].astype(object).where(frame["method"].notna(), "unknown")
+    variants = frame["variant"] if "variant" in frame else pd.Series([None] * len(frame), index=frame.index)
+    varied: dict[str, set[str]] = {}
+    for method, variant in zip(methods_, variants):
+        varied.setdefault(method, set()).update(key for key, _ in variant_options(variant))
+    defaults = PruneConfig()
+
+    def label(method: str, variant: object) -> str:
+        if not variant_options(variant) and varied.get(method):
+            variant = ",".join(f"{key}={getattr(defaults, key)}" for key in sorted(varied[method])
+                               if hasattr(defaults, key))
+        return series_label(method, variant)
+
+    pairs = {(m, v if isinstance(v, str) else ""): "" for m, v in zip(methods_, variants)}
+    labels = {pair: label(*pair) for pair in pairs}
+    taken = pd.Series(list(labels.values())).value_counts()
+    for (method, variant), text in labels.items():  # two variants shortened alike keep their full options
+        if taken[text] > 1 and variant:
+            labels[method, variant] = f"{method} ({variant.replace(',', ', ')})"
+    return pd.Series([labels[m, v if isinstance(v, str) else ""] for m, v in zip(methods_, variants)],
+                     index=frame.index, dtype=object)
+
+
+def series_groups(frame: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """``(method, label, rows)`` per series (:data:`SERIES`) of a prepared ``frame``, in method and variant order."""
+    for key, rows in frame.groupby([*SERIES, "series"], sort=True):
+        method, _, label = cast(tuple[str, str, str], key)  # text columns
+        yield method, label, rows
 
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
@@ -71,6 +130,8 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     out["dataset"] = out["dataset"].fillna("?")
     out["model"] = out["model"].fillna("?")
     out["engine"] = out["engine"].fillna("dense")
+    out["variant"] = out["variant"].fillna("")  # no variant: the method at its defaults
+    out["series"] = series_labels(out)
     out["status"] = out["status"].fillna("unknown").astype(str).str.lower()
     return out
 
@@ -85,8 +146,9 @@ def done(frame: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_view(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows for accuracy figures and tables: a sparse-engine run repeats the MSE of its dense-engine twin (same
-    parent, method, density and fine-tuning), so it is dropped where that twin exists and kept where it is alone."""
-    twin_keys = ["parent_id", "method", "target_density", "finetune_epochs"]
+    parent, method and variant, density and fine-tuning), so it is dropped where that twin exists and kept where it
+    is alone."""
+    twin_keys = ["parent_id", *SERIES, "target_density", "finetune_epochs"]
     sparse = frame["engine"] != "dense"
     if not sparse.any():
         return frame
@@ -160,11 +222,11 @@ def best_within(frame: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFra
     grid = grid[grid["mse"].notna()]
     dense_ref = grid[grid["kind"] == "dense"].groupby(TASK, dropna=False)["mse"].mean().rename("dense_ref")
     pruned = grid[grid["kind"] == "prune"]
-    columns = TASK + ["method", "target_density", "density_total", "mse", "dense_mse", "mse_change", "speedup",
-                      "flops_ratio", "flops_effective_ratio", "runs"]
+    columns = TASK + [*SERIES, "series", "target_density", "density_total", "mse", "dense_mse", "mse_change",
+                      "speedup", "flops_ratio", "flops_effective_ratio", "runs"]
     if pruned.empty:
         return pd.DataFrame(columns=columns)
-    stats = (pruned.groupby(TASK + ["method", "target_density"], dropna=False)
+    stats = (pruned.groupby(TASK + [*SERIES, "series", "target_density"], dropna=False)
              .agg(density_total=("density_total", "mean"), mse=("mse", "mean"), dense_mse=("dense_mse", "mean"),
                   speedup=("speedup", "mean"), flops_ratio=("flops_ratio", "mean"),
                   flops_effective_ratio=("flops_effective_ratio", "mean"), runs=("mse", "size"))
@@ -173,10 +235,11 @@ def best_within(frame: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFra
     stats["mse_change"] = stats["mse"] / stats["dense_mse"] - 1.0
     stats["ok"] = stats["mse"] <= (1.0 + tolerance) * stats["dense_mse"]
     rows: list[dict] = []
-    for key, group in stats.groupby(TASK + ["method"], dropna=False, sort=True):
+    series = TASK + [*SERIES, "series"]  # the label follows from the keys; grouped by too, to keep it
+    for key, group in stats.groupby(series, dropna=False, sort=True):
         good = group[group["ok"]]
         if good.empty:
-            rows.append(dict(zip(TASK + ["method"], key)))
+            rows.append(dict(zip(series, key)))
         else:
             rows.append(good.loc[cast(int, good["target_density"].idxmin())].to_dict())  # a label of a reset index
     return pd.DataFrame(rows).reindex(columns=columns)
@@ -185,7 +248,7 @@ def best_within(frame: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFra
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Seed means per task, method, target density and fine-tuning on the main grid: the sweep in one table."""
     grid = main_grid(done(frame), frame)
-    keys = TASK + ["method", "engine", "target_density", "finetune_epochs"]
+    keys = TASK + [*SERIES, "series", "engine", "target_density", "finetune_epochs"]
     columns = keys + ["mse", "density_total", "flops_ratio", "flops_effective_ratio", "speedup", "runs"]
     if grid.empty:
         return pd.DataFrame(columns=columns)
@@ -195,15 +258,15 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
                   runs=("mse", "size"))
              .reset_index())
     table["_dense_last"] = table["method"] != "dense"
-    table = table.sort_values(TASK + ["_dense_last", "method", "engine", "target_density", "finetune_epochs"],
-                              ascending=[True, True, True, True, True, True, False, True])
+    order = TASK + ["_dense_last", "method", "series", "engine", "target_density", "finetune_epochs"]
+    table = table.sort_values(order, ascending=[key != "target_density" for key in order])
     return table.drop(columns="_dense_last").reset_index(drop=True)[columns]
 
 
 def failed(frame: pd.DataFrame) -> pd.DataFrame:
     """Runs that did not finish, with the gist of their error (the last line of a traceback)."""
-    columns = ["run_id", "status", "model", "dataset", "pred_len", "size", "method", "target_density", "seed",
-               "error"]
+    columns = ["run_id", "status", "model", "dataset", "pred_len", "size", *SERIES, "series", "target_density",
+               "seed", "error"]
     rows = frame[frame["status"] != "done"]
     table = rows.reindex(columns=columns).copy()
     table["error"] = rows["error"].map(error_gist)
@@ -230,7 +293,7 @@ def header(frame: pd.DataFrame) -> list[tuple[str, str]]:
     runs += f", {other} other)" if other else ")"
     pairs = [("Runs", runs)]
     for column, label in (("model", "Models"), ("dataset", "Datasets"), ("pred_len", "Horizons"),
-                          ("method", "Methods"), ("size", "Model sizes"), ("train_fraction", "Train fractions")):
+                          ("series", "Methods"), ("size", "Model sizes"), ("train_fraction", "Train fractions")):
         pairs.append((label, distinct(frame[column])))
     pairs.append(("Main grid", grid_description(frame)))
     pairs.extend((column, distinct(frame[column])) for column in ENVIRONMENT)

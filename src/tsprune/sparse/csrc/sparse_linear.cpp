@@ -77,9 +77,11 @@ D.6 Numerics. Each output is one chain of FMAs in column order within a panel, p
 
 D.7 Instruction sets. The file is compiled without -march; each kernel carries __attribute__((target(...))) and
     the driver picks, once, AVX-512F (rows kernel; AVX2 transposes) > AVX2+FMA > portable C++ (auto-vectorised
-    for the baseline ISA) with __builtin_cpu_supports. The AVX-512 path is compiled into every x86 build but was
-    written and checked on an AVX2-only machine: it compiles (zmm FMAs in the object) and is selected only where
-    the CPU (and OS) report avx512f. Non-x86 builds (or -DTSP_PORTABLE_ONLY) keep only the portable path.
+    for the baseline ISA) with __builtin_cpu_supports. The AVX2 and AVX-512 micro-kernels are one loop
+    (rows_simd in sparse_linear_isa.h) over a register trait, so the two paths cannot drift apart. The AVX-512
+    path is compiled into every x86 build (zmm FMAs in the object) and selected only where the CPU (and OS)
+    report avx512f; tests/test_sparse_kernel.py runs every path the CPU has, so on an AVX-512 machine it checks
+    both SIMD paths and the portable one. Non-x86 builds (or -DTSP_PORTABLE_ONLY) keep only the portable path.
     Limits: float32 only; K < 2^31 (int32 columns); any T, N, K >= 0, empty rows and panels, d from 0 to 1.
 */
 

@@ -2,7 +2,8 @@
 //
 //   rows_<isa><NV>  the micro-kernel: for output rows [g, ge) of one column panel,
 //                   acc[o, 0:TT] (+)= sum_j vals[j] * xT[cols[j], 0:TT] with TT = NV * lanes tokens, the NV
-//                   accumulator vectors held in registers for the whole row;
+//                   accumulator vectors held in registers for the whole row (the SIMD paths share one loop,
+//                   rows_simd, over a register trait; the portable one is plain C++);
 //   pack_tile_*     x[t0:t0+tn, k0:k0+kn] (row-major, stride K) -> xT[kn][TT], tokens tn..TT zero-filled;
 //   unpack_rows_*   acc[r][0:tn] of up to kGroup rows -> y[t0+t, g+r] (+ bias[g+r]), the transpose back.
 //
@@ -69,28 +70,82 @@ static void unpack_rows_scalar(const float* acc, int64_t TT, int64_t rows, int64
 #define TSP_AVX2 __attribute__((target("avx2,fma")))
 #define TSP_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
-// ------------------------------------------------------------------------------------------ AVX2 + FMA (8 lanes)
+// ------------------------------------------------------------------------------------------ SIMD micro-kernel
+// One loop for every vector path, over a register trait V (what a register is and the five things the loop does
+// with it):
+//
+//   V::reg, V::lanes       a vector of `lanes` floats (8: ymm, 16: zmm);
+//   zero(a), load(a, p)    a <- 0, a <- p[0:lanes] (p aligned to the vector: acc and xT rows are, see D.1);
+//   broadcast(w, p)        w <- (p[0], ..., p[0]);
+//   fma(a, w, p)           a <- w * p[0:lanes] + a with one rounding (the FMA chain of appendix D.6);
+//   store(p, a)            p[0:lanes] <- a.
+//
+// Lanes<L> gives zero, load and store for any width with the compiler's vector extension (a vector load or store
+// is one vmovaps). Broadcast and FMA are spelt per ISA: the extension's scalar-to-vector broadcast costs an add
+// (0 + x is not x for x = -0), and its `a + w * x` is fused only under -ffp-contract=fast, while D.6's bound (and
+// the exactness test on integers) needs the single rounding.
+//
+// rows_simd<V, NV> is the loop of appendix D.3 for output rows [g, ge) of one panel: row o keeps its TT =
+// NV * lanes partial sums in the NV registers a[0..NV) from its first nonzero to its last, and each nonzero j
+// costs one broadcast of vals[j] and NV FMAs whose second operand is a load of xT row cols[j] (folded into the FMA
+// as a memory operand). Why this is fast: the registers never spill (NV + 1 <= 16 ymm, <= 32 zmm), the NV FMA
+// chains are independent (more than the FMA latency x throughput needs, D.2), and xT rows are read in the order
+// the weights list them, from L1 (D.3). The loops over v are fully unrolled so a[v] are registers, not memory.
+//
+// Why a trait and not one templated kernel with the ISA in its attribute: __attribute__((target)) cannot depend
+// on a template parameter, and a function compiled for plain x86-64 may not inline intrinsics of a wider ISA. So
+// rows_simd carries no target and is always inlined; each path's entry point (rows_avx2, rows_avx512) carries its
+// target and `flatten`, which inlines rows_simd and then the trait's operations into the entry point, where the
+// target allows them. The trait takes registers by reference: a vector passed by value through a function that is
+// compiled without AVX would change the calling convention (GCC's -Wpsabi), and nothing is passed by value here.
+// Folding the two hand-written loops into this one left their object code as it was (GCC 12, objdump of every
+// rows_avx2 / rows_avx512 instantiation: the same broadcasts, FMAs and index loads, but for one register name, no
+// calls; only branch layout and padding moved).
 
-template <int NV>
-TSP_AVX2 static void rows_avx2(const int64_t* ptr, const int32_t* cols, const float* vals, int64_t g, int64_t ge,
-                               const float* xT, float* acc, bool first) {
-  constexpr int TT = NV * 8;
+#define TSP_FLATTEN __attribute__((flatten))
+
+template <int L>
+struct Lanes {  // the width-generic operations of the trait (see above)
+  typedef float reg __attribute__((vector_size(4 * L), __may_alias__));  // may alias the floats it is loaded from
+  static constexpr int lanes = L;
+  static void zero(reg& a) { a = reg{}; }
+  static void load(reg& a, const float* p) { a = *reinterpret_cast<const reg*>(p); }
+  static void store(float* p, const reg& a) { *reinterpret_cast<reg*>(p) = a; }
+};
+
+template <class V, int NV>
+__attribute__((always_inline)) inline void rows_simd(const int64_t* ptr, const int32_t* cols, const float* vals,
+                                                     int64_t g, int64_t ge, const float* xT, float* acc, bool first) {
+  constexpr int L = V::lanes, TT = NV * L;
   for (int64_t o = g; o < ge; ++o) {
     const int64_t j0 = ptr[o], j1 = ptr[o + 1];
     float* yr = acc + (o - g) * TT;
-    if (!first && j0 == j1) continue;
-    __m256 a[NV];
+    if (!first && j0 == j1) continue;  // nothing of this row in this panel: its partial sums stand
+    typename V::reg a[NV], w;
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) a[v] = first ? _mm256_setzero_ps() : _mm256_load_ps(yr + 8 * v);
+    for (int v = 0; v < NV; ++v) first ? V::zero(a[v]) : V::load(a[v], yr + L * v);
     for (int64_t j = j0; j < j1; ++j) {
-      const __m256 w = _mm256_broadcast_ss(vals + j);
+      V::broadcast(w, vals + j);
       const float* xr = xT + static_cast<int64_t>(cols[j]) * TT;
 #pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) a[v] = _mm256_fmadd_ps(w, _mm256_load_ps(xr + 8 * v), a[v]);
+      for (int v = 0; v < NV; ++v) V::fma(a[v], w, xr + L * v);
     }
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) _mm256_store_ps(yr + 8 * v, a[v]);
+    for (int v = 0; v < NV; ++v) V::store(yr + L * v, a[v]);
   }
+}
+
+// ------------------------------------------------------------------------------------------ AVX2 + FMA (8 lanes)
+
+struct Avx2Reg : Lanes<8> {
+  TSP_AVX2 static void broadcast(reg& w, const float* p) { w = _mm256_broadcast_ss(p); }
+  TSP_AVX2 static void fma(reg& a, const reg& w, const float* p) { a = _mm256_fmadd_ps(w, _mm256_load_ps(p), a); }
+};
+
+template <int NV>
+TSP_AVX2 TSP_FLATTEN static void rows_avx2(const int64_t* ptr, const int32_t* cols, const float* vals, int64_t g,
+                                           int64_t ge, const float* xT, float* acc, bool first) {
+  rows_simd<Avx2Reg, NV>(ptr, cols, vals, g, ge, xT, acc, first);
 }
 
 TSP_AVX2 static inline __m256i lane_mask(int64_t n) {  // lanes 0..n-1 on (n <= 8)
@@ -160,26 +215,15 @@ TSP_AVX2 static void unpack_rows_avx2(const float* acc, int64_t TT, int64_t rows
 // Only the micro-kernel is wider; the transposes reuse the AVX2 ones (every AVX-512 CPU has AVX2), with TT a
 // multiple of 16. Compiled on every build; cannot run on a CPU without AVX-512 (the driver never selects it there).
 
+struct Avx512Reg : Lanes<16> {
+  TSP_AVX512 static void broadcast(reg& w, const float* p) { w = _mm512_set1_ps(*p); }
+  TSP_AVX512 static void fma(reg& a, const reg& w, const float* p) { a = _mm512_fmadd_ps(w, _mm512_load_ps(p), a); }
+};
+
 template <int NV>
-TSP_AVX512 static void rows_avx512(const int64_t* ptr, const int32_t* cols, const float* vals, int64_t g,
-                                   int64_t ge, const float* xT, float* acc, bool first) {
-  constexpr int TT = NV * 16;
-  for (int64_t o = g; o < ge; ++o) {
-    const int64_t j0 = ptr[o], j1 = ptr[o + 1];
-    float* yr = acc + (o - g) * TT;
-    if (!first && j0 == j1) continue;
-    __m512 a[NV];
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) a[v] = first ? _mm512_setzero_ps() : _mm512_load_ps(yr + 16 * v);
-    for (int64_t j = j0; j < j1; ++j) {
-      const __m512 w = _mm512_set1_ps(vals[j]);
-      const float* xr = xT + static_cast<int64_t>(cols[j]) * TT;
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) a[v] = _mm512_fmadd_ps(w, _mm512_load_ps(xr + 16 * v), a[v]);
-    }
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) _mm512_store_ps(yr + 16 * v, a[v]);
-  }
+TSP_AVX512 TSP_FLATTEN static void rows_avx512(const int64_t* ptr, const int32_t* cols, const float* vals, int64_t g,
+                                               int64_t ge, const float* xT, float* acc, bool first) {
+  rows_simd<Avx512Reg, NV>(ptr, cols, vals, g, ge, xT, acc, first);
 }
 
 #endif  // TSP_X86
