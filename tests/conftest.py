@@ -47,3 +47,10 @@ def random_inputs(config, batch: int = 2, seed: int = 0, device: str = DEVICE) -
 def write_csv(path, frame) -> str:
     frame.to_csv(path, index=False)
     return str(path)
+
+
+def table_shape(shape: str, **dims: int) -> tuple[int, ...]:
+    """A shape as ``models.base.MODEL_INPUTS`` writes it (``"[batch, label_len + pred_len, enc_in]"``) in numbers,
+    each dimension name looked up in ``dims``: tests compare real tensors with the table this way."""
+    inner = shape.removeprefix("[").removesuffix("]")
+    return tuple(sum(dims[name] for name in dim.split(" + ")) for dim in inner.split(", "))

@@ -197,3 +197,47 @@ def test_the_cli_shows_a_warning_as_one_note_line():
     with err_console.capture() as captured:
         show_warning(UserWarning("weather: 81 values are -9999 markers"), UserWarning, "file.py", 3)
     assert captured.get().strip() == "note: weather: 81 values are -9999 markers"
+
+
+def test_the_scaler_formula_text_computes_what_transform_does():
+    """``Scaler.FORMULA`` (the words the ONNX sidecar gives a caller without tsprune), read back as numbers on the
+    statistics the sidecar stores (``to_dict``), equals ``transform``."""
+    import re
+
+    from tsprune.data.dataset import Scaler
+
+    values = np.array([[1.0, 10.0, 5.0], [3.0, 30.0, 5.0], [8.0, -2.0, 5.0]])  # a constant column too
+    scaler = Scaler.fit(values)
+    found = re.fullmatch(r"(\w+) = \((\w+) - (\w+)\) / (\w+), per column", Scaler.FORMULA)
+    assert found, Scaler.FORMULA
+    result, value, offset, scale = found.groups()
+    stats = scaler.to_dict()
+    assert (result, value) == ("scaled", "value") and {offset, scale} <= set(stats)
+    stated = (values - np.asarray(stats[offset])) / np.asarray(stats[scale])  # per column: broadcast over rows
+    np.testing.assert_array_equal(stated, scaler.transform(values))
+    np.testing.assert_allclose(scaler.inverse(stated), values)
+
+
+def test_batches_are_the_model_input_table_and_the_decoder_rule():
+    """A batch holds ``models.base.MODEL_INPUTS`` in forward's order, shaped as the table says, with ``x_dec`` made
+    by the one decoder rule, and ``y`` the forecast channels of the following rows."""
+    import dataclasses
+
+    from conftest import table_shape
+    from tsprune.models.base import MODEL_INPUTS, MODEL_OUTPUT, decoder_input
+
+    for features in ("M", "S", "MS"):
+        data = prepare_data(DataConfig(dataset="ETTh1", features=features, seq_len=48, label_len=24, pred_len=12))
+        cfg = data.config
+        batch = data.batch("val", torch.tensor([0, 3, 40]))
+        assert [field.name for field in dataclasses.fields(batch)] == [t.name for t in MODEL_INPUTS] + ["y"]
+        dims = {"batch": 3, "seq_len": 48, "label_len": 24, "pred_len": 12, "enc_in": data.enc_in,
+                "n_time_features": data.n_time_features, "c_out": data.c_out}
+        for tensor, value in zip(MODEL_INPUTS, batch.inputs(), strict=True):
+            assert tuple(value.shape) == table_shape(tensor.shape, **dims), tensor.name
+        assert tuple(batch.y.shape) == table_shape(MODEL_OUTPUT.shape, **dims)
+        assert torch.equal(batch.x_dec, decoder_input(batch.x_enc, cfg.label_len, cfg.pred_len))
+        following = data.batch("val", torch.tensor([12, 15, 52])).x_enc  # windows starting pred_len rows later
+        assert torch.equal(batch.y, following[:, -cfg.pred_len:, data.output_channels])
+        assert data.output_columns == data.columns[data.output_channels] == \
+            (["OT"] if features != "M" else data.columns)

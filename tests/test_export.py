@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import shutil
 
@@ -16,15 +17,24 @@ from typer.testing import CliRunner
 
 from tsprune import api
 from tsprune.cli import app
+from tsprune.data.dataset import Scaler
 from tsprune.data.timefeatures import FEATURES, feature_names, time_features
 from tsprune.errors import TsPruneError
+from tsprune.models.base import MODEL_INPUTS, MODEL_OUTPUT
 from tsprune.models.registry import model_names
 from tsprune.run import save_run
 from tsprune.runtime import seeded_inference
 
 pytest.importorskip("onnxruntime")
 
-from tsprune.export import INPUTS, OnnxForecaster, export_run, read_sidecar, time_feature_recipe  # noqa: E402
+from tsprune.export import (  # noqa: E402
+    INPUTS,
+    OUTPUT,
+    OnnxForecaster,
+    export_run,
+    read_sidecar,
+    time_feature_recipe,
+)
 
 TINY = {"d_model": 16, "d_ff": 32, "n_heads": 2, "e_layers": 1, "d_layers": 1, "modes": 8, "n_routers": 2}
 runner = CliRunner()
@@ -233,3 +243,63 @@ def test_a_sparse_compiled_run_is_refused(runs, tmp_path):
     with pytest.raises(TsPruneError, match="export the run it was compiled from"):
         export_run(tmp_path / "compiled", tmp_path / "m.onnx")
     export_run(tmp_path / "mag", tmp_path / "mag.onnx")  # the masked run itself exports: dense with zeros
+
+
+def test_the_graph_is_described_by_the_model_input_table():
+    """The sidecar's inputs and output are the model's own table (``models.base``), in forward's order; the file
+    adds only where the columns are listed."""
+    assert [(name, shape) for name, shape, _ in INPUTS] == [(t.name, t.shape) for t in MODEL_INPUTS]
+    assert OUTPUT == (MODEL_OUTPUT.name, MODEL_OUTPUT.shape, MODEL_OUTPUT.meaning)
+    for (_, _, meaning), tensor in zip(INPUTS, MODEL_INPUTS, strict=True):
+        assert meaning.startswith(tensor.meaning)
+
+
+def test_the_sidecar_states_the_data_modules_scaler_and_output_columns(runs, informer_onnx):
+    sidecar = read_sidecar(informer_onnx / "m.onnx")
+    run = api.load(runs["Informer"] / "Informer")
+    assert sidecar["scaler"]["formula"] == Scaler.FORMULA
+    assert sidecar["output_columns"] == run.output_columns == run.data().output_columns
+    assert [item["meaning"] for item in sidecar["inputs"]] == [meaning for _, _, meaning in INPUTS]
+
+
+def test_a_bad_batch_size_is_one_check_with_one_message(runs, tmp_path):
+    from tsprune.measure import example_inputs
+
+    run_dir = runs["Transformer"] / "Transformer"
+    with pytest.raises(TsPruneError, match="batch_size must be at least 1, got 0") as caught:
+        example_inputs(api.load(run_dir).data(), 0)
+    assert caught.value.options == ("batch_size",)
+    with pytest.raises(TsPruneError, match="batch_size must be at least 1, got 0"):
+        export_run(run_dir, tmp_path / "out" / "m.onnx", batch_size=0)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    with pytest.raises(TsPruneError, match="batch_size must be at least 1, got 0"):
+        api.compile_run(run_dir, batch_size=0)
+    result = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "m.onnx"), "--batch-size", "-1"])
+    assert result.exit_code == 2 and "--batch-size must be at least 1, got -1" in result.output, result.output
+
+
+def test_predictions_reuse_one_onnx_session_per_version_of_the_file(runs, informer_onnx, tmp_path, monkeypatch):
+    """Building an ONNX Runtime session loads and optimises the graph: ``predict --engine onnx`` builds it once per
+    version of the file and its sidecar, and a re-exported file gets a new one."""
+    run_dir = runs["Informer"] / "Informer"
+    onnx_file = tmp_path / "m.onnx"  # a path no earlier prediction has used
+    for name in ("m.onnx", "m.onnx.json"):
+        shutil.copy(informer_onnx / name, tmp_path / name)
+    module = importlib.import_module("tsprune.export")  # `tsprune.export` the attribute is the api function
+    built = []
+    real = module._session
+    monkeypatch.setattr(module, "_session", lambda ort, path, threads: built.append(path) or real(ort, path, threads))
+    first = api.predict(run_dir, engine="onnx", onnx=onnx_file)
+    second = api.predict(run_dir, engine="onnx", onnx=onnx_file)
+    assert len(built) == 1 and first.equals(second)
+
+    def export_again(name: str) -> None:  # as an export writes: a new file, renamed into place (atomic_path)
+        shutil.copy(informer_onnx / name, tmp_path / "staged")
+        os.replace(tmp_path / "staged", tmp_path / name)
+
+    export_again("m.onnx")
+    assert api.predict(run_dir, engine="onnx", onnx=onnx_file).equals(first) and len(built) == 2
+    export_again("m.onnx.json")  # the sidecar alone (its batch size, its run) is a new version too
+    api.predict(run_dir, engine="onnx", onnx=onnx_file)
+    api.predict(run_dir, engine="onnx", onnx=onnx_file)
+    assert len(built) == 3

@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, random_inputs
+from conftest import TINY, random_inputs, table_shape
 from tsprune import api
 from tsprune import configure
 from tsprune.data.dataset import prepare_data
 from tsprune.data.io import read_table
 from tsprune.errors import TsPruneError
-from tsprune.forecast import predict
+from tsprune.forecast import model_inputs, predict
+from tsprune.models.base import MODEL_INPUTS, decoder_input
 from tsprune.models.registry import build_model
-from tsprune.plots import plot_forecast, plot_windows
+from tsprune.plots import plot_forecast, plot_windows, window_predictions
 from tsprune.prune import structured
 from tsprune.run import Run, load_run, save_run
 
@@ -70,6 +71,35 @@ def test_forecast_equals_the_model_on_the_same_window_inverse_scaled(model, feat
     np.testing.assert_allclose(forecast[run.columns[-c_out:]].to_numpy(), expected, rtol=1e-5, atol=1e-5)
     future_rows = frame.iloc[len(history): len(history) + run.config.model.pred_len]
     assert pd.DatetimeIndex(forecast["date"]).equals(pd.DatetimeIndex(pd.to_datetime(future_rows["date"])))
+
+
+@pytest.mark.parametrize("features", ["M", "S", "MS"])
+def test_the_forecast_channels_follow_the_data_modules_rule(features):
+    """Which columns a run forecasts is decided once (``data.dataset.output_channels``): the run, its data, the
+    forecast's columns and the figures' unscaling all follow it."""
+    run = make_run(features=features)
+    data = run.data()
+    assert run.output_channels == data.output_channels
+    assert run.output_columns == data.output_columns == (run.columns if features == "M" else ["OT"])
+    frame, _ = read_table("ETTh1", None)
+    assert list(predict(run, frame, device="cpu").columns[1:]) == run.output_columns
+    windows = window_predictions(run, "test", torch.tensor([0, 2]), device="cpu")
+    first = data.splits["test"].first_row + run.config.model.seq_len  # the first test window's first future row
+    truth = frame[run.output_columns].to_numpy()[first:first + run.config.model.pred_len]
+    np.testing.assert_allclose(windows["truth"][0], truth, rtol=1e-5, atol=1e-4)  # unscaled with the right channels
+    assert windows["prediction"].shape == windows["truth"].shape
+
+
+def test_forecast_inputs_are_the_model_input_table_and_the_decoder_rule():
+    run = make_run("Informer")
+    frame, _ = read_table("ETTh1", None)
+    inputs, _, _ = model_inputs(run, frame)
+    cfg = run.config.model
+    dims = {"batch": 1, "seq_len": cfg.seq_len, "label_len": cfg.label_len, "pred_len": cfg.pred_len,
+            "enc_in": cfg.enc_in, "n_time_features": cfg.n_time_features}
+    for tensor, value in zip(MODEL_INPUTS, inputs, strict=True):
+        assert tuple(value.shape) == table_shape(tensor.shape, **dims), tensor.name
+    assert torch.equal(inputs[2], decoder_input(inputs[0], cfg.label_len, cfg.pred_len))
 
 
 def test_bad_history_gives_clear_errors():

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import DEVICE, TINY, random_inputs
+import inspect
+
+from conftest import DEVICE, TINY, random_inputs, table_shape
 from tsprune.config import DataConfig, RunConfig, TrainConfig
 from tsprune.data.dataset import Scaler
-from tsprune.models.registry import build_model, default_config, model_names
+from tsprune.models.base import MODEL_INPUTS, MODEL_OUTPUT, decoder_input
+from tsprune.models.registry import build_model, default_config, get_spec, model_names
 from tsprune.run import Run, load_run, save_run
 
 MODELS = model_names()
@@ -31,7 +34,25 @@ def test_forward_shapes(name, pred_len):
     with torch.no_grad():
         out = model(*random_inputs(config))
     assert out.shape == (2, pred_len, 7)
+    assert out.shape == table_shape(MODEL_OUTPUT.shape, batch=2, pred_len=pred_len, c_out=config.c_out)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_takes_the_inputs_of_the_table_in_its_order(name):
+    """``models.base.MODEL_INPUTS`` is the forward signature of every model (names and order), so what describes
+    the inputs (batches, the ONNX sidecar) describes what each model reads."""
+    parameters = list(inspect.signature(get_spec(name).cls.forward).parameters)[1:]  # after self
+    assert parameters == [tensor.name for tensor in MODEL_INPUTS]
+
+
+def test_the_decoder_input_is_the_known_rows_then_zeros():
+    x_enc = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)  # [batch, seq_len, enc_in]
+    x_dec = decoder_input(x_enc, label_len=2, pred_len=4)
+    assert x_dec.shape == table_shape(MODEL_INPUTS[2].shape, batch=2, label_len=2, pred_len=4, enc_in=3)
+    assert torch.equal(x_dec[:, :2], x_enc[:, 3:]) and not x_dec[:, 2:].any()
+    assert torch.equal(decoder_input(x_enc, label_len=0, pred_len=4), torch.zeros(2, 4, 3))  # no known rows
+    assert torch.equal(decoder_input(x_enc, label_len=5, pred_len=0), x_enc)
 
 
 @pytest.mark.parametrize("name", MODELS)

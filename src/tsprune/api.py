@@ -128,15 +128,13 @@ def compile_run(run: Run | str | Path, batch_size: int = 32, out: str | Path | N
 
     if engine != "sparse":
         raise TsPruneError(f"unknown engine {engine!r}: the only compiled engine is 'sparse'")
-    if batch_size < 1:
-        raise TsPruneError(f"batch_size must be at least 1, got {batch_size}", options=("batch_size",))
     if not isinstance(run, Run):
         run = load_run(run)
     if run.sparse_plan:
         raise TsPruneError("this run is already compiled: compile the run it was made from")
     configure_threads(threads)
     device_t = resolve_device(device)
-    inputs = example_inputs(run.data(), batch_size, device=device_t)
+    inputs = example_inputs(run.data(), batch_size, device=device_t)  # checks batch_size
     dense = run.model.to(device_t)
     compiled, plan = compile_sparse(copy.deepcopy(dense), inputs, batch_size, threads=threads,
                                     min_speedup=min_speedup, repeats=repeats, force=force)
@@ -171,11 +169,11 @@ def predict(run: Run | str | Path, history: Any = None, *, dataset: str | None =
         raise TsPruneError(f"unknown engine {engine!r}: use dense, sparse or onnx", options=("engine",))
     run = load(run) if not isinstance(run, Run) else run
     if engine == "onnx":
-        from tsprune.export import OnnxForecaster
+        from tsprune.export import onnx_forecaster
 
         if onnx is None and run.path is None:
             raise TsPruneError("give the exported file (onnx) for a run that has no directory", options=("onnx",))
-        forecaster = OnnxForecaster(onnx if onnx is not None else Path(run.path or ".") / "model.onnx")
+        forecaster = onnx_forecaster(onnx if onnx is not None else Path(run.path or ".") / "model.onnx")
         forecaster.check_run(run)
         if history is None:
             history = read_history(run, dataset, data_path)

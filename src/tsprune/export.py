@@ -14,9 +14,13 @@ Every export is checked before it is kept: ONNX Runtime's outputs on real test w
 :data:`TOLERANCE` (max abs difference over max abs value), else the file is removed and the error says by how much.
 
 The graph's inputs (all float32, scaled as in training; see :data:`INPUTS`) are the model's four tensors; its output
-is the scaled forecast. The sidecar (``<file>.json``) carries what a caller needs without tsprune: column order,
-scaler statistics, the calendar-feature recipe, the window lengths and the run's identity. Both files load with no
-code execution (ONNX is protobuf, the sidecar JSON).
+is the scaled forecast (:data:`INPUTS` and :data:`OUTPUT` are ``models.base.MODEL_INPUTS`` and ``MODEL_OUTPUT``).
+The sidecar (``<file>.json``) carries what a caller needs without tsprune: column order, scaler statistics, the
+calendar-feature recipe, the window lengths and the run's identity. Both files load with no code execution (ONNX
+is protobuf, the sidecar JSON).
+
+Running a file (:func:`onnx_forecaster`) builds its ONNX Runtime session once per version of the file, so repeated
+predictions reuse it.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tsprune.errors import TsPruneError
+from tsprune.errors import TsPruneError, exception_line
+from tsprune.models.base import MODEL_INPUTS, MODEL_OUTPUT, ModelTensor
 from tsprune.runtime import atomic_path, atomic_write_json, seeded_inference
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,13 +51,19 @@ if TYPE_CHECKING:  # pragma: no cover
 ONNX_FORMAT = "tsprune-onnx/1"
 TOLERANCE = 1e-4
 CHECK_WINDOWS = 32
-INPUTS = (
-    ("x_enc", "[batch, seq_len, enc_in]", "the last seq_len rows, scaled, columns in sidecar order"),
-    ("x_mark_enc", "[batch, seq_len, n_time_features]", "calendar features of those rows"),
-    ("x_dec", "[batch, label_len + pred_len, enc_in]", "the last label_len rows of x_enc, then pred_len zeros"),
-    ("x_mark_dec", "[batch, label_len + pred_len, n_time_features]", "calendar features of those and future rows"),
-)
-OUTPUT = ("forecast", "[batch, pred_len, c_out]", "scaled forecast of the last c_out columns")
+# What the sidecar adds to the model's own description of a tensor: where its columns are listed.
+_SIDECAR_NOTES = {"x_enc": "columns in sidecar order"}
+
+
+def _described(tensor: ModelTensor) -> tuple[str, str, str]:
+    """``(name, shape, meaning)`` of one graph tensor, from the model's table plus the sidecar's note."""
+    note = _SIDECAR_NOTES.get(tensor.name)
+    return tensor.name, tensor.shape, f"{tensor.meaning}, {note}" if note else tensor.meaning
+
+
+# The graph's inputs and output as (name, shape, meaning): the model's forward signature, in its order.
+INPUTS = tuple(_described(tensor) for tensor in MODEL_INPUTS)
+OUTPUT = _described(MODEL_OUTPUT)
 EXTRA_HINT = "ONNX export needs the export extra: pip install -e '.[export]' (make install includes it)"
 
 
@@ -107,14 +118,6 @@ def _opset(program: Any) -> int:
     return int(imports.get("", imports.get("ai.onnx", 0)))
 
 
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
-        if line:
-            return line[:200]
-    return type(exc).__name__
-
-
 def _sha256_file(path: Path) -> str:
     """sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -124,29 +127,39 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+FileVersion = tuple[int, int, int, int]
+
+
+def file_version(path: Path) -> FileVersion:
+    """What tells one version of a file from another: ``(inode, size, modification time, change time)``, the
+    times in ns. Caches of what a file holds key on it, so a rewritten file is read again. The one change this
+    would miss, a rewrite in place to the same size within one tick of the file-system clock, does not happen to
+    tsprune's files: they are written to a new file and renamed (a new inode). Raises OSError for a missing file."""
+    info = path.stat()
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
 @functools.lru_cache(maxsize=64)
-def _version_digest(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
-    """sha256 of one version of a file; the arguments after ``path`` only key the cache."""
+def _version_digest(path: str, version: FileVersion) -> str:
+    """sha256 of one version of a file; ``version`` only keys the cache."""
     return _sha256_file(Path(path))
 
 
 def weights_digest(run_dir: Path) -> str:
     """sha256 of the run's weights file: ties an exported file to the run it came from.
 
-    Read once per version of the file (keyed by path, inode, size and change times): checking the same run again,
-    as every ``predict --engine onnx`` does, costs a ``stat``, and rewritten weights (a new file, or new times) are
-    hashed again, so a changed run still fails the check. The one change this would miss, a rewrite in place to
-    the same size within one tick of the file-system clock, does not happen to a run: tsprune writes weights to a
-    new file and renames it (a new inode).
+    Read once per version of the file (:func:`file_version`): checking the same run again, as every
+    ``predict --engine onnx`` does, costs a ``stat``, and rewritten weights are hashed again, so a changed run still
+    fails the check.
     """
     from tsprune.run import WEIGHTS
 
     path = (Path(run_dir) / WEIGHTS).resolve()
     try:
-        info = path.stat()
+        version = file_version(path)
     except OSError:
         raise TsPruneError(f"{run_dir} has no readable {WEIGHTS}: is it a run directory?") from None
-    return _version_digest(str(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    return _version_digest(str(path), version)
 
 
 def time_feature_recipe(freq: str) -> dict[str, Any]:
@@ -164,7 +177,6 @@ def sidecar_payload(run: Run, batch_size: int | None, check: dict[str, Any], ops
     from tsprune.run import environment
 
     cfg, metrics = run.config, run.metrics
-    c_out = run.model.config.c_out
     return {
         "format": ONNX_FORMAT,
         "inputs": [{"name": name, "shape": shape, "dtype": "float32", "meaning": meaning}
@@ -172,8 +184,8 @@ def sidecar_payload(run: Run, batch_size: int | None, check: dict[str, Any], ops
         "output": {"name": OUTPUT[0], "shape": OUTPUT[1], "dtype": "float32", "meaning": OUTPUT[2]},
         "batch_size": batch_size,  # None: any batch size
         "seq_len": cfg.model.seq_len, "label_len": cfg.model.label_len, "pred_len": cfg.model.pred_len,
-        "columns": run.columns, "output_columns": run.columns[len(run.columns) - c_out:],
-        "scaler": {**run.scaler.to_dict(), "formula": "scaled = (value - mean) / std, per column"},
+        "columns": run.columns, "output_columns": run.output_columns,
+        "scaler": {**run.scaler.to_dict(), "formula": run.scaler.FORMULA},
         "time_features": time_feature_recipe(run.freq),
         "run": {"path": str(run.path) if run.path is not None else None, "model": cfg.model.name,
                 "method": metrics.get("method", "dense"), "target_density": metrics.get("target_density", 1.0),
@@ -197,14 +209,12 @@ def export_run(source: Run | str | Path, path: str | Path, batch_size: int | Non
     if run.sparse_plan:
         raise TsPruneError("this run is compiled for tsprune's sparse kernels, which ONNX does not have: export "
                            "the run it was compiled from")
-    if batch_size is not None and batch_size < 1:
-        raise TsPruneError(f"batch_size must be at least 1, got {batch_size}", options=("batch_size",))
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     data = run.data()
     started = time.perf_counter()
-    trace = example_inputs(data, batch_size or 2)
+    trace = example_inputs(data, 2 if batch_size is None else batch_size)  # checks batch_size
     model = exportable(run, trace)
+    out.parent.mkdir(parents=True, exist_ok=True)
     dynamic = None
     if batch_size is None:
         batch = torch.export.Dim("batch", min=1)
@@ -219,7 +229,7 @@ def export_run(source: Run | str | Path, path: str | Path, batch_size: int | Non
         except Exception as exc:  # the exporter raises many types; each becomes one line naming the operator
             operator = _operator(exc)
             where = f" at operator {operator}" if operator else ""
-            raise TsPruneError(f"{run.config.model.name} cannot be exported to ONNX{where}: {_first_line(exc)}") \
+            raise TsPruneError(f"{run.config.model.name} cannot be exported to ONNX{where}: {exception_line(exc)}") \
                 from None
         session = _session(ort, staging, threads=None)
         count = min(windows, data.n_windows("test")) if batch_size is None else batch_size
@@ -232,7 +242,7 @@ def export_run(source: Run | str | Path, path: str | Path, batch_size: int | Non
             raise TsPruneError(f"the exported {run.config.model.name} differs from PyTorch by {difference:.2e} "
                                f"(relative) on {count} test windows, more than {TOLERANCE:g}: not kept")
     check_facts = {"windows": count, "split": "test", "max_rel_diff": difference, "tolerance": TOLERANCE}
-    sidecar = Path(str(out) + ".json")
+    sidecar = sidecar_path(out)
     atomic_write_json(sidecar, sidecar_payload(run, batch_size, check_facts, _opset(program)))
     return Exported(out, sidecar, difference, count, time.perf_counter() - started)
 
@@ -248,13 +258,18 @@ def _session(ort: Any, path: Path, threads: int | None) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own error types for corrupt or foreign files
-        raise TsPruneError(f"{path} is not a loadable ONNX model ({_first_line(exc)}): export it again with "
+        raise TsPruneError(f"{path} is not a loadable ONNX model ({exception_line(exc)}): export it again with "
                            "`tsprune export`") from None
 
 
+def sidecar_path(path: str | Path) -> Path:
+    """Where the sidecar of ONNX file ``path`` is: beside it, ``path + '.json'``."""
+    return Path(str(path) + ".json")
+
+
 def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The sidecar of ONNX file ``path`` (``path + '.json'``), checked; JSON only, nothing executes."""
-    sidecar = Path(str(path) + ".json")
+    """The sidecar of ONNX file ``path`` (:func:`sidecar_path`), checked; JSON only, nothing executes."""
+    sidecar = sidecar_path(path)
     try:
         payload = json.loads(sidecar.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -299,3 +314,24 @@ class OnnxForecaster:
             raise TsPruneError(f"{self.path} was exported for batch size {fixed}, got {arrays[0].shape[0]}: export "
                                "with a dynamic batch (no batch_size)")
         return self.session.run(None, {name: a for (name, _, _), a in zip(INPUTS, arrays)})[0]
+
+
+def onnx_forecaster(path: str | Path, threads: int | None = None) -> OnnxForecaster:
+    """The :class:`OnnxForecaster` of ONNX file ``path``, built once per version of the file and its sidecar
+    (:func:`file_version`): building one loads and optimises the graph in ONNX Runtime, which every
+    ``predict --engine onnx`` would otherwise repeat. A re-exported file (new files, renamed into place) gets a
+    new one. Files that are missing or unreadable raise the forecaster's own errors, and nothing is cached."""
+    path = Path(path)
+    try:
+        versions = (file_version(path), file_version(sidecar_path(path)))
+    except OSError:
+        return OnnxForecaster(path, threads)  # raises what is wrong (not found, no sidecar)
+    return _cached_forecaster(str(path), str(path.resolve()), threads, versions)
+
+
+@functools.lru_cache(maxsize=4)  # each holds a session (the model's weights); old versions fall out
+def _cached_forecaster(path: str, resolved: str, threads: int | None,
+                       versions: tuple[FileVersion, FileVersion]) -> OnnxForecaster:
+    """``OnnxForecaster(path, threads)``; ``resolved`` (a relative ``path`` seen from another working directory
+    is another file) and ``versions`` only key the cache."""
+    return OnnxForecaster(path, threads)

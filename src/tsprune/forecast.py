@@ -2,7 +2,7 @@
 timestamps out, in the data's original units.
 
 The input goes through exactly the run's pipeline: the stored column order and scaler, calendar features of the
-run's frequency, and the decoder's known part (last ``label_len`` rows) followed by zeros, as in training.
+run's frequency, and the decoder input of training (``models.base.decoder_input``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from tsprune.data.io import find_date_column, read_table, validated_frame
 from tsprune.data.timefeatures import base_frequency, infer_frequency, time_features
 from tsprune.errors import TsPruneError
+from tsprune.models.base import decoder_input
 from tsprune.runtime import resolve_device, seeded_inference
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def _same_frequency(a: str, b: str) -> bool:
 
 
 def model_inputs(run: Run, history: pd.DataFrame) -> tuple[tuple[torch.Tensor, ...], pd.DatetimeIndex, str]:
-    """Validate ``history`` against the run and build one batch ``(x_enc, x_mark_enc, x_dec, x_mark_dec)``.
+    """Validate ``history`` against the run and build one batch of the model's inputs (``models.base.MODEL_INPUTS``,
+    batch 1).
 
     Returns the batch, the future timestamps and the name of the date column.
     """
@@ -77,8 +79,7 @@ def model_inputs(run: Run, history: pd.DataFrame) -> tuple[tuple[torch.Tensor, .
     decoder_dates = cast(pd.DatetimeIndex, dates[len(dates) - cfg.label_len:].append(future))
     x_mark_enc = torch.from_numpy(time_features(dates, run.freq)).unsqueeze(0)
     x_mark_dec = torch.from_numpy(time_features(decoder_dates, run.freq)).unsqueeze(0)
-    x_dec = torch.cat([scaled[:, scaled.shape[1] - cfg.label_len:], scaled.new_zeros(1, cfg.pred_len, scaled.shape[2])],
-                      dim=1)
+    x_dec = decoder_input(scaled, cfg.label_len, cfg.pred_len)
     return (scaled, x_mark_enc, x_dec, x_mark_dec), future, str(date_column)
 
 
@@ -101,9 +102,7 @@ def predict(run: Run, history: pd.DataFrame, device: str = "auto", seed: int = 0
                 output = model(*(t.to(device_t) for t in inputs))[0].float().cpu().numpy()  # [pred_len, c_out]
         finally:
             run.model.cpu()
-    c_out = output.shape[-1]
-    channels = run.columns[len(run.columns) - c_out:]
-    values = run.scaler.inverse(output.astype(np.float64), slice(len(run.columns) - c_out, None))
-    frame = pd.DataFrame(values, columns=channels)
+    values = run.scaler.inverse(output.astype(np.float64), run.output_channels)
+    frame = pd.DataFrame(values, columns=run.output_columns)
     frame.insert(0, date_column, future)
     return frame

@@ -74,7 +74,7 @@ def example_inputs(
     Windows repeat (0, 1, ..., n-1, 0, 1, ...) when the split has fewer than ``batch_size`` of them.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise TsPruneError(f"batch_size must be at least 1, got {batch_size}", options=("batch_size",))
     count = data.n_windows(split)
     if count == 0:
         raise TsPruneError(f"the {split!r} split has no complete window to measure on")

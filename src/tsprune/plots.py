@@ -73,16 +73,13 @@ def window_predictions(run: Run, split: str, starts: torch.Tensor, device: str =
     model = run.model.to(device_t).eval()
     try:
         with seeded_inference(device_t, seed):
-            prediction = model(batch.x_enc.to(device_t), batch.x_mark_enc.to(device_t), batch.x_dec.to(device_t),
-                               batch.x_mark_dec.to(device_t)).float().cpu().numpy()
+            prediction = model(*(t.to(device_t) for t in batch.inputs())).float().cpu().numpy()
     finally:
         run.model.cpu()
-    c_out = prediction.shape[-1]
-    out_channels = slice(len(run.columns) - c_out, None)
     return {
         "history": run.scaler.inverse(batch.x_enc.numpy().astype(np.float64)),
-        "truth": run.scaler.inverse(batch.y.numpy().astype(np.float64), out_channels),
-        "prediction": run.scaler.inverse(prediction.astype(np.float64), out_channels),
+        "truth": run.scaler.inverse(batch.y.numpy().astype(np.float64), run.output_channels),
+        "prediction": run.scaler.inverse(prediction.astype(np.float64), run.output_channels),
     }
 
 
@@ -108,7 +105,7 @@ def plot_windows(runs: Sequence[Run], out: str | Path, labels: Sequence[str] | N
                                "seq_len, pred_len and feature mode together")
     labels = list(labels) if labels else [str(run.path or run.config.model.name) for run in runs]
     reference = runs[0]
-    forecast_columns = reference.columns[len(reference.columns) - reference.config.model.c_out:]
+    forecast_columns = reference.output_columns
     channel = channel or forecast_columns[-1]
     if channel not in forecast_columns:
         raise TsPruneError(f"channel {channel!r} is not forecast by these runs (they forecast "

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from tsprune._version import __version__
 from tsprune.config import RunConfig, read_json, write_json
-from tsprune.data.dataset import ForecastData, Scaler, prepare_data
-from tsprune.errors import TsPruneError
+from tsprune.data.dataset import ForecastData, Scaler, output_channels, prepare_data
+from tsprune.errors import TsPruneError, exception_line
 from tsprune.runtime import atomic_path
 from tsprune.measure import environment as measurement_environment
 from tsprune.models.base import Forecaster
@@ -54,6 +54,16 @@ class Run:
             raise TsPruneError(f"the data's columns {data.columns} differ from the run's {self.columns}")
         return data
 
+    @property
+    def output_channels(self) -> slice:
+        """Which of :attr:`columns` the model forecasts (``data.dataset.output_channels``): index the columns, the
+        scaler's statistics or ``[..., channels]`` values with it."""
+        return output_channels(len(self.columns), self.config.model.c_out)
+
+    @property
+    def output_columns(self) -> list[str]:
+        """The names of the forecast channels, in the order of the model's output."""
+        return self.columns[self.output_channels]
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -111,9 +121,9 @@ def load_run(path: str | Path) -> Run:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        raise TsPruneError(f"{weights} does not match the architecture in config.json: {detail[:300]}") from None
+        # torch's first lines name the missing, unexpected or mis-shaped keys; the rest lists them all
+        detail = exception_line(exc, limit=300, lines=3)
+        raise TsPruneError(f"{weights} does not match the architecture in config.json: {detail}") from None
     sparse_plan = raw.get("sparse_plan")
     if sparse_plan:  # weights are stored dense-with-zeros; the sparse layout is rebuilt from the plan
         sparse_plan = read_plan(sparse_plan)

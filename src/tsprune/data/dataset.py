@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, overload
+from typing import ClassVar, Iterator, overload
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ from tsprune.config import DataConfig
 from tsprune.data.io import report_missing_markers, read_table, validated_frame
 from tsprune.data.timefeatures import base_frequency, infer_frequency, time_features
 from tsprune.errors import TsPruneError
+from tsprune.models.base import decoder_input
 
 SPLITS = ("train", "val", "test")
 _HOURS_PER_MONTH = 30 * 24
@@ -46,6 +47,9 @@ def split_borders(n_rows: int, rule: str, seq_len: int) -> dict[str, tuple[int, 
 class Scaler:
     """Per-channel z-score fitted on the training rows (a constant channel gets scale 1, as scikit-learn does)."""
 
+    # What :meth:`transform` computes, in words a caller without tsprune can apply (the ONNX sidecar states it).
+    FORMULA: ClassVar[str] = "scaled = (value - mean) / std, per column"
+
     mean: np.ndarray
     std: np.ndarray
 
@@ -57,6 +61,7 @@ class Scaler:
         return cls(mean, std)
 
     def transform(self, values: np.ndarray) -> np.ndarray:
+        """``values`` ``[rows, channels]`` scaled by :data:`FORMULA`."""
         return (values - self.mean) / self.std
 
     @overload
@@ -79,17 +84,25 @@ class Scaler:
         return cls(np.asarray(raw["mean"], dtype=np.float64), np.asarray(raw["std"], dtype=np.float64))
 
 
+def output_channels(n_columns: int, c_out: int) -> slice:
+    """The input channels a model forecasts, of ``n_columns`` (target last): the last ``c_out``, so feature modes
+    S and MS forecast the target. Index columns, scaler statistics or ``[..., channels]`` values with it."""
+    return slice(n_columns - c_out, n_columns)
+
+
 @dataclass
 class Batch:
-    """One batch of windows. ``x_dec`` is the last ``label_len`` inputs followed by ``pred_len`` zeros."""
+    """One batch of windows: the model's four inputs, named, shaped and filled as ``models.base.MODEL_INPUTS``
+    says (in that order), and the target ``y`` ``[batch, pred_len, c_out]`` (scaled), shaped like the forecast."""
 
-    x_enc: torch.Tensor  # [B, seq_len, enc_in]
-    x_mark_enc: torch.Tensor  # [B, seq_len, n_time_features]
-    x_dec: torch.Tensor  # [B, label_len + pred_len, enc_in]
-    x_mark_dec: torch.Tensor  # [B, label_len + pred_len, n_time_features]
-    y: torch.Tensor  # [B, pred_len, c_out] (scaled)
+    x_enc: torch.Tensor
+    x_mark_enc: torch.Tensor
+    x_dec: torch.Tensor
+    x_mark_dec: torch.Tensor
+    y: torch.Tensor
 
     def inputs(self) -> tuple[torch.Tensor, ...]:
+        """The model's inputs in forward's order."""
         return self.x_enc, self.x_mark_enc, self.x_dec, self.x_mark_dec
 
 
@@ -118,8 +131,13 @@ class ForecastData:
         self._device_cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
+    def output_channels(self) -> slice:
+        """Which of :attr:`columns` the model forecasts (:func:`output_channels`)."""
+        return output_channels(len(self.columns), self.c_out)
+
+    @property
     def output_columns(self) -> list[str]:
-        return self.columns[-self.c_out:]
+        return self.columns[self.output_channels]
 
     def n_windows(self, split: str) -> int:
         cfg = self.config
@@ -140,10 +158,9 @@ class ForecastData:
         enc_idx = starts[:, None] + torch.arange(cfg.seq_len, device=values.device)
         dec_idx = starts[:, None] + (cfg.seq_len - cfg.label_len) + torch.arange(cfg.label_len + cfg.pred_len,
                                                                                  device=values.device)
-        future = values[dec_idx]
-        x_dec = future.clone()
-        x_dec[:, cfg.label_len:] = 0.0
-        return Batch(values[enc_idx], marks[enc_idx], x_dec, marks[dec_idx], future[:, cfg.label_len:, -self.c_out:])
+        x_enc = values[enc_idx]
+        y = values[dec_idx[:, cfg.label_len:]][..., self.output_channels]
+        return Batch(x_enc, marks[enc_idx], decoder_input(x_enc, cfg.label_len, cfg.pred_len), marks[dec_idx], y)
 
     def batches(self, split: str, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                 generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Iterator[Batch]:

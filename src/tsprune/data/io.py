@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tsprune.data.registry import DatasetInfo, get_dataset, missing_file_message
-from tsprune.errors import TsPruneError
+from tsprune.errors import TsPruneError, exception_line
 
 _VERIFIED: set[str] = set()  # built-in files whose checksum this process already checked
 # Values that some benchmark files (weather) use to mark a missing reading. The benchmarks' convention is to use them
@@ -69,7 +69,7 @@ def read_table(dataset: str | None, data_path: str | None) -> tuple[pd.DataFrame
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise TsPruneError(f"cannot read {path} as CSV: {str(exc).splitlines()[0]}") from None
+            raise TsPruneError(f"cannot read {path} as CSV: {exception_line(exc)}") from None
         return frame, info
     if info is None:
         raise TsPruneError("no data given: set dataset (a name) or data_path (a CSV file)",

@@ -1,6 +1,13 @@
-"""What every forecaster is: an ``nn.Module`` with one call signature and a few declared capabilities."""
+"""What every forecaster is: an ``nn.Module`` with one call signature and a few declared capabilities.
+
+:data:`MODEL_INPUTS` and :data:`MODEL_OUTPUT` are the one description of that signature (names, shapes, meanings):
+the data pipeline's batches, the forecast of new data and the ONNX export's sidecar all follow them, and
+:func:`decoder_input` is the one implementation of the decoder's input rule they state.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -8,13 +15,41 @@ from torch import nn
 from tsprune.config import ModelConfig
 
 
+@dataclass(frozen=True)
+class ModelTensor:
+    """One tensor of the forward signature: its name, its shape in the config's dimension names, what it holds."""
+
+    name: str
+    shape: str
+    meaning: str
+
+
+# In forward's argument order. Values are scaled as in training (``data.dataset.Scaler``), columns in the run's
+# order (target last). x_dec has the model's dec_in channels, which the data binds to enc_in.
+MODEL_INPUTS: tuple[ModelTensor, ...] = (
+    ModelTensor("x_enc", "[batch, seq_len, enc_in]", "the last seq_len rows, scaled"),
+    ModelTensor("x_mark_enc", "[batch, seq_len, n_time_features]", "calendar features of those rows"),
+    ModelTensor("x_dec", "[batch, label_len + pred_len, enc_in]",
+                "the last label_len rows of x_enc, then pred_len zeros"),
+    ModelTensor("x_mark_dec", "[batch, label_len + pred_len, n_time_features]",
+                "calendar features of those and future rows"),
+)
+MODEL_OUTPUT = ModelTensor("forecast", "[batch, pred_len, c_out]", "scaled forecast of the last c_out columns")
+
+
+def decoder_input(x_enc: torch.Tensor, label_len: int, pred_len: int) -> torch.Tensor:
+    """``x_dec`` of :data:`MODEL_INPUTS` from ``x_enc`` ``[batch, seq_len, enc_in]``: its last ``label_len`` rows
+    (the decoder's known start), then ``pred_len`` rows of zeros (the steps to forecast), so
+    ``[batch, label_len + pred_len, enc_in]``."""
+    known = x_enc[:, x_enc.shape[1] - label_len:]  # not [-label_len:]: label_len 0 must keep no row
+    return torch.cat([known, x_enc.new_zeros(x_enc.shape[0], pred_len, x_enc.shape[2])], dim=1)
+
+
 class Forecaster(nn.Module):
     """Base class of the five forecasters.
 
-    ``forward(x_enc, x_mark_enc, x_dec, x_mark_dec) -> [batch, pred_len, c_out]`` where
-    ``x_enc`` is ``[batch, seq_len, enc_in]``, ``x_mark_enc`` ``[batch, seq_len, n_time_features]``,
-    ``x_dec`` ``[batch, label_len + pred_len, dec_in]`` (the last ``pred_len`` steps zero) and
-    ``x_mark_dec`` its calendar features. Models that do not use an input ignore it.
+    ``forward(x_enc, x_mark_enc, x_dec, x_mark_dec) -> forecast``, the tensors of :data:`MODEL_INPUTS` and
+    :data:`MODEL_OUTPUT` (``[batch, pred_len, c_out]``). Models that do not use an input ignore it.
     """
 
     # Qualified names of the modules whose output *is* the forecast channels (or a decomposition mixer that feeds

@@ -7,7 +7,6 @@ about which runs they summarise.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator
 from typing import cast
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tsprune.config import PruneConfig
+from tsprune.errors import error_gist  # the report's name for it too (render uses tables.error_gist)
 from tsprune.prune import methods
 
 # Keys of one forecasting task: a table or panel never averages MSE across these.
@@ -271,18 +271,6 @@ def failed(frame: pd.DataFrame) -> pd.DataFrame:
     table = rows.reindex(columns=columns).copy()
     table["error"] = rows["error"].map(error_gist)
     return table.reset_index(drop=True)
-
-
-def error_gist(error: object, limit: int = 240) -> str:
-    """A one-line error message: tracebacks shrink to their final line, long messages are cut."""
-    if error is None or (isinstance(error, float) and math.isnan(error)):
-        return ""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    text = lines[-1] if lines[0].startswith("Traceback") else " ".join(lines)
-    text = re.sub(r"\s+", " ", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def header(frame: pd.DataFrame) -> list[tuple[str, str]]:
