@@ -14,6 +14,7 @@ import torch
 
 from conftest import TINY, random_inputs
 from tsprune.errors import TsPruneError
+from tsprune.models.base import MODEL_INPUTS, MODEL_OUTPUT
 from tsprune.models.layers.fourier import FourierCrossAttention
 from tsprune.models.layers.prob_attention import ProbAttention, freeze_sampling, unfreeze_sampling
 from tsprune.models.layers.real_dft import irfft, rfft, use_real_dft
@@ -23,7 +24,7 @@ from tsprune.runtime import evaluating
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = torch.device("cpu")
-INPUT_NAMES = ("x_enc", "x_mark_enc", "x_dec", "x_mark_dec")
+INPUT_NAMES = tuple(tensor.name for tensor in MODEL_INPUTS)  # the forward signature, from its one table
 # One encoder layer halves the graph, and so the export time; every code path still runs.
 EXPORT_SIZE = {**TINY, "e_layers": 1}
 
@@ -169,7 +170,7 @@ def exported(request, tmp_path_factory, one_thread):
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter's chatter
         torch.onnx.export(exportable, trace, str(path), dynamo=True, verbose=False, external_data=False,
-                          input_names=list(INPUT_NAMES), output_names=["forecast"],
+                          input_names=list(INPUT_NAMES), output_names=[MODEL_OUTPUT.name],
                           dynamic_shapes=tuple({0: batch} for _ in INPUT_NAMES))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
