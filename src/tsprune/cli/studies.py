@@ -72,16 +72,37 @@ SPEC_HELP = "A sweep spec: a YAML file, or a preset (paper, paper-mini, study-et
 
 @sweep_app.command("plan")
 @user_errors
-def sweep_plan(spec: Annotated[str, typer.Argument(help=SPEC_HELP)]) -> None:
-    """Count the dense trainings and pruning runs of a sweep and estimate its cost."""
+def sweep_plan(
+    spec: Annotated[str, typer.Argument(help=SPEC_HELP)],
+    executor: Annotated[str, typer.Option(help="local, or ray: also show the cluster and estimate its wall time.")]
+    = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray: the cluster to connect to and show (auto or "
+                                                        "HOST:PORT; default: this machine as a local runtime).")]
+    = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray: concurrent runs, as for `sweep run`.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Ray: threads (CPUs) per run, as for `sweep run`.")] = None,
+    gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs each CUDA run asks for, as for `sweep run`.")]
+    = 0.0,
+) -> None:
+    """Count the dense trainings and pruning runs of a sweep and estimate its cost (with --executor ray: on the
+    cluster)."""
     from tsprune.sweep import load_spec, plan_sweep
     from tsprune.sweep.cost import estimate
     from tsprune.sweep.tables import plan_lines, plan_table
 
+    if executor not in ("local", "ray"):
+        raise TsPruneError(f"unknown executor {executor!r}: use one of local, ray")
+    if executor == "local" and (address is not None or gpus_per_run):
+        raise TsPruneError("--address and --gpus-per-run need --executor ray")
     loaded = load_spec(spec)
     planned = plan_sweep(loaded)
     for line in plan_lines(planned, estimate(planned), spec):
         console.print(line, highlight=False, soft_wrap=True)
+    if executor == "ray":
+        from tsprune.sweep.ray_executor import cluster_plan_lines
+
+        for line in cluster_plan_lines(planned, address, workers=workers, threads=threads, gpus_per_run=gpus_per_run):
+            console.print(line, highlight=False, soft_wrap=True)
     console.print(plan_table(planned))
 
 
@@ -97,7 +118,8 @@ def sweep_run(
     address: Annotated[Optional[str], typer.Option(help="Ray: auto or ray://HOST:PORT (default: a local Ray "
                                                         "runtime).")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed runs again.")] = False,
-    gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs each run asks for.")] = 0.0,
+    gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs each CUDA run asks for (1 when unset with device "
+                                                     "cuda; a fraction shares one GPU among runs).")] = 0.0,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: cores // workers).")]
     = None,
     progress: Annotated[bool, typer.Option(help="Live progress bar (off: one log line per run).")] = True,

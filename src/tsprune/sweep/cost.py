@@ -5,6 +5,9 @@ on small models on a busy 2-core machine, it can be off by a factor of a few eit
 
 from __future__ import annotations
 
+import collections
+import heapq
+import itertools
 from dataclasses import dataclass
 
 from tsprune.config import ModelConfig
@@ -69,3 +72,49 @@ def prune_seconds(run: PruneRun) -> float:
 
 def estimate(plan: Plan) -> Estimate:
     return Estimate(sum(dense_seconds(run) for run in plan.dense), sum(prune_seconds(run) for run in plan.prune))
+
+
+# --- a cluster ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    """What one node of a cluster offers runs: its CPUs and GPUs (as Ray counts them)."""
+
+    node_id: str
+    address: str
+    cpus: float
+    gpus: float = 0.0
+
+
+def run_slots(nodes: list[NodeShape], cpus: float, gpus: float = 0.0) -> int:
+    """How many runs asking ``cpus`` (at least 1) CPUs and ``gpus`` GPUs each the ``nodes`` hold at once (a run
+    never spans nodes, so each node's share is rounded down on its own)."""
+    total = 0
+    for node in nodes:
+        fits = int(node.cpus // cpus)
+        if gpus > 0:
+            fits = min(fits, int(node.gpus / gpus + 1e-9))  # 1e-9: three 1/3-GPU runs fit one GPU
+        total += fits
+    return total
+
+
+def wall_seconds(plan: Plan, slots: int, threads: int = 1) -> float:
+    """Estimated wall time of ``plan`` on ``slots`` run slots of ``threads`` threads each: the cost model's
+    per-run times, divided by the threads (ideal scaling: optimistic for wide slots), list-scheduled the way the
+    executors hand runs out (dense runs in order; a finished dense run's prune runs go first)."""
+    if slots < 1:
+        raise ValueError("no run slots")
+    children = plan.children()
+    queue: collections.deque[DenseRun | PruneRun] = collections.deque(plan.dense)
+    running: list[tuple[float, int, DenseRun | PruneRun]] = []
+    order, now = itertools.count(), 0.0
+    while queue or running:
+        while queue and len(running) < slots:
+            run = queue.popleft()
+            seconds = dense_seconds(run) if isinstance(run, DenseRun) else prune_seconds(run)
+            heapq.heappush(running, (now + seconds / threads, next(order), run))
+        now, _, run = heapq.heappop(running)
+        if isinstance(run, DenseRun):
+            queue.extendleft(reversed(children.get(run.run_id, [])))
+    return now

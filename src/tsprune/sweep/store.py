@@ -40,7 +40,8 @@ COLUMNS: dict[str, str] = {
     "latency_ms": "float64", "latency_dense_ms": "float64", "speedup": "float64", "latency_measured": "str",
     "emptied_layers": "Int64", "method_seconds": "float64",
     "train_seconds": "float64", "prune_seconds": "float64", "wall_seconds": "float64", "epochs_run": "Int64",
-    "attempt": "Int64", "config_json": "str", "torch": "str", "threads": "Int64", "device": "str", "host": "str",
+    "attempt": "Int64", "retries": "Int64", "node": "str", "config_json": "str", "torch": "str", "threads": "Int64",
+    "device": "str", "host": "str",
     "git_rev": "str", "tsprune_version": "str", "started_at": "str", "finished_at": "str",
 }
 LABELS = ("model", "dataset", "pred_len", "seed", "size", "train_fraction", "method", "target_density",
@@ -49,8 +50,8 @@ METRICS = ("mse", "mae", "mse_raw", "mae_raw", "dense_mse", "dense_mae", "params
            "density_prunable", "density_total", "flops", "flops_dense", "flops_ratio", "flops_effective",
            "flops_effective_ratio", "latency_ms", "latency_dense_ms", "speedup", "emptied_layers", "method_seconds",
            "train_seconds", "prune_seconds", "epochs_run")
-RUN_FIELDS = ("run_id", "parent_id", "kind", "status", "error", "wall_seconds", "attempt", "torch", "threads",
-              "device", "host", "git_rev", "tsprune_version", "started_at", "finished_at")
+RUN_FIELDS = ("run_id", "parent_id", "kind", "status", "error", "wall_seconds", "attempt", "retries", "node", "torch",
+              "threads", "device", "host", "git_rev", "tsprune_version", "started_at", "finished_at")
 
 
 class SweepStore:
