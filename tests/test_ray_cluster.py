@@ -218,8 +218,14 @@ def test_cluster_slots_thread_budget_and_wall_time(data_csv):
 
 
 def test_plan_command_errors(data_csv, tmp_path):
+    import socket
+
     path = str(write_spec(tmp_path, cluster_spec(data_csv)))
+    with socket.socket() as probe:  # a loopback port nobody listens on once closed (Ray would retry for minutes)
+        probe.bind((LOOPBACK, 0))
+        closed = f"{LOOPBACK}:{probe.getsockname()[1]}"
     for args, message in ((["--address", "auto"], "--address and --gpus-per-run need --executor ray"),
+                          (["--executor", "ray", "--address", closed], f"no Ray cluster answers at {closed}"),
                           (["--executor", "spark"], "unknown executor 'spark'"),
                           (["--executor", "ray", "--threads", "0"], "--threads must be at least 1"),
                           (["--executor", "ray", "--gpus-per-run", "0.5"], "needs device cuda")):

@@ -140,6 +140,20 @@ def import_ray() -> Any:
     return ray
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` (or ``ray://HOST:PORT``) nobody listens on: Ray itself would retry for minutes."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" or a form Ray parses itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise TsPruneError(f"no Ray cluster answers at {address} ({exc.strerror or type(exc).__name__}): start one "
+                           "(`ray start --head`) or check --address", options=("address",)) from None
+
+
 @contextlib.contextmanager
 def connected(address: str | None) -> Iterator[Any]:
     """Ray, initialised: the runtime this process already has, else ``address``, shut down again on leaving. None
@@ -148,6 +162,8 @@ def connected(address: str | None) -> Iterator[Any]:
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
+        if address is not None:
+            check_reachable(address)
         try:
             ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
                      log_to_driver=False, logging_level=logging.WARNING)
