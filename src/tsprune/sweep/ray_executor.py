@@ -150,8 +150,8 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise TsPruneError(f"no Ray cluster answers at {address} ({exc.strerror or type(exc).__name__}): start one "
-                           "(`ray start --head`) or check --address", options=("address",)) from None
+        raise TsPruneError(f"no Ray cluster answers at {address} ({exc.strerror or type(exc).__name__}): start "
+                           "the cluster (ray start) or check the address", options=("address",)) from None
 
 
 @contextlib.contextmanager
