@@ -28,7 +28,7 @@ from tsprune.cli import app
 from tsprune.errors import TsPruneError
 from tsprune.sweep import parse_spec, plan_sweep, run_sweep
 from tsprune.sweep.cost import NodeShape, estimate, run_slots, wall_seconds
-from tsprune.sweep.ray_executor import check_fits, cluster_plan_lines, ray_threads, task_options
+from tsprune.sweep.ray_executor import RayExecutor, check_fits, cluster_plan_lines, ray_threads, task_options
 
 ray = pytest.importorskip("ray")
 runner = CliRunner()
@@ -231,6 +231,9 @@ def test_plan_command_errors(data_csv, tmp_path):
                           (["--executor", "ray", "--gpus-per-run", "0.5"], "needs device cuda")):
         result = runner.invoke(app, ["sweep", "plan", path, *args])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+        assert "dense trainings" not in result.output or closed not in message  # no address: refused before planning
+    with pytest.raises(TsPruneError, match=f"no Ray cluster answers at {closed}"):
+        RayExecutor(address=closed)  # `sweep run` makes its executor before planning
 
 
 # --- on the simulated cluster -------------------------------------------------------------------------------------

@@ -94,6 +94,10 @@ def sweep_plan(
         raise TsPruneError(f"unknown executor {executor!r}: use one of local, ray")
     if executor == "local" and (address is not None or gpus_per_run):
         raise TsPruneError("--address and --gpus-per-run need --executor ray")
+    if executor == "ray" and address is not None:
+        from tsprune.sweep.ray_executor import check_reachable
+
+        check_reachable(address)  # before planning: a large grid takes seconds to plan
     loaded = load_spec(spec)
     planned = plan_sweep(loaded)
     for line in plan_lines(planned, estimate(planned), spec):

@@ -229,6 +229,8 @@ class RayExecutor:
         import_ray()
         check_counts(workers, threads)
         gpus_for("auto", gpus_per_run)  # a negative or fractional-above-one count fails before Ray starts
+        if address is not None:
+            check_reachable(address)  # before the sweep is planned, not after
         self.workers, self.address, self.gpus, self.threads = workers, address, gpus_per_run, threads
 
     def run(self, work: Work, report: Reporter) -> None:
