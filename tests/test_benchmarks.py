@@ -100,8 +100,8 @@ def test_reproduce_compares_finished_runs_with_the_published_values(tmp_path):
     assert (unfinished["published_mse"], "mse" in unfinished) == (0.865, False)
     assert missing == {"model": "FEDformer", "seed": 2021, "status": "not run", "published_mse": 0.376,
                        "published_mae": 0.419}
-    assert "| Autoformer | 2021 | not the protocol:" in result.output
-    assert "| Informer | 2021 | unfinished" in result.output
+    assert "| Autoformer | - | 2021 | not the protocol:" in result.output
+    assert "| Informer | - | 2021 | unfinished" in result.output
 
     # --record keeps finished protocol runs only: a newer run of a model replaces its entry, others stay
     results = tmp_path / "results.json"
@@ -170,7 +170,7 @@ def test_reproduce_averages_seeds_and_keeps_one_entry_per_model_and_seed(tmp_pat
 
     # finished seeds: the table and --json end with their mean
     mse = {1: 1.25, 2: 1.05}
-    monkeypatch.setattr(reproduce, "row", lambda model, run_dir, reference, expected: finished(
+    monkeypatch.setattr(reproduce, "row", lambda model, run_dir, reference, expected, variant="": finished(
         model, expected["train"]["seed"], mse[expected["train"]["seed"]]))
     result = CliRunner().invoke(reproduce.cli, ["--models", "Informer", "--seeds", "1,2", "--runs", str(tmp_path),
                                                 "--no-train", "--json", str(out)])
@@ -178,7 +178,52 @@ def test_reproduce_averages_seeds_and_keeps_one_entry_per_model_and_seed(tmp_pat
     *runs, mean = json.loads(out.read_text())
     assert [r["mse"] for r in runs] == [1.25, 1.05] and mean["status"] == "mean of 2 seeds"
     assert abs(mean["mse"] - 1.15) < 1e-12 and mean["published_mse"] == 0.865
-    assert "| Informer | 1,2 | mean of 2 seeds |" in result.output
+    assert "| Informer | - | 1,2 | mean of 2 seeds |" in result.output
+
+
+def test_reproduce_keeps_model_variants_apart(tmp_path, monkeypatch):
+    reproduce = load("reproduce")
+    assert reproduce.parse_variant(" prob_layout=paper, factor=5") == {"prob_layout": "paper", "factor": 5}
+    assert reproduce.variant_name({"prob_layout": "paper", "factor": 5}) == "factor=5,prob_layout=paper"
+    assert reproduce.parse_variant("") == {} and reproduce.variant_name({}) == ""
+    assert reproduce.run_directory(tmp_path, "Informer", 2021, 2021, "prob_layout=paper") == (
+        tmp_path / "Informer[prob_layout=paper]")
+    assert reproduce.run_directory(tmp_path, "Informer", 2022, 2021, "prob_layout=paper") == (
+        tmp_path / "Informer[prob_layout=paper]_seed2022")
+
+    def finished(seed, mse, variant=""):
+        return {"model": "Informer", **({"variant": variant} if variant else {}), "seed": seed,
+                "status": "stopped early", "mse": mse, "mae": 0.7, "epochs_run": 4}
+
+    # the default run of a seed and a variant's run of the same seed are two entries, averaged apart
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"runs": [finished(2021, 1.045, "prob_layout=paper"),
+                                            finished(2022, 1.094, "prob_layout=paper")]}))
+    written = reproduce.record_runs(results, [finished(2021, 0.775)], "ETTh1", 96, "abc", "m",
+                                    {"Informer": {"mse": 0.865, "mae": 0.713}})
+    assert written == ["Informer"]
+    stored = json.loads(results.read_text())
+    assert [(r.get("variant", ""), r["seed"], r["mse"]) for r in stored["runs"]] == [
+        ("", 2021, 0.775), ("prob_layout=paper", 2021, 1.045), ("prob_layout=paper", 2022, 1.094)]
+    (mean,) = stored["seed_means"]  # one default seed: no mean row for the defaults
+    assert mean["variant"] == "prob_layout=paper" and abs(mean["mse"] - (1.045 + 1.094) / 2) < 1e-12
+    assert reproduce.record_runs(results, [finished(2022, 1.0, "prob_layout=paper")], "ETTh1", 96, "abc",
+                                 "m") == ["Informer[prob_layout=paper]/2022"]
+
+    # --variant trains into its own directory and labels the rows; a bad option is one clear line
+    seen = []
+    monkeypatch.setattr(reproduce, "row", lambda model, run_dir, reference, expected, variant="": seen.append(
+        (run_dir.name, expected["model"]["prob_layout"], variant)) or finished(2021, 1.0, variant))
+    out = tmp_path / "table.json"
+    result = CliRunner().invoke(reproduce.cli, ["--models", "Informer", "--variant", "prob_layout=paper", "--runs",
+                                                str(tmp_path), "--no-train", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert seen == [("Informer[prob_layout=paper]", "paper", "prob_layout=paper")]
+    assert "| Informer | prob_layout=paper | 2021 |" in result.output
+    for bad, message in (("prob_layout", "--variant takes KEY=VALUE"), ("prob_layout=wide", "prob_layout must be"),
+                         ("nosuch=1", "unknown model hyper-parameter(s): nosuch")):
+        result = CliRunner().invoke(reproduce.cli, ["--models", "Informer", "--variant", bad, "--no-train"])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
 def test_oneshot_table_reads_the_results_table_and_fills_a_readme_block(tmp_path):
