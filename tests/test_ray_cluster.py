@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
+from conftest import write_small_csv
 from test_sweep import tiny_spec, write_spec
 from typer.testing import CliRunner
 
@@ -46,14 +45,7 @@ ACCURACY = ("mse", "mae", "mse_raw", "mae_raw", "params", "nonzero_params", "par
 
 @pytest.fixture(scope="module")
 def data_csv(tmp_path_factory) -> Path:
-    """400 hourly rows, as in test_sweep: seconds-long runs."""
-    t = np.arange(400)
-    frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=400, freq="h").astype(str),
-                          "a": np.sin(t / 12) + 0.1 * np.random.default_rng(0).standard_normal(400),
-                          "b": np.cos(t / 24), "OT": np.sin(t / 6)})
-    path = tmp_path_factory.mktemp("data") / "small.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return write_small_csv(tmp_path_factory.mktemp("data"))
 
 
 def cluster_spec(csv: Path, **overrides: Any) -> dict:

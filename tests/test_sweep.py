@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import DEVICE
+from conftest import DEVICE, write_small_csv
 from typer.testing import CliRunner
 
 from tsprune import api
@@ -30,14 +29,7 @@ SIZE = {"d_model": 8, "d_ff": 16, "n_heads": 2, "e_layers": 1, "d_layers": 1}
 
 @pytest.fixture(scope="module")
 def csv(tmp_path_factory) -> Path:
-    """400 hourly rows: fast to train on and to evaluate over every window."""
-    t = np.arange(400)
-    frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=400, freq="h").astype(str),
-                          "a": np.sin(t / 12) + 0.1 * np.random.default_rng(0).standard_normal(400),
-                          "b": np.cos(t / 24), "OT": np.sin(t / 6)})
-    path = tmp_path_factory.mktemp("data") / "small.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return write_small_csv(tmp_path_factory.mktemp("data"))
 
 
 def tiny_spec(csv: Path, **overrides) -> dict:
