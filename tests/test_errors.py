@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from tsprune.errors import TsPruneError, error_gist, exception_line
+from tsprune.errors import TsPruneError, error_gist, exception_line, exception_record
 
 
 def test_an_exception_becomes_its_first_line_without_colour_codes():
@@ -17,6 +17,14 @@ def test_an_exception_becomes_its_first_line_without_colour_codes():
     assert exception_line(ValueError("x" * 500)) == "x" * 199 + "…"
     assert exception_line(KeyError()) == "KeyError"  # no message: its type says what happened
     assert exception_line(ValueError("\n \n")) == "ValueError"
+
+
+def test_an_exception_is_recorded_with_its_type_and_whole_message_on_one_line():
+    exc = RuntimeError("\n  \x1b[31mFailed to convert\x1b[0m   the program.  \nDetails: a long dump\nmore")
+    assert exception_record(exc) == "RuntimeError: Failed to convert the program. Details: a long dump more"
+    assert exception_record(KeyError()) == "KeyError: no message"
+    assert exception_record(ValueError("z" * 2000)) == "ValueError: " + "z" * 999 + "…"
+    assert exception_record(ValueError("z" * 50), limit=10) == "ValueError: " + "z" * 9 + "…"
 
 
 def test_a_recorded_error_becomes_its_gist():

@@ -1,8 +1,10 @@
 """One exception type for every error a user can fix; the CLI prints it as one line and exits 2.
 
-Also the two ways tsprune turns other text into such a line, named by what they read: :func:`exception_line` for an
-exception caught to be re-raised as a :class:`TsPruneError` (its message leads with the point), :func:`error_gist`
-for a recorded error shown in a table (which may be a whole traceback, whose point is its last line).
+Also the three ways tsprune turns other text into one line, named by what they read: :func:`exception_line` for an
+exception caught to be re-raised as a :class:`TsPruneError` (its message leads with the point),
+:func:`exception_record` for an exception caught to be written into a sweep record (type and whole message, so a
+failed run says what happened), and :func:`error_gist` for a recorded error shown in a table (which may be a whole
+traceback, whose point is its last line).
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def exception_line(exc: BaseException, limit: int = 200, lines: int = 1) -> str:
     no message."""
     found = _lines(str(exc))[:lines]
     return _shorten(" ".join(found), limit) if found else type(exc).__name__
+
+
+def exception_record(exc: BaseException, limit: int = 1000) -> str:
+    """A caught exception as a sweep record keeps it: ``Type: message``, the whole message on one line, cut to
+    ``limit``."""
+    return f"{type(exc).__name__}: {_shorten(' '.join(_lines(str(exc))), limit) or 'no message'}"
 
 
 def error_gist(error: object, limit: int = 240) -> str:

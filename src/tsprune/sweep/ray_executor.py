@@ -37,11 +37,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tsprune.errors import TsPruneError
+from tsprune.errors import TsPruneError, exception_record
 from tsprune.sweep.cost import NodeShape, run_slots, wall_seconds
 from tsprune.sweep.plan import DenseRun, Plan, PruneRun
 from tsprune.sweep.store import RUN_FILES
-from tsprune.sweep.tasks import describe_error, execute_dense, execute_prune, make_record, now_utc, parent_failed
+from tsprune.sweep.tasks import execute_dense, execute_prune, make_record, now_utc, parent_failed
 from tsprune.sweep.work import Reporter, Work, check_counts, gpus_for, run_device, thread_budget
 
 MAX_ATTEMPTS = 3  # executions of one run, the first included, before a lost run is recorded failed
@@ -330,9 +330,9 @@ class _RaySweep:
         try:
             return self.ray.get(ref)
         except exceptions.RayTaskError as exc:  # the task itself raised: the same on every try, so not retried
-            return self._failed(run, describe_error(getattr(exc, "cause", None) or exc))
+            return self._failed(run, exception_record(getattr(exc, "cause", None) or exc))
         except exceptions.RayError as exc:  # its worker or node died, or its result was lost with a node
-            error = describe_error(exc)[:300]
+            error = exception_record(exc, limit=300)
             self.lost[run.run_id].append(error)
             attempts = len(self.lost[run.run_id])
             if attempts < MAX_ATTEMPTS:

@@ -25,7 +25,7 @@ import torch
 
 from tsprune._version import __version__
 from tsprune.config import PruneConfig
-from tsprune.errors import TsPruneError
+from tsprune.errors import TsPruneError, exception_record
 from tsprune.prune.pipeline import PrunedModel
 from tsprune.run import Run, load_run
 from tsprune.sweep.plan import DenseRun, PruneRun
@@ -106,7 +106,7 @@ def _attempt(run: DenseRun | PruneRun, threads: int, work: Callable[[], dict[str
     try:
         metrics, status, error, trace = work(), "done", None, None
     except Exception as exc:  # noqa: BLE001 - a failed run is a result; Ctrl-C (BaseException) still stops
-        metrics, status, error = {}, "failed", describe_error(exc)
+        metrics, status, error = {}, "failed", exception_record(exc)
         trace = None if isinstance(exc, TsPruneError) else traceback.format_exc(limit=8)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # an out-of-memory run must not starve the next one
@@ -114,11 +114,6 @@ def _attempt(run: DenseRun | PruneRun, threads: int, work: Callable[[], dict[str
     if trace:
         record["traceback"] = trace
     return record
-
-
-def describe_error(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "no message"
-    return f"{type(exc).__name__}: {text[:1000]}"
 
 
 def make_record(run: DenseRun | PruneRun, status: str, metrics: dict[str, Any], error: str | None, started: str,
