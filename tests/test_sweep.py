@@ -286,6 +286,45 @@ def test_measuring_pass_retimes_kept_runs_and_changes_nothing_else(csv, tmp_path
     assert bad.exit_code == 2 and "not a sweep directory" in bad.output and "Traceback" not in bad.output
 
 
+def test_deferred_timing_leaves_the_latencies_to_the_measuring_pass(csv, tmp_path):
+    spec = tiny_spec(csv, methods={"magnitude": [0.5]}, finetune_epochs=[0], engines=["dense", "sparse"],
+                     keep_pruned=True)
+    result = runner.invoke(app, ["sweep", "run", str(write_spec(tmp_path, spec)), "--dir", str(tmp_path / "s"),
+                                 "--threads", "1", "--no-progress", "--defer-timing"])
+    assert result.exit_code == 0 and "3 run(s) done, 0 failed" in result.output, result.output
+    from tsprune.sweep.remeasure import TIMING_FIELDS
+
+    records = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "s" / "records").glob("*.json")}
+    pruned = [record for record in records.values() if record["kind"] == "prune"]
+    for record in pruned:  # accuracy, FLOPs and the sparse plan are there; no timing was taken
+        metrics = record["metrics"]
+        assert metrics["latency_deferred"] and not set(TIMING_FIELDS) & set(metrics)
+        assert metrics["mse"] > 0 and metrics["flops_effective_ratio"] < 1
+        assert (record["labels"]["engine"] == "sparse") == ("candidate_layers" in metrics)
+    frame = load_results(tmp_path / "s")
+    prune = frame[frame["kind"] == "prune"]
+    assert set(prune["latency_measured"]) == {"deferred"} and prune["speedup"].isna().all()
+    # the same sweep timed in the runs gives the same accuracy: only the timing was left out
+    timed = run_sweep(parse_spec(spec), tmp_path / "t", threads=1, progress=False)
+    assert timed.done == 3
+    for path in (tmp_path / "t" / "records").glob("*.json"):
+        assert json.loads(path.read_text())["metrics"]["mse"] == records[path.stem]["metrics"]["mse"]
+    # the measuring pass gives the deferred runs their first timings
+    measured = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path / "s"), "--repeats", "2", "--threads",
+                                   "1"])
+    assert measured.exit_code == 0 and "2 run(s) timed" in measured.output, measured.output
+    for record in pruned:
+        metrics = json.loads((tmp_path / "s" / "records" / f"{record['run_id']}.json").read_text())["metrics"]
+        assert "latency_deferred" not in metrics and metrics["speedup"] > 0 and metrics["latency_pass"]
+        assert ("latency_masked" in metrics) == (record["labels"]["engine"] == "sparse")
+    assert set(load_results(tmp_path / "s").query("kind == 'prune'")["latency_measured"]) == {"pass"}
+    # without kept weights nothing could time them later: refused, nothing written
+    unkept = runner.invoke(app, ["sweep", "run", str(write_spec(tmp_path, {**spec, "keep_pruned": False})), "--dir",
+                                 str(tmp_path / "u"), "--defer-timing"])
+    assert unkept.exit_code == 2 and "error: --defer-timing needs a spec with keep_pruned: true" in unkept.output
+    assert "Traceback" not in unkept.output and not (tmp_path / "u").exists()
+
+
 def check_rows(sweep: Path, ids: set[str]) -> pd.DataFrame:
     """Exactly one row per planned run; the dense row is its own baseline; depgraph 0.001 failed."""
     frame = load_results(sweep)

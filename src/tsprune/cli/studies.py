@@ -133,13 +133,16 @@ def sweep_run(
     rebuild: Annotated[bool, typer.Option(help="Run again the finished runs whose weights the sweep keeps but --dir "
                                                "lacks (records moved to a new machine), for the measuring pass.")]
     = False,
+    defer_timing: Annotated[bool, typer.Option(help="Take no latency timings in the prune runs; `sweep measure` "
+                                                    "times the kept models later (a sweep beside other work).")]
+    = False,
 ) -> None:
     """Run a sweep, or resume it: runs already recorded in --dir are skipped."""
     from tsprune.sweep import load_spec, run_sweep
 
     outcome = run_sweep(load_spec(spec), sweep_dir, executor=executor, workers=workers, address=address,
                         retry_failed=retry_failed, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
-                        console=err_console, reuse_dense=reuse_dense, rebuild=rebuild)
+                        console=err_console, reuse_dense=reuse_dense, rebuild=rebuild, defer_timing=defer_timing)
     console.print(f"{outcome.done} run(s) done, {outcome.failed} failed, {outcome.skipped} already recorded, in "
                   f"{outcome.seconds:.0f}s; results: {outcome.results}", highlight=False, soft_wrap=True)
 

@@ -140,7 +140,7 @@ def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None,
 
 def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,
               overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None,
-              pruned: PrunedModel | None = None) -> Run:
+              pruned: PrunedModel | None = None, timed: bool = True) -> Run:
     """Prune ``source`` (a run or run directory) as ``config`` says and return the pruned run.
 
     With ``out`` the run directory is written to a temporary sibling and renamed when complete, so an
@@ -150,7 +150,8 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     only the timing is redone. ``config.engine == "sparse"`` (unstructured methods) compiles the pruned model for
     sparse kernels at the largest batch size (:func:`tsprune.sparse.engine.compile_sparse`); its latency and speedup are
     then the compiled model's, and the masked dense model's are kept beside them (``latency_masked``,
-    ``speedup_masked``).
+    ``speedup_masked``). ``timed=False`` leaves the timing out (no latency fields; ``latency_deferred`` is set): for a
+    sweep beside other work, whose measuring pass (:mod:`tsprune.sweep.remeasure`) times its kept runs later.
     """
     config.validate()
     method = methods.check(config)
@@ -188,14 +189,10 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     # Dense and pruned are timed in alternation on the same real windows: a same-conditions ratio.
     try:
         paired = {str(size): compare_latency(models, inputs[size], config.latency_repeats, threads=config.threads)
-                  for size in config.batch_sizes}
+                  for size in config.batch_sizes} if timed else {}
     finally:
         run.model.cpu()
-    cost["latency"] = {size: timing["pruned"] for size, timing in paired.items()}
-    dense_cost = {**dense_cost, "latency": {size: timing["dense"] for size, timing in paired.items()}}
     largest = str(max(config.batch_sizes))
-    cost["latency_ms"] = cost["latency"][largest]["median_ms"]
-    dense_cost["latency_ms"] = dense_cost["latency"][largest]["median_ms"]
 
     params = dict(unstructured.prunable_parameters(model, config.include_embeddings, config.include_fourier))
     report = unstructured.density_report(model, params)
@@ -216,13 +213,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         "flops_ratio": cost["flops"] / dense_cost["flops"],
         "flops_effective": cost["flops_effective"],
         "flops_effective_ratio": cost["flops_effective"] / dense_cost["flops"],
-        "latency_ms": cost["latency_ms"],
-        "latency_dense_ms": dense_cost["latency_ms"],
-        "speedup": dense_cost["latency_ms"] / cost["latency_ms"],
-        "latency": cost["latency"],
-        "latency_dense": dense_cost["latency"],
-        "speedup_by_batch_size": {size: dense_cost["latency"][size]["median_ms"] / cost["latency"][size]["median_ms"]
-                                  for size in cost["latency"]},
+        **(timing_metrics(paired, largest) if timed else {"latency_deferred": True}),
         "speedup_batch_size": int(largest),
         "finetuned": bool(config.finetune_epochs),
         "finetune_epochs": config.finetune_epochs,
@@ -238,15 +229,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         **pruned.facts,
     })
     if sparse_plan is not None:
-        masked = {size: timing["masked"] for size, timing in paired.items()}
-        metrics.update({
-            "latency_masked": masked,
-            "latency_masked_ms": masked[largest]["median_ms"],
-            "speedup_masked": dense_cost["latency_ms"] / masked[largest]["median_ms"],
-            "speedup_over_masked": masked[largest]["median_ms"] / cost["latency_ms"],
-            "compiled_batch_size": int(largest),
-            **plan_summary(sparse_plan),
-        })
+        metrics.update({"compiled_batch_size": int(largest), **plan_summary(sparse_plan)})
         model = models["pruned"]
     forecaster = cast(Forecaster, model.cpu())  # pruning and compiling keep the run's forecaster class
     result = Run(run.config, forecaster, run.scaler, run.columns, run.freq, metrics, sparse_plan=sparse_plan)
@@ -254,6 +237,26 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     if out_path is not None:
         _write_atomically(result, out_path, config, overwrite)
     return result
+
+
+def timing_metrics(paired: dict[str, dict[str, Any]], largest: str) -> dict[str, Any]:
+    """A prune record's timing fields from alternating timings ``{batch size: {"dense", "pruned"[, "masked"]:
+    latency}}`` (:func:`tsprune.measure.compare_latency`); the headline ``speedup`` is at batch size ``largest``.
+    The measuring pass writes the same fields."""
+    latency = {size: timing["pruned"] for size, timing in paired.items()}
+    dense = {size: timing["dense"] for size, timing in paired.items()}
+    out: dict[str, Any] = {
+        "latency_ms": latency[largest]["median_ms"], "latency_dense_ms": dense[largest]["median_ms"],
+        "speedup": dense[largest]["median_ms"] / latency[largest]["median_ms"],
+        "latency": latency, "latency_dense": dense,
+        "speedup_by_batch_size": {size: dense[size]["median_ms"] / latency[size]["median_ms"] for size in latency},
+    }
+    if all("masked" in timing for timing in paired.values()):  # a sparse-engine run, timed beside its masked twin
+        masked = {size: timing["masked"] for size, timing in paired.items()}
+        out.update({"latency_masked": masked, "latency_masked_ms": masked[largest]["median_ms"],
+                    "speedup_masked": dense[largest]["median_ms"] / masked[largest]["median_ms"],
+                    "speedup_over_masked": masked[largest]["median_ms"] / latency[largest]["median_ms"]})
+    return out
 
 
 def _write_atomically(run: Run, out: Path, config: PruneConfig, overwrite: bool) -> None:

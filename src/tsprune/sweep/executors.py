@@ -55,7 +55,8 @@ class LocalExecutor:
 
     def _prune_here(self, run: PruneRun, work: Work, report: Reporter) -> None:
         report.started(run)
-        report.finished(run, execute_prune(run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run)))
+        report.finished(run, execute_prune(run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run),
+                                           work.timed))
 
     def _pool(self, work: Work, report: Reporter) -> None:
         # Prune runs go first (their dense run is loaded in some worker already); a finished dense run's prune
@@ -99,7 +100,7 @@ class LocalExecutor:
         """The task that executes ``run`` in a worker, and its arguments."""
         if isinstance(run, DenseRun):
             return execute_dense, (run, work.store.run_dir(run.run_id), self.threads)
-        return execute_prune, (run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run))
+        return execute_prune, (run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run), work.timed)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),

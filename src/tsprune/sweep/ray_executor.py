@@ -98,7 +98,8 @@ def dense_task(run: DenseRun, threads: int) -> dict[str, Any]:
     return _result(record, files, started)
 
 
-def prune_task(run: PruneRun, dense_files: dict[str, bytes], threads: int, keep: bool) -> dict[str, Any]:
+def prune_task(run: PruneRun, dense_files: dict[str, bytes], threads: int, keep: bool,
+               timed: bool = True) -> dict[str, Any]:
     """Prune from the dense run directory ``dense_files`` (resolved by Ray from the driver's ObjectRef)."""
     started = time.time()
     _hide_gpus_unless_granted()
@@ -109,7 +110,7 @@ def prune_task(run: PruneRun, dense_files: dict[str, bytes], threads: int, keep:
     for name, payload in dense_files.items():  # a worker that has this dense run cached will not read them
         (dense / name).write_bytes(payload)
     try:
-        record = execute_prune(run, dense, threads, out)
+        record = execute_prune(run, dense, threads, out, timed)
         files = _read_files(out) if out is not None and record["status"] == "done" else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -291,7 +292,7 @@ class _RaySweep:
                 ref = self.train.options(**options).remote(run, self.threads)
             else:
                 ref = self.prune.options(**options).remote(run, self._payload(run.parent_id), self.threads,
-                                                           self.work.keep_pruned)
+                                                           self.work.keep_pruned, self.work.timed)
             self.in_flight[ref] = run
             if run.run_id not in self.submitted:  # a resubmitted run is not started twice
                 self.submitted.add(run.run_id)

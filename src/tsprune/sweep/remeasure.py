@@ -5,7 +5,8 @@ are honest ratios (dense and pruned alternate) taken under an unknown load. This
 weights the sweep kept (``keep_pruned``), times it in alternation with its dense run (and, for a sparse-engine run,
 with its masked twin) at the run's own batch sizes, threads and repeat count, and writes the timings into its
 record. ``metrics.latency_pass`` says when, how and under what load average it was measured; runs without weights
-(a sweep directory moved to a new machine keeps records only) keep their in-sweep timings and are listed.
+(a sweep directory moved to a new machine keeps records only) keep their in-sweep timings and are listed. A sweep
+run with ``defer_timing`` took no timings of its own (``latency_deferred``): this pass gives them their first.
 
 With ``recompile`` a sparse-engine run is compiled again from its masked twin before it is timed: each layer's
 kernel is chosen anew by timing on this machine, with this code (a sweep that ran on an older tsprune, or under
@@ -131,7 +132,7 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
             model_of.cache_clear()
             record["metrics"] = {**record["metrics"], **plan_facts}
         timing = time_models(models, data, settings)
-        record["metrics"] = {**record["metrics"], **timing}
+        record["metrics"] = {**{k: v for k, v in record["metrics"].items() if k != "latency_deferred"}, **timing}
         store.write_record(record)
         outcome.measured.append(record["run_id"])
         labels = record.get("labels") or {}
@@ -186,26 +187,13 @@ def time_models(models: dict[str, Any], data: Any, settings: dict[str, Any]) -> 
     """Alternating timings of ``models`` (``dense``, ``pruned``, optionally ``masked``) at each batch size, as the
     record's timing fields plus ``latency_pass``."""
     from tsprune.measure import compare_latency, cpu_name, example_inputs
+    from tsprune.prune.pipeline import timing_metrics
 
     load = os.getloadavg()[0]
     paired = {str(size): compare_latency(models, example_inputs(data, size), settings["repeats"],
                                          threads=settings["threads"]) for size in settings["batch_sizes"]}
     largest = str(max(settings["batch_sizes"]))
-    latency = {size: timing["pruned"] for size, timing in paired.items()}
-    latency_dense = {size: timing["dense"] for size, timing in paired.items()}
-    out: dict[str, Any] = {
-        "latency": latency, "latency_dense": latency_dense,
-        "latency_ms": latency[largest]["median_ms"], "latency_dense_ms": latency_dense[largest]["median_ms"],
-        "speedup": latency_dense[largest]["median_ms"] / latency[largest]["median_ms"],
-        "speedup_by_batch_size": {size: latency_dense[size]["median_ms"] / latency[size]["median_ms"]
-                                  for size in latency},
-        "speedup_batch_size": int(largest),
-    }
-    if "masked" in models:
-        masked = {size: timing["masked"] for size, timing in paired.items()}
-        out.update({"latency_masked": masked, "latency_masked_ms": masked[largest]["median_ms"],
-                    "speedup_masked": out["latency_dense_ms"] / masked[largest]["median_ms"],
-                    "speedup_over_masked": masked[largest]["median_ms"] / out["latency_ms"]})
+    out = {**timing_metrics(paired, largest), "speedup_batch_size": int(largest)}
     out["latency_pass"] = {**settings, "at": now_utc(), "load_average_before": round(load, 2),
                            "load_average_after": round(os.getloadavg()[0], 2), "cpu": cpu_name(),
                            "host": platform.node()}

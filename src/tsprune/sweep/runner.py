@@ -10,6 +10,10 @@ A sweep directory moved to a new machine often keeps its records but not its wei
 prune runs with ``keep_pruned``), so the measuring pass can time them. Runs are deterministic for a seed, a thread
 count and a code version: the new record says what the old one measured (``metrics.rebuilt``), so a rebuild that
 does not reproduce its record shows.
+
+``defer_timing`` skips each prune run's own latency timing: a sweep that runs beside other work (or on several
+workers) times under load, and its measuring pass (``tsprune sweep measure``) times every kept run again anyway. Its
+records say ``latency_deferred`` until that pass; the timing was more than half of an untuned prune run's time.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from rich.console import Console
 
 from tsprune.config import write_json
+from tsprune.errors import TsPruneError
 from tsprune.sweep.cost import prune_seconds
 from tsprune.sweep.executors import make_executor
 from tsprune.sweep.work import Work
@@ -109,14 +114,19 @@ def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any
 def run_sweep(spec: SweepSpec, sweep_dir: str | Path, executor: str = "local", workers: int | None = None,
               address: str | None = None, retry_failed: bool = False, gpus_per_run: float = 0.0,
               threads: int | None = None, progress: bool = True, console: Console | None = None,
-              reuse_dense: str | Path | None = None, rebuild: bool = False) -> SweepOutcome:
+              reuse_dense: str | Path | None = None, rebuild: bool = False,
+              defer_timing: bool = False) -> SweepOutcome:
     """Run (or resume) ``spec`` in ``sweep_dir`` and return counts; records land in ``sweep_dir/records``.
 
     ``workers`` runs at a time, each with ``threads`` torch threads (default: cores // workers). ``reuse_dense``:
     another sweep directory whose finished dense runs of the same configuration are taken instead of training them
     (:meth:`SweepStore.reuse_dense`). ``rebuild``: run again the finished runs whose kept weights are missing
-    (see the module doc).
+    (see the module doc). ``defer_timing``: prune runs take no timings of their own (the spec must keep its pruned
+    models, for the measuring pass to time).
     """
+    if defer_timing and not spec.keep_pruned:
+        raise TsPruneError("defer_timing needs a spec with keep_pruned: true (the measuring pass times the kept "
+                           "pruned models)", options=("defer_timing",))
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run, threads=threads)
     plan = plan_sweep(spec)
     store = SweepStore(sweep_dir)
@@ -128,6 +138,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, executor: str = "local", w
             store.reuse_dense([run.run_id for run in plan.dense], reuse_dense)
         records = store.records()
         work, at_once = pending_work(plan, store, records, retry_failed, spec.keep_pruned, rebuild)
+        work.timed = not defer_timing
         todo = len(work.dense) + len(work.ready) + sum(map(len, work.waiting.values())) + len(at_once)
         in_flight = "running" if executor == "local" else "submitted"
         with SweepProgress(todo, len(plan) - todo, progress, console, in_flight) as bar:

@@ -159,7 +159,8 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row.update({key: metrics.get(key) for key in METRICS})
     row["config_json"] = json.dumps(record.get("config"), sort_keys=True)
     # where the timing comes from: the measuring pass (a quiet machine) or the sweep itself (whatever else ran)
-    row["latency_measured"] = "pass" if metrics.get("latency_pass") else "sweep" if metrics.get("latency_ms") else None
+    row["latency_measured"] = ("pass" if metrics.get("latency_pass") else "sweep" if metrics.get("latency_ms")
+                               else "deferred" if metrics.get("latency_deferred") else None)
     if record.get("kind") == "dense" and record.get("status") == "done":
         row.update(dense_mse=row["mse"], dense_mae=row["mae"], params_dense=row["params"],
                    nonzero_params=row["params"], density_prunable=1.0, density_total=1.0, flops_ratio=1.0,

@@ -58,8 +58,10 @@ def execute_dense(run: DenseRun, out: Path, threads: int) -> dict[str, Any]:
     return _attempt(run, threads, work)
 
 
-def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | None = None) -> dict[str, Any]:
-    """Prune the dense run in ``dense_dir`` as ``run`` says; write the pruned run to ``keep`` when given."""
+def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | None = None,
+                  timed: bool = True) -> dict[str, Any]:
+    """Prune the dense run in ``dense_dir`` as ``run`` says; write the pruned run to ``keep`` when given. ``timed``
+    False leaves its timing to the measuring pass."""
     config = run.config if run.config.threads is not None else dataclasses.replace(run.config, threads=threads)
 
     def work() -> dict[str, Any]:
@@ -71,7 +73,7 @@ def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | Non
         if _PRUNED is None or _PRUNED.source_id != key:
             _remember(prune_model(dense, config, baseline=baseline))
         return prune_run(dense, config, keep, overwrite=True, baseline=baseline,
-                         pruned=_PRUNED).metrics
+                         pruned=_PRUNED, timed=timed).metrics
 
     return _attempt(run, config.threads or threads, work)
 

@@ -25,6 +25,7 @@ class Work:
     ready: list[PruneRun] = field(default_factory=list)
     waiting: dict[str, list[PruneRun]] = field(default_factory=dict)
     keep_pruned: bool = False
+    timed: bool = True  # False: prune runs take no timings; the measuring pass times the kept models later
 
     def keep_dir(self, run: PruneRun) -> Path | None:
         return self.store.run_dir(run.run_id) if self.keep_pruned else None
