@@ -13,7 +13,7 @@ does not reproduce its record shows.
 
 ``defer_timing`` skips each prune run's own latency timing: a sweep that runs beside other work (or on several
 workers) times under load, and its measuring pass (``tsprune sweep measure``) times every kept run again anyway. Its
-records say ``latency_deferred`` until that pass; the timing was more than half of an untuned prune run's time.
+records say ``latency_deferred`` until that pass; the timing was about a third of an untuned prune run's time.
 """
 
 from __future__ import annotations
