@@ -270,10 +270,18 @@ def test_measuring_pass_retimes_kept_runs_and_changes_nothing_else(csv, tmp_path
     third = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "3", "--threads", "1"])
     assert third.exit_code == 0 and "without weights here" in third.output
     assert "2 run(s) timed" in third.output  # the other magnitude run and its twin; this one and its twin cannot
-    # records without weights (a new machine): --rebuild runs again exactly the runs whose weights are gone
+    # records without weights (a new machine): --rebuild runs again exactly the runs whose weights are gone and that
+    # a measuring pass has still to time, and their dense run
     dense_id = pruned["parent_id"]
     shutil.rmtree(tmp_path / "runs" / dense_id)
     assert run_sweep(parse_spec(spec), tmp_path, threads=1, progress=False).done == 0  # a plain resume: all recorded
+    nothing = run_sweep(parse_spec(spec), tmp_path, threads=1, progress=False, rebuild=True)
+    assert (nothing.done, nothing.skipped) == (0, 5)  # every pruned run was timed by a pass: no weights needed
+    assert not (tmp_path / "runs" / dense_id).exists()
+    untimed = tmp_path / "records" / f"{pruned['run_id']}.json"  # as if the pass had stopped before this run
+    record = json.loads(untimed.read_text())
+    del record["metrics"]["latency_pass"]
+    untimed.write_text(json.dumps(record))
     rebuilt = run_sweep(parse_spec(spec), tmp_path, threads=1, progress=False, rebuild=True)
     assert (rebuilt.done, rebuilt.failed, rebuilt.skipped) == (2, 0, 3)
     for run_id in (dense_id, pruned["run_id"]):

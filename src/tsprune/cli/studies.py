@@ -131,7 +131,8 @@ def sweep_run(
                                                               "the same configuration are used, not retrained.")]
     = None,
     rebuild: Annotated[bool, typer.Option(help="Run again the finished runs whose weights the sweep keeps but --dir "
-                                               "lacks (records moved to a new machine), for the measuring pass.")]
+                                               "lacks (records moved to a new machine) and no measuring pass has "
+                                               "timed yet, for that pass.")]
     = False,
     defer_timing: Annotated[bool, typer.Option(help="Take no latency timings in the prune runs; `sweep measure` "
                                                     "times the kept models later (a sweep beside other work).")]

@@ -6,10 +6,11 @@ without one — never started, or interrupted by Ctrl-C, ``kill -9`` or a reboot
 continuing from its last finished epoch.
 
 A sweep directory moved to a new machine often keeps its records but not its weights (they are not committed).
-``rebuild`` runs again every finished run whose weights the sweep keeps but this directory lacks (dense runs;
-prune runs with ``keep_pruned``), so the measuring pass can time them. Runs are deterministic for a seed, a thread
-count and a code version: the new record says what the old one measured (``metrics.rebuilt``), so a rebuild that
-does not reproduce its record shows.
+``rebuild`` runs again every finished prune run whose weights the sweep keeps (``keep_pruned``) but this directory
+lacks and that no measuring pass has timed yet, so the pass can time it, and the dense runs those need. A run already
+timed by a pass needs no weights any more. Runs are deterministic for a seed, a thread count and a code version: the
+new record says what the old one measured (``metrics.rebuilt``), so a rebuild that does not reproduce its record
+shows.
 
 ``defer_timing`` skips each prune run's own latency timing: a sweep that runs beside other work (or on several
 workers) times under load, and its measuring pass (``tsprune sweep measure``) times every kept run again anyway. Its
@@ -82,15 +83,17 @@ def rebuilt_against(previous: dict[str, Any], record: dict[str, Any]) -> dict[st
 def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any]], retry_failed: bool,
                  keep_pruned: bool, rebuild: bool = False) -> tuple[Work, list[tuple[PruneRun, dict[str, Any]]]]:
     """What is left of ``plan`` given the ``records``, plus the records to write at once (prune runs whose dense
-    run failed and is not retried). ``rebuild``: also the finished runs whose kept weights are missing here."""
+    run failed and is not retried). ``rebuild``: also the finished prune runs whose kept weights are missing here and
+    that a measuring pass has still to time (see the module doc)."""
 
-    def todo(run_id: str, kept: bool = keep_pruned) -> bool:
+    def todo(run_id: str) -> bool:
         record = records.get(run_id)
         if record is None:
             return True
         if record.get("status") != "done":
             return retry_failed
-        return rebuild and kept and not run_dir_complete(store.run_dir(run_id))
+        timed_by_pass = bool((record.get("metrics") or {}).get("latency_pass"))
+        return rebuild and keep_pruned and not timed_by_pass and not run_dir_complete(store.run_dir(run_id))
 
     work = Work(store, keep_pruned=keep_pruned)
     at_once: list[tuple[PruneRun, dict[str, Any]]] = []
@@ -101,11 +104,12 @@ def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any
         waiting = sorted((run for run in children.get(dense.run_id, []) if todo(run.run_id)), key=prune_seconds,
                          reverse=True)
         record = records.get(dense.run_id)
-        if record is not None and record.get("status") == "done" and store.dense_complete(dense.run_id):
+        finished = record is not None and record.get("status") == "done"
+        if finished and store.dense_complete(dense.run_id):
             work.ready.extend(waiting)
-        elif record is not None and record.get("status") != "done" and not retry_failed:
+        elif record is not None and not finished and not retry_failed:
             at_once.extend((run, parent_failed(run, record)) for run in waiting)
-        elif todo(dense.run_id, kept=True) or waiting:  # never done, to retry, to rebuild, or gone but still needed
+        elif not finished or waiting:  # never done, to retry, or its weights gone but still needed
             work.dense.append(dense)
             work.waiting[dense.run_id] = waiting
     return work, at_once
