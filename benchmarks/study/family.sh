@@ -1,0 +1,42 @@
+#!/bin/bash
+# How the committed study-etth1 results were run: one model family at a time, on a 2-core machine whose disk does
+# not outlive a working session (so a family's dense run, its 58 prune runs and its measuring pass happen together).
+#
+#   benchmarks/study/family.sh MODEL CODE_DIR STUDY_DIR [ONESHOT_DIR ONESHOT_CODE_DIR]
+#
+# CODE_DIR is a frozen copy of tsprune (`git archive REV | tar -x -C CODE_DIR`), so a sweep that runs for hours is
+# not changed under it; every record names that commit. Phases:
+#   1. the family's dense run, one worker at 2 threads (a phase-1 sweep already training it is left to finish);
+#   2. its prune runs, two workers at 1 thread, --defer-timing (their timings would be taken under load);
+#   3. the measuring pass, alone on the machine: every kept run timed at batch 1 and 32, 2 threads, sparse twins
+#      compiled again (--recompile);
+#   4. optionally the one-shot comparison (oneshot-etth1) on the same dense model (--reuse-dense).
+set -u
+M=$1; CODE=$(realpath "$2"); S=$(realpath "$3"); O=${4:-}; OCODE=${5:-$CODE}
+HERE=$(dirname "$(realpath "$0")")
+PY=${PYTHON:-python}
+run() { PYTHONPATH=$1/src $PY "${@:2}"; }
+mkdir -p "$S"
+run "$CODE" "$HERE/make_spec.py" study-etth1 "$M" > "$S/$M.yaml"
+PAT="tsprune.cli sweep run $S/$M.yaml"
+sweep() { run "$CODE" -m tsprune.cli sweep run "$S/$M.yaml" --dir "$S/sweep" --no-progress "$@"; }
+dense_done() { run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep"; }
+echo "$(date -Is) $M: start ($CODE)"
+if ! dense_done; then
+  pgrep -f "$PAT" >/dev/null || { sweep --workers 1 --threads 2 & }
+  until dense_done; do sleep 60; done
+  echo "$(date -Is) $M: dense done"
+fi
+pkill -INT -f "$PAT"; while pgrep -f "$PAT" >/dev/null; do sleep 5; done
+sweep --workers 2 --threads 1 --defer-timing --rebuild
+run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
+echo "$(date -Is) $M: prune runs done"
+run "$CODE" -m tsprune.cli sweep measure --dir "$S/sweep" --models "$M" --recompile
+echo "$(date -Is) $M: measured"
+if [ -n "$O" ]; then
+  mkdir -p "$O"
+  run "$OCODE" "$HERE/make_spec.py" oneshot-etth1 "$M" > "$O/$M.yaml"
+  run "$OCODE" -m tsprune.cli sweep run "$O/$M.yaml" --dir "$O/sweep" --reuse-dense "$S/sweep" --workers 2 \
+    --threads 1 --no-progress
+  echo "$(date -Is) $M: one-shot comparison done"
+fi

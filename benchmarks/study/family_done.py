@@ -1,0 +1,30 @@
+"""Exit 0 when the dense runs of SPEC are done in SWEEP_DIR with their weights there; with --all, when every run of
+SPEC is also recorded (done or failed). Used by ``family.sh`` to move from one phase to the next.
+
+    python benchmarks/study/family_done.py informer.yaml runs/study-etth1 [--all]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tsprune.sweep.plan import plan_sweep
+from tsprune.sweep.spec import load_spec
+from tsprune.sweep.store import SweepStore
+
+
+def main(spec: str, sweep_dir: str, every_run: bool) -> bool:
+    plan, store = plan_sweep(load_spec(spec)), SweepStore(sweep_dir)
+    records = store.records()
+    done = all((records.get(run.run_id) or {}).get("status") == "done" and store.dense_complete(run.run_id)
+               for run in plan.dense)
+    if every_run:
+        children = [run for runs in plan.children().values() for run in runs]
+        missing = [run.run_id for run in children if run.run_id not in records]
+        print(f"{len(children) - len(missing)}/{len(children)} prune runs recorded", file=sys.stderr)
+        done = done and not missing
+    return done
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main(sys.argv[1], sys.argv[2], "--all" in sys.argv[3:]) else 1)
