@@ -294,6 +294,20 @@ def test_measuring_pass_retimes_kept_runs_and_changes_nothing_else(csv, tmp_path
     assert bad.exit_code == 2 and "not a sweep directory" in bad.output and "Traceback" not in bad.output
 
 
+def test_the_measuring_pass_times_fine_tuned_runs_first_and_twins_together():
+    from tsprune.sweep.remeasure import timing_order
+
+    def record(name, density, finetune, engine):
+        return {"run_id": name, "labels": {"finetune_epochs": finetune, "engine": engine},
+                "config": {"engine": engine, "prune": {"method": "magnitude", "density": density,
+                                                       "finetune_epochs": finetune, "engine": engine}}}
+
+    todo = [(record("a", 0.5, 0, "sparse"), None), (record("b", 0.25, 1, "sparse"), None),
+            (record("c", 0.5, 0, "dense"), None), (record("d", 0.25, 1, "dense"), None),
+            (record("e", 0.25, 0, "dense"), None)]
+    assert [item[0]["run_id"] for item in timing_order(todo)] == ["d", "b", "e", "c", "a"]
+
+
 def test_deferred_timing_leaves_the_latencies_to_the_measuring_pass(csv, tmp_path):
     spec = tiny_spec(csv, methods={"magnitude": [0.5]}, finetune_epochs=[0], engines=["dense", "sparse"],
                      keep_pruned=True)

@@ -118,8 +118,7 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
     def model_of(run_id: str) -> Any:
         return load_run(store.run_dir(run_id)).model
 
-    todo.sort(key=lambda item: (_pruning_key(item[0].get("config") or {}), _engine(item[0])))  # twins side by side
-    for record, settings in todo:
+    for record, settings in timing_order(todo):
         twin = _masked_twin(record, records) if _engine(record) == "sparse" else None
         if twin is not None and not run_dir_complete(store.run_dir(twin)):
             outcome.no_weights.append(record["run_id"])
@@ -160,6 +159,14 @@ def _recompile(store: SweepStore, run_id: str, masked: Any, data: Any,
     with atomic_dir(store.run_dir(run_id)) as staging:
         save_run(run, staging)
     return compiled, facts
+
+
+def timing_order(todo: list[tuple[dict[str, Any], Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """The order a family's runs are timed in: fine-tuned runs first (their weights cost the most to make again, should
+    a pass be cut short on a machine that loses its disk), then by pruning settings, with engine twins side by side
+    (a dense-engine run just before its sparse twin, whose masked model it is)."""
+    return sorted(todo, key=lambda item: (-int((item[0].get("labels") or {}).get("finetune_epochs") or 0),
+                                          _pruning_key(item[0].get("config") or {}), _engine(item[0])))
 
 
 def _engine(record: dict[str, Any]) -> str:
