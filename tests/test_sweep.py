@@ -484,6 +484,29 @@ def test_sparse_engine_axis(csv, tmp_path, monkeypatch):
     assert planned.exit_code == 0 and "sparse" in planned.output, planned.output
 
 
+def test_a_worker_pool_gets_engine_twins_as_one_task(csv, tmp_path):
+    import collections
+
+    from tsprune.sweep.executors import _next_unit
+    from tsprune.sweep.runner import pending_work
+    from tsprune.sweep.store import SweepStore
+
+    spec = parse_spec(tiny_spec(csv, engines=["dense", "sparse"], keep_pruned=True))
+    plan = plan_sweep(spec)
+    work, _ = pending_work(plan, SweepStore(tmp_path), {}, retry_failed=False, keep_pruned=True)
+    queue = collections.deque(work.waiting[plan.dense[0].run_id])
+    units = []
+    while queue:
+        units.append(_next_unit(queue))
+    magnitude = [unit for unit in units if unit[0].labels.method == "magnitude"]
+    # magnitude 0.5, 0.25 and 0.25 fine-tuned, each on both engines: three tasks of two twins, fine-tuned one first
+    assert sorted(len(unit) for unit in magnitude) == [2, 2, 2] and magnitude[0][0].labels.finetune_epochs == 1
+    for unit in magnitude:
+        assert unit[0].twin_of(unit[1]) and {run.engine for run in unit} == {"dense", "sparse"}
+    assert [len(unit) for unit in units if unit[0].labels.method == "depgraph"] == [1]  # structured: no twin
+    assert not magnitude[0][0].twin_of(magnitude[1][0])  # another density or fine-tuning is another pruning
+
+
 def test_process_pool_sweep(csv, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "my.csv").write_bytes(csv.read_bytes())

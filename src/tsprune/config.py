@@ -169,6 +169,11 @@ IMPORTANCES = ("l2", "taylor", "hessian")
 COMPARISONS = ("row", "layer", "global")
 
 
+# PruneConfig fields that change only how a pruned model is timed or run, never its weights: engine twins (the same
+# pruning on the dense and the sparse engine) share one pruning, fine-tuning and evaluation.
+TIMING_ONLY_FIELDS = ("latency_repeats", "engine")
+
+
 @dataclass
 class PruneConfig:
     """How to prune a trained run, fine-tune it and measure it.

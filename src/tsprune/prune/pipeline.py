@@ -19,7 +19,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from tsprune.config import PruneConfig, TrainConfig
+from tsprune.config import TIMING_ONLY_FIELDS, PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
@@ -82,7 +82,7 @@ def pruning_key(run: Run, config: PruneConfig) -> str:
     """Identifies a pruning outcome: the source run and every setting that changes the pruned weights or what is
     measured on them (timing settings excluded)."""
     settings = dataclasses.asdict(config)
-    for timing_only in ("latency_repeats", "engine"):  # engine twins share one pruning
+    for timing_only in TIMING_ONLY_FIELDS:  # engine twins share one pruning
         settings.pop(timing_only)
     return repr((str(run.path) if run.path is not None else weights_fingerprint(run.model),
                  sorted(settings.items())))

@@ -17,7 +17,7 @@ from typing import Any
 
 from tsprune.errors import TsPruneError
 from tsprune.sweep.plan import DenseRun, PruneRun
-from tsprune.sweep.tasks import execute_dense, execute_prune, make_record, now_utc
+from tsprune.sweep.tasks import execute_dense, execute_prune, execute_prunes, make_record, now_utc
 from tsprune.sweep.work import Executor, Reporter, Work, available_cores, check_counts, settle_dense, thread_budget
 
 
@@ -60,32 +60,37 @@ class LocalExecutor:
 
     def _pool(self, work: Work, report: Reporter) -> None:
         # Prune runs go first (their dense run is loaded in some worker already); a finished dense run's prune
-        # runs jump the queue so results arrive early and the worker caches stay warm.
+        # runs jump the queue so results arrive early and the worker caches stay warm. Engine twins (side by side
+        # in the queue) go to one worker as one task: apart, each worker would prune and fine-tune them again.
         queue: collections.deque[DenseRun | PruneRun] = collections.deque([*work.ready, *work.dense])
-        in_flight: dict[Future, DenseRun | PruneRun] = {}
+        in_flight: dict[Future, list[DenseRun | PruneRun]] = {}
         pool = self._new_pool()
         try:
             while queue or in_flight:
                 while queue and len(in_flight) < self.workers:
-                    run = queue.popleft()
-                    task, args = self._call(run, work)
-                    in_flight[pool.submit(task, *args)] = run
-                    report.started(run)
+                    unit = _next_unit(queue)
+                    task, args = self._call(unit, work)
+                    in_flight[pool.submit(task, *args)] = unit
+                    for run in unit:
+                        report.started(run)
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
                     if future not in in_flight:  # already settled as lost when another worker crashed
                         continue
-                    run = in_flight.pop(future)
+                    unit = in_flight.pop(future)
                     try:
-                        record = future.result()
+                        result = future.result()
+                        records = result if isinstance(result, list) else [result]
                     except BrokenProcessPool:  # a worker died (killed, out of memory): fail what was in flight
-                        record = _crashed(run)
+                        records = [_crashed(run) for run in unit]
                         pool.shutdown(wait=False, cancel_futures=True)
                         pool = self._new_pool()
-                        for lost, other in list(in_flight.items()):
+                        for lost, others in list(in_flight.items()):
                             in_flight.pop(lost)
-                            self._settle(other, _crashed(other), work, report, queue)
-                    self._settle(run, record, work, report, queue)
+                            for other in others:
+                                self._settle(other, _crashed(other), work, report, queue)
+                    for run, record in zip(unit, records):
+                        self._settle(run, record, work, report, queue)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -96,15 +101,30 @@ class LocalExecutor:
         else:
             report.finished(run, record)
 
-    def _call(self, run: DenseRun | PruneRun, work: Work) -> tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]:
-        """The task that executes ``run`` in a worker, and its arguments."""
-        if isinstance(run, DenseRun):
-            return execute_dense, (run, work.store.run_dir(run.run_id), self.threads)
-        return execute_prune, (run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run), work.timed)
+    def _call(self, unit: list[DenseRun | PruneRun], work: Work) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The task that executes ``unit`` (a dense run, or prune runs that are engine twins) in a worker, and its
+        arguments."""
+        first = unit[0]
+        if isinstance(first, DenseRun):
+            return execute_dense, (first, work.store.run_dir(first.run_id), self.threads)
+        runs = [run for run in unit if isinstance(run, PruneRun)]
+        return execute_prunes, (runs, work.store.run_dir(first.parent_id), self.threads,
+                                [work.keep_dir(run) for run in runs], work.timed)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _next_unit(queue: collections.deque[DenseRun | PruneRun]) -> list[DenseRun | PruneRun]:
+    """The next task's runs, taken off ``queue``: a dense run alone, or a prune run with the engine twins that
+    follow it."""
+    first = queue.popleft()
+    unit: list[DenseRun | PruneRun] = [first]
+    if isinstance(first, PruneRun):
+        while queue and isinstance(queue[0], PruneRun) and first.twin_of(queue[0]):
+            unit.append(queue.popleft())
+    return unit
 
 
 def _crashed(run: DenseRun | PruneRun) -> dict[str, Any]:

@@ -78,6 +78,13 @@ def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | Non
     return _attempt(run, config.threads or threads, work)
 
 
+def execute_prunes(runs: list[PruneRun], dense_dir: Path, threads: int, keeps: list[Path | None],
+                   timed: bool = True) -> list[dict[str, Any]]:
+    """Engine twins one after the other in this worker (:func:`execute_prune` each), so they share one pruning,
+    fine-tuning and evaluation; their records in order."""
+    return [execute_prune(run, dense_dir, threads, keep, timed) for run, keep in zip(runs, keeps)]
+
+
 def parent_failed(run: PruneRun, parent: dict[str, Any]) -> dict[str, Any]:
     """The record of a prune run that cannot start because its dense run failed."""
     now = now_utc()
