@@ -27,7 +27,8 @@ from tsprune.cli import app
 from tsprune.errors import TsPruneError
 from tsprune.sweep import parse_spec, plan_sweep, run_sweep
 from tsprune.sweep.cost import NodeShape, estimate, run_slots, wall_seconds
-from tsprune.sweep.ray_executor import RayExecutor, check_fits, cluster_plan_lines, ray_threads, task_options
+from tsprune.sweep.ray_cluster import check_fits, cluster_plan_lines, ray_threads, task_options
+from tsprune.sweep.ray_executor import RayExecutor
 
 ray = pytest.importorskip("ray")
 runner = CliRunner()

@@ -95,7 +95,7 @@ def sweep_plan(
     if executor == "local" and (address is not None or gpus_per_run):
         raise TsPruneError("--address and --gpus-per-run need --executor ray")
     if executor == "ray" and address is not None:
-        from tsprune.sweep.ray_executor import check_reachable
+        from tsprune.sweep.ray_cluster import check_reachable
 
         check_reachable(address)  # before planning: a large grid takes seconds to plan
     loaded = load_spec(spec)
@@ -103,7 +103,7 @@ def sweep_plan(
     for line in plan_lines(planned, estimate(planned), spec):
         console.print(line, highlight=False, soft_wrap=True)
     if executor == "ray":
-        from tsprune.sweep.ray_executor import cluster_plan_lines
+        from tsprune.sweep.ray_cluster import cluster_plan_lines
 
         for line in cluster_plan_lines(planned, address, workers=workers, threads=threads, gpus_per_run=gpus_per_run):
             console.print(line, highlight=False, soft_wrap=True)
