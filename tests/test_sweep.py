@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import DEVICE, write_small_csv
 from typer.testing import CliRunner
@@ -292,6 +293,78 @@ def test_measuring_pass_retimes_kept_runs_and_changes_nothing_else(csv, tmp_path
         assert record["metrics"]["mse"] == pytest.approx(facts["mse_before"], rel=1e-6)  # deterministic
     bad = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "not a sweep directory" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_pass_without_pruned_weights_times_their_pruning_made_again(csv, tmp_path):
+    """A new machine with records only: --rebuild-dense trains the dense run again, nothing else, and
+    --reprune times every prune run on its pruning made again, which is the recorded mask (checked)."""
+    import shutil
+
+    from tsprune.config import PruneConfig, from_dict
+    from tsprune.prune.pipeline import prune_again
+
+    spec = tiny_spec(csv, methods={"magnitude": [0.5, 0.25], "depgraph": [0.5]}, engines=["dense", "sparse"],
+                     keep_pruned=True)
+    first = run_sweep(parse_spec(spec), tmp_path, threads=1, progress=False, defer_timing=True)
+    assert first.failed == 0 and first.done == len(expected_ids(spec))
+    records = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "records").glob("*.json")}
+    prune = {run_id: r for run_id, r in records.items() if r["kind"] == "prune"}
+    dense_id = next(r["run_id"] for r in records.values() if r["kind"] == "dense")
+    dense = api.load(tmp_path / "runs" / dense_id)
+    for run_id, record in prune.items():  # made again: the kept model itself, or (fine-tuned) its mask
+        if record["labels"]["engine"] == "sparse":
+            continue
+        raw = {**record["config"]["prune"], "batch_sizes": tuple(record["config"]["prune"]["batch_sizes"])}
+        again, cost = prune_again(dense, from_dict(PruneConfig, raw))
+        kept = api.load(tmp_path / "runs" / run_id).model.state_dict()
+        assert again.state_dict().keys() == kept.keys() and cost["nonzero_params"] == record["metrics"][
+            "nonzero_params"]
+        for name, tensor in again.state_dict().items():
+            if record["labels"]["finetune_epochs"]:
+                assert torch.equal(tensor == 0, kept[name] == 0), name
+            else:
+                assert torch.equal(tensor, kept[name]), name
+    shutil.rmtree(tmp_path / "runs")  # records only
+    plain = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "1", "--threads", "1"])
+    assert plain.exit_code == 0 and f"0 run(s) timed, 0 already timed by a pass, {len(prune)} without" in plain.output
+    both = runner.invoke(app, ["sweep", "run", str(write_spec(tmp_path, spec)), "--dir", str(tmp_path), "--rebuild",
+                               "--rebuild-dense"])
+    assert both.exit_code == 2 and "exclude each other" in both.output and "Traceback" not in both.output
+    rebuilt = run_sweep(parse_spec(spec), tmp_path, threads=1, progress=False, rebuild="dense")
+    assert (rebuilt.done, rebuilt.failed) == (1, 0)  # the dense run alone
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [dense_id]
+    # a record that its pruning made again does not match is not timed, and not touched
+    tampered_id = next(run_id for run_id, r in prune.items() if r["labels"]["method"] == "magnitude"
+                       and r["labels"]["engine"] == "dense" and not r["labels"]["finetune_epochs"])
+    tampered = tmp_path / "records" / f"{tampered_id}.json"
+    wrong = json.loads(tampered.read_text())
+    wrong["metrics"]["nonzero_params"] += 1
+    tampered.write_text(json.dumps(wrong))
+    before = tampered.read_text()
+    measured = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "1", "--threads", "1",
+                                   "--reprune"])
+    # its sparse twin is compiled from that same pruning made again: not timed either
+    assert measured.exit_code == 1 and "2 not timed" in measured.output and "Traceback" not in measured.output
+    assert tampered.read_text() == before
+    timed = len(prune) - 2
+    assert f"{timed} run(s) timed ({timed} on their pruning made again)" in measured.output, measured.output
+    frame = load_results(tmp_path).query("kind == 'prune'").set_index("run_id")
+    for run_id, record in prune.items():
+        if run_id == tampered_id or frame.loc[run_id, "engine"] == "sparse" and frame.loc[run_id, "target_density"] \
+                == frame.loc[tampered_id, "target_density"] and not record["labels"]["finetune_epochs"] \
+                and frame.loc[run_id, "method"] == "magnitude":
+            assert frame.loc[run_id, "latency_measured"] == "deferred"
+            continue
+        metrics = json.loads((tmp_path / "records" / f"{run_id}.json").read_text())["metrics"]
+        timing = metrics["latency_pass"]
+        assert frame.loc[run_id, "latency_measured"] == "pass-repruned" and metrics["speedup"] > 0
+        assert timing["weights"] == "repruned"
+        assert timing["finetuning_left_out"] == bool(record["labels"]["finetune_epochs"])
+        assert {k: metrics[k] for k in ("mse", "nonzero_params", "flops")} == {
+            k: record["metrics"][k] for k in ("mse", "nonzero_params", "flops")}  # accuracy is the record's
+        if record["labels"]["engine"] == "sparse":  # compiled here, timed beside its masked model
+            assert metrics["recompiled"] and "latency_masked" in metrics
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [dense_id]  # no weights written
 
 
 def test_the_measuring_pass_times_fine_tuned_runs_first_and_twins_together():

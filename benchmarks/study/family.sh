@@ -6,10 +6,12 @@
 #
 # CODE_DIR is a frozen copy of tsprune (`git archive REV | tar -x -C CODE_DIR`), so a sweep that runs for hours is
 # not changed under it; every record names that commit. Phases:
-#   1. the family's dense run, one worker at 2 threads (a phase-1 sweep already training it is left to finish);
+#   1. the family's dense run, one worker at 2 threads (a phase-1 sweep already training it is left to finish); on
+#      a new machine with the records only, the dense run is trained again (--rebuild-dense: deterministic);
 #   2. its prune runs, two workers at 1 thread, --defer-timing (their timings would be taken under load);
 #   3. the measuring pass, alone on the machine: every kept run timed at batch 1 and 32, 2 threads, sparse twins
-#      compiled again (--recompile);
+#      compiled again (--recompile); a run whose weights were lost with a machine is timed on its pruning made again
+#      from the dense run (--reprune, checked against its record);
 #   4. optionally the one-shot comparison (oneshot-etth1) on the same dense model (--reuse-dense).
 set -u
 M=$1; CODE=$(realpath "$2"); S=$(realpath "$3"); O=${4:-}; OCODE=${5:-$CODE}
@@ -23,15 +25,15 @@ sweep() { run "$CODE" -m tsprune.cli sweep run "$S/$M.yaml" --dir "$S/sweep" --n
 dense_done() { run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep"; }
 echo "$(date -Is) $M: start ($CODE)"
 if ! dense_done; then
-  pgrep -f "$PAT" >/dev/null || { sweep --workers 1 --threads 2 & }
+  pgrep -f "$PAT" >/dev/null || { sweep --workers 1 --threads 2 --rebuild-dense & }
   until dense_done; do sleep 60; done
   echo "$(date -Is) $M: dense done"
 fi
 pkill -INT -f "$PAT"; while pgrep -f "$PAT" >/dev/null; do sleep 5; done
-sweep --workers 2 --threads 1 --defer-timing --rebuild
+sweep --workers 2 --threads 1 --defer-timing
 run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
 echo "$(date -Is) $M: prune runs done"
-run "$CODE" -m tsprune.cli sweep measure --dir "$S/sweep" --models "$M" --recompile
+run "$CODE" -m tsprune.cli sweep measure --dir "$S/sweep" --models "$M" --recompile --reprune
 echo "$(date -Is) $M: measured"
 if [ -n "$O" ]; then
   mkdir -p "$O"

@@ -134,16 +134,23 @@ def sweep_run(
                                                "lacks (records moved to a new machine) and no measuring pass has "
                                                "timed yet, for that pass.")]
     = False,
+    rebuild_dense: Annotated[bool, typer.Option(help="Like --rebuild, but only the dense runs those need: "
+                                                     "`sweep measure --reprune` prunes them again for timing.")]
+    = False,
     defer_timing: Annotated[bool, typer.Option(help="Take no latency timings in the prune runs; `sweep measure` "
                                                     "times the kept models later (a sweep beside other work).")]
     = False,
 ) -> None:
     """Run a sweep, or resume it: runs already recorded in --dir are skipped."""
+    if rebuild and rebuild_dense:
+        raise TsPruneError("--rebuild and --rebuild-dense exclude each other: --rebuild-dense rebuilds only the "
+                           "dense runs", options=("rebuild",))
     from tsprune.sweep import load_spec, run_sweep
 
     outcome = run_sweep(load_spec(spec), sweep_dir, executor=executor, workers=workers, address=address,
                         retry_failed=retry_failed, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
-                        console=err_console, reuse_dense=reuse_dense, rebuild=rebuild, defer_timing=defer_timing)
+                        console=err_console, reuse_dense=reuse_dense, defer_timing=defer_timing,
+                        rebuild="dense" if rebuild_dense else rebuild)
     console.print(f"{outcome.done} run(s) done, {outcome.failed} failed, {outcome.skipped} already recorded, in "
                   f"{outcome.seconds:.0f}s; results: {outcome.results}", highlight=False, soft_wrap=True)
 
@@ -158,16 +165,25 @@ def sweep_measure(
     redo: Annotated[bool, typer.Option(help="Time again runs an earlier pass timed with these settings.")] = False,
     recompile: Annotated[bool, typer.Option(help="Compile sparse-engine runs again (kernels chosen by timing here, "
                                                  "with this tsprune) before timing them.")] = False,
+    reprune: Annotated[bool, typer.Option(help="Time runs whose weights are gone on their pruning made again from "
+                                               "the dense run (fine-tuned runs: before fine-tuning, same mask).")]
+    = False,
 ) -> None:
     """The measuring pass: time the kept prune runs again, in alternation with their dense run, on a quiet machine."""
     from tsprune.sweep.remeasure import remeasure
 
     chosen = [name.strip() for name in models.split(",") if name.strip()] if models else None
     outcome = remeasure(sweep_dir, threads=threads, repeats=repeats, redo=redo, models=chosen,
-                        say=lambda line: err_console.print(line, highlight=False), recompile=recompile)
-    console.print(f"{len(outcome.measured)} run(s) timed, {len(outcome.current)} already timed by a pass, "
-                  f"{len(outcome.no_weights)} without weights here (keep their in-sweep timing); results: "
-                  f"{outcome.results}", highlight=False, soft_wrap=True)
+                        say=lambda line: err_console.print(line, highlight=False, markup=False), recompile=recompile,
+                        reprune=reprune)
+    repruned = f" ({len(outcome.repruned)} on their pruning made again)" if outcome.repruned else ""
+    mismatched = (f", {len(outcome.mismatched)} not timed: pruned again, they differ from their record"
+                  if outcome.mismatched else "")
+    console.print(f"{len(outcome.measured)} run(s) timed{repruned}, {len(outcome.current)} already timed by a pass, "
+                  f"{len(outcome.no_weights)} without weights here (keep their in-sweep timing){mismatched}; "
+                  f"results: {outcome.results}", highlight=False, soft_wrap=True)
+    if outcome.mismatched:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -138,6 +138,23 @@ def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None,
                        time.perf_counter() - started)
 
 
+def prune_again(run: Run, config: PruneConfig, data: ForecastData | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """``config``'s method applied to ``run`` once more, on the CPU and without fine-tuning, and the result's
+    parameters, nonzeros and FLOPs.
+
+    The methods are deterministic for a seed, so this is the recorded run's structure and mask, and a fine-tuning
+    with masks kept changes neither. The measuring pass times it when the run's own weights are gone
+    (:mod:`tsprune.sweep.remeasure`): latency depends on the structure and the mask, not on the values. The caller
+    compares the counts with the record's, which is what shows that the model is the recorded one."""
+    config = dataclasses.replace(config, device="cpu")  # the pass times on the CPU
+    configure_threads(config.threads)
+    data = data if data is not None else run.data()
+    train = _finetune_config(run, config)
+    seed_everything(train.seed)  # as prune_model: calibration windows are drawn from the same seed
+    pruned = methods.check(config).run()(copy.deepcopy(run.model).cpu(), data, config, train, torch.device("cpu"))
+    return pruned.model.eval(), _cost(pruned.model, data, config, torch.device("cpu"))
+
+
 def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,
               overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None,
               pruned: PrunedModel | None = None, timed: bool = True) -> Run:

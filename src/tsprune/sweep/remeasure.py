@@ -8,6 +8,14 @@ record. ``metrics.latency_pass`` says when, how and under what load average it w
 (a sweep directory moved to a new machine keeps records only) keep their in-sweep timings and are listed. A sweep
 run with ``defer_timing`` took no timings of its own (``latency_deferred``): this pass gives them their first.
 
+With ``reprune`` a run whose weights are gone (a new machine, with the dense run rebuilt: ``sweep run
+--rebuild-dense``) is timed on its pruned model made again from the dense run (:func:`tsprune.prune.pipeline.
+prune_again`: the methods are deterministic for a seed), and a sparse-engine run on that model compiled again. A
+fine-tuned run is timed on the same pruning before fine-tuning: fine-tuning with masks kept changes the values, not
+the structure or the mask, and latency depends on those alone. The new model's parameters, nonzeros, FLOPs and
+effective FLOPs must equal the record's, or the run is not timed (``mismatched``). ``latency_pass.weights`` says
+``repruned`` for these (``kept`` otherwise), and the table's ``latency_measured`` says ``pass-repruned``.
+
 With ``recompile`` a sparse-engine run is compiled again from its masked twin before it is timed: each layer's
 kernel is chosen anew by timing on this machine, with this code (a sweep that ran on an older tsprune, or under
 load, chose among other or noisier candidates). The run directory is replaced atomically by the new compilation
@@ -46,6 +54,8 @@ class MeasureOutcome:
     measured: list[str] = field(default_factory=list)  # run ids timed now
     current: list[str] = field(default_factory=list)  # timed by an earlier pass with the same settings
     no_weights: list[str] = field(default_factory=list)  # the run (or its dense run, or twin) has no weights here
+    repruned: list[str] = field(default_factory=list)  # timed on the pruning made again (``reprune``)
+    mismatched: list[str] = field(default_factory=list)  # made again, but not what the record counted: not timed
     results: Path | None = None
 
 
@@ -71,9 +81,10 @@ def _pass_lock(root: Path) -> Iterator[None]:
 
 def remeasure(sweep_dir: str | Path, threads: int | None = None, repeats: int | None = None, redo: bool = False,
               models: list[str] | None = None, say: Callable[[str], None] = lambda _: None,
-              recompile: bool = False) -> MeasureOutcome:
+              recompile: bool = False, reprune: bool = False) -> MeasureOutcome:
     """Re-time the finished prune runs of ``sweep_dir`` (only ``models`` when given); see the module doc.
-    ``recompile`` compiles sparse-engine runs again first (and implies ``redo`` for them)."""
+    ``recompile`` compiles sparse-engine runs again first (and implies ``redo`` for them); ``reprune`` times runs
+    whose weights are gone on their pruning made again from the dense run."""
     store = SweepStore(sweep_dir)
     if not store.records_dir.is_dir():
         raise TsPruneError(f"{sweep_dir} is not a sweep directory (no records/ folder): run `tsprune sweep run`")
@@ -86,17 +97,22 @@ def remeasure(sweep_dir: str | Path, threads: int | None = None, repeats: int | 
                 if models is None or (record.get("labels") or {}).get("model") in models:
                     by_parent.setdefault(str(record["parent_id"]), []).append(record)
         for parent_id, children in sorted(by_parent.items()):
-            _measure_family(store, parent_id, children, records, threads, repeats, redo, outcome, say, recompile)
+            _measure_family(store, parent_id, children, records, threads, repeats, redo, outcome, say, recompile,
+                            reprune)
         outcome.results = write_results(store.root)
     return outcome
 
 
 def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, Any]],
                     records: dict[str, dict[str, Any]], threads: int | None, repeats: int | None, redo: bool,
-                    outcome: MeasureOutcome, say: Callable[[str], None], recompile: bool = False) -> None:
+                    outcome: MeasureOutcome, say: Callable[[str], None], recompile: bool = False,
+                    reprune: bool = False) -> None:
     """Time the prune runs of one dense run, loading the dense model once and each pruned model once: twins are
     timed one after the other, so the masked model a sparse-engine run is timed against is still loaded."""
     from tsprune.run import load_run
+
+    def kept(run_id: str) -> bool:
+        return run_dir_complete(store.run_dir(run_id))
 
     todo = []
     for record in children:
@@ -105,7 +121,7 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
         again = redo or (recompile and _engine(record) == "sparse")
         if not again and all(done_before.get(key) == value for key, value in settings.items()):
             outcome.current.append(record["run_id"])
-        elif not run_dir_complete(store.run_dir(record["run_id"])) or not run_dir_complete(store.run_dir(parent_id)):
+        elif not kept(parent_id) or not (reprune or kept(record["run_id"])):
             outcome.no_weights.append(record["run_id"])
         else:
             todo.append((record, settings))
@@ -116,45 +132,102 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
 
     @functools.lru_cache(maxsize=2)  # a run and its twin
     def model_of(run_id: str) -> Any:
-        return load_run(store.run_dir(run_id)).model
+        """The run's kept model, else (``reprune``) its pruning made again: a masked model for a sparse run."""
+        if kept(run_id):
+            return load_run(store.run_dir(run_id)).model
+        return _pruned_again(dense, records[run_id], data)
 
     for record, settings in timing_order(todo):
+        run_id = str(record["run_id"])
         twin = _masked_twin(record, records) if _engine(record) == "sparse" else None
-        if twin is not None and not run_dir_complete(store.run_dir(twin)):
-            outcome.no_weights.append(record["run_id"])
+        if twin is not None and not (reprune or kept(twin)):
+            outcome.no_weights.append(run_id)
             continue
-        models = {"dense": dense.model, "pruned": model_of(str(record["run_id"]))}
-        if twin is not None:
-            models["masked"] = model_of(twin)
-        if recompile and twin is not None:
-            models["pruned"], plan_facts = _recompile(store, str(record["run_id"]), models["masked"], data, settings)
+        # A sparse run without weights is compiled here from its masked model (its twin's, or its own pruning made
+        # again); otherwise each model is the run's own, kept or made again.
+        compile_here = _engine(record) == "sparse" and not kept(run_id)
+        source = (twin or run_id) if compile_here else run_id
+        try:
+            masked = model_of(twin or run_id) if compile_here or twin is not None else None
+            pruned = masked if compile_here else model_of(run_id)
+        except PruningNotReproduced as exc:
+            outcome.mismatched.append(run_id)
+            say(f"{run_id}: not timed: {exc}")
+            continue
+        repruned = not kept(source) or (twin is not None and not kept(twin))
+        models = {"dense": dense.model, "pruned": pruned}
+        if compile_here:
+            models["pruned"], _, plan_facts = compile_for_timing(masked, data, settings)
+            record["metrics"] = {**record["metrics"], **plan_facts}
+        elif recompile and masked is not None:
+            models["pruned"], plan_facts = _recompile(store, run_id, masked, data, settings)
             model_of.cache_clear()
             record["metrics"] = {**record["metrics"], **plan_facts}
+        if masked is not None:
+            models["masked"] = masked
         timing = time_models(models, data, settings)
+        timing["latency_pass"]["weights"] = "repruned" if repruned else "kept"
+        if repruned:
+            timing["latency_pass"]["finetuning_left_out"] = bool((record.get("labels") or {}).get("finetune_epochs"))
+            outcome.repruned.append(run_id)
         record["metrics"] = {**{k: v for k, v in record["metrics"].items() if k != "latency_deferred"}, **timing}
         store.write_record(record)
-        outcome.measured.append(record["run_id"])
+        outcome.measured.append(run_id)
         labels = record.get("labels") or {}
         say(f"{labels.get('model')} {labels.get('method')} {labels.get('target_density', 0):.3g} "
-            f"[{_engine(record)}]: speedup {timing['speedup']:.2f}x at batch {timing['speedup_batch_size']}")
+            f"[{_engine(record)}]{' (repruned)' if repruned else ''}: speedup {timing['speedup']:.2f}x at batch "
+            f"{timing['speedup_batch_size']}")
+
+
+class PruningNotReproduced(TsPruneError):
+    """A pruning made again does not have the recorded run's parameters, nonzeros or FLOPs."""
+
+
+# What a pruning made again must match in its record: structure (params, FLOPs) and mask (nonzeros, and effective
+# FLOPs, which weigh each layer's nonzeros by how often it runs, so a mask moved between layers shows).
+REPRUNE_CHECKS = ("params", "nonzero_params", "flops", "flops_effective")
+
+
+def _pruned_again(dense: Any, record: dict[str, Any], data: Any) -> Any:
+    """``record``'s pruning made again from ``dense`` (:func:`tsprune.prune.pipeline.prune_again`), checked against
+    the record's counts."""
+    from tsprune.config import PruneConfig, from_dict
+    from tsprune.prune.pipeline import prune_again
+
+    raw = dict((record.get("config") or {}).get("prune") or {})
+    raw["batch_sizes"] = tuple(raw.get("batch_sizes") or (1, 32))
+    model, cost = prune_again(dense, from_dict(PruneConfig, raw), data)
+    metrics = record.get("metrics") or {}
+    wrong = [f"{key} {cost.get(key)} vs {metrics.get(key)} recorded" for key in REPRUNE_CHECKS
+             if metrics.get(key) is not None and int(cost.get(key, -1)) != int(metrics[key])]
+    if wrong:
+        raise PruningNotReproduced("its pruning made again differs from the record: " + ", ".join(wrong))
+    return model
+
+
+def compile_for_timing(masked: Any, data: Any, settings: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """A copy of ``masked`` compiled for the sparse engine at the largest batch size of ``settings`` (each layer's
+    kernel chosen by timing here), its plan, and the plan facts for its record."""
+    import copy
+
+    from tsprune.measure import example_inputs
+    from tsprune.sparse.engine import compile_sparse, plan_summary
+
+    largest = max(settings["batch_sizes"])
+    compiled, plan = compile_sparse(copy.deepcopy(masked), example_inputs(data, largest), largest,
+                                    threads=settings["threads"])
+    return compiled, plan, {**plan_summary(plan), "compiled_batch_size": largest, "recompiled": now_utc()}
 
 
 def _recompile(store: SweepStore, run_id: str, masked: Any, data: Any,
                settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Compile ``masked`` (the run's masked twin) for the sparse engine at the run's largest batch size, replace the
+    """Compile ``masked`` (the run's masked twin) for the sparse engine (:func:`compile_for_timing`), replace the
     run's directory with the result (staging folder, then a rename), and return the compiled model and the plan
     facts for its record."""
-    import copy
-
-    from tsprune.measure import example_inputs
     from tsprune.run import load_run, save_run
-    from tsprune.sparse.engine import compile_sparse, plan_summary
 
     run = load_run(store.run_dir(run_id))
-    largest = max(settings["batch_sizes"])
-    compiled, plan = compile_sparse(copy.deepcopy(masked), example_inputs(data, largest), largest,
-                                    threads=settings["threads"])
-    facts = {**plan_summary(plan), "compiled_batch_size": largest, "recompiled": now_utc()}
+    compiled, plan, facts = compile_for_timing(masked, data, settings)
     run.model, run.sparse_plan, run.metrics = cast(Any, compiled), plan, {**run.metrics, **facts}  # same class
     with atomic_dir(store.run_dir(run_id)) as staging:
         save_run(run, staging)

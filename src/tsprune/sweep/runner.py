@@ -10,7 +10,8 @@ A sweep directory moved to a new machine often keeps its records but not its wei
 lacks and that no measuring pass has timed yet, so the pass can time it, and the dense runs those need. A run already
 timed by a pass needs no weights any more. Runs are deterministic for a seed, a thread count and a code version: the
 new record says what the old one measured (``metrics.rebuilt``), so a rebuild that does not reproduce its record
-shows.
+shows. ``rebuild="dense"`` runs again only those dense runs: a measuring pass with ``reprune`` then times the prune
+runs on their pruning made again from them, which costs seconds where a fine-tuning costs an epoch.
 
 ``defer_timing`` skips each prune run's own latency timing: a sweep that runs beside other work (or on several
 workers) times under load, and its measuring pass (``tsprune sweep measure``) times every kept run again anyway. Its
@@ -80,11 +81,35 @@ def rebuilt_against(previous: dict[str, Any], record: dict[str, Any]) -> dict[st
             "threads_before": previous.get("threads")}
 
 
+# What ``rebuild`` runs again: the unmeasured runs without their kept weights and their dense runs, or (for a
+# measuring pass that prunes again) those dense runs alone.
+REBUILD_MODES = ("kept", "dense")
+
+
+def rebuild_mode(rebuild: bool | str | None) -> str | None:
+    """``rebuild`` as one of :data:`REBUILD_MODES` (True: ``kept``), or None."""
+    if rebuild in (None, False):
+        return None
+    mode = "kept" if rebuild is True else str(rebuild)
+    if mode not in REBUILD_MODES:
+        raise TsPruneError(f"rebuild must be one of {', '.join(REBUILD_MODES)}, got {rebuild!r}",
+                           options=("rebuild",))
+    return mode
+
+
 def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any]], retry_failed: bool,
-                 keep_pruned: bool, rebuild: bool = False) -> tuple[Work, list[tuple[PruneRun, dict[str, Any]]]]:
+                 keep_pruned: bool, rebuild: bool | str | None = None
+                 ) -> tuple[Work, list[tuple[PruneRun, dict[str, Any]]]]:
     """What is left of ``plan`` given the ``records``, plus the records to write at once (prune runs whose dense
     run failed and is not retried). ``rebuild``: also the finished prune runs whose kept weights are missing here and
-    that a measuring pass has still to time (see the module doc)."""
+    that a measuring pass has still to time, or (``"dense"``) only their dense runs (see the module doc)."""
+    mode = rebuild_mode(rebuild)
+
+    def unmeasured_without_weights(run_id: str) -> bool:
+        record = records.get(run_id) or {}
+        timed_by_pass = bool((record.get("metrics") or {}).get("latency_pass"))
+        return (mode is not None and keep_pruned and record.get("status") == "done" and not timed_by_pass
+                and not run_dir_complete(store.run_dir(run_id)))
 
     def todo(run_id: str) -> bool:
         record = records.get(run_id)
@@ -92,8 +117,7 @@ def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any
             return True
         if record.get("status") != "done":
             return retry_failed
-        timed_by_pass = bool((record.get("metrics") or {}).get("latency_pass"))
-        return rebuild and keep_pruned and not timed_by_pass and not run_dir_complete(store.run_dir(run_id))
+        return mode == "kept" and unmeasured_without_weights(run_id)
 
     work = Work(store, keep_pruned=keep_pruned)
     at_once: list[tuple[PruneRun, dict[str, Any]]] = []
@@ -109,7 +133,9 @@ def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any
             work.ready.extend(waiting)
         elif record is not None and not finished and not retry_failed:
             at_once.extend((run, parent_failed(run, record)) for run in waiting)
-        elif not finished or waiting:  # never done, to retry, or its weights gone but still needed
+        elif (not finished or waiting  # never done, to retry, or its weights gone but still needed
+              or (mode == "dense" and any(unmeasured_without_weights(run.run_id)
+                                          for run in children.get(dense.run_id, [])))):
             work.dense.append(dense)
             work.waiting[dense.run_id] = waiting
     return work, at_once
@@ -118,19 +144,20 @@ def pending_work(plan: Plan, store: SweepStore, records: dict[str, dict[str, Any
 def run_sweep(spec: SweepSpec, sweep_dir: str | Path, executor: str = "local", workers: int | None = None,
               address: str | None = None, retry_failed: bool = False, gpus_per_run: float = 0.0,
               threads: int | None = None, progress: bool = True, console: Console | None = None,
-              reuse_dense: str | Path | None = None, rebuild: bool = False,
+              reuse_dense: str | Path | None = None, rebuild: bool | str | None = None,
               defer_timing: bool = False) -> SweepOutcome:
     """Run (or resume) ``spec`` in ``sweep_dir`` and return counts; records land in ``sweep_dir/records``.
 
     ``workers`` runs at a time, each with ``threads`` torch threads (default: cores // workers). ``reuse_dense``:
     another sweep directory whose finished dense runs of the same configuration are taken instead of training them
-    (:meth:`SweepStore.reuse_dense`). ``rebuild``: run again the finished runs whose kept weights are missing
-    (see the module doc). ``defer_timing``: prune runs take no timings of their own (the spec must keep its pruned
-    models, for the measuring pass to time).
+    (:meth:`SweepStore.reuse_dense`). ``rebuild``: run again the finished runs whose kept weights are missing,
+    or with ``"dense"`` only their dense runs (see the module doc). ``defer_timing``: prune runs take no timings of
+    their own (the spec must keep its pruned models, for the measuring pass to time).
     """
     if defer_timing and not spec.keep_pruned:
         raise TsPruneError("defer_timing needs a spec with keep_pruned: true (the measuring pass times the kept "
                            "pruned models)", options=("defer_timing",))
+    rebuild = rebuild_mode(rebuild)
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run, threads=threads)
     plan = plan_sweep(spec)
     store = SweepStore(sweep_dir)

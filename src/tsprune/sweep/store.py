@@ -158,8 +158,11 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row.update({key: (record.get("labels") or {}).get(key) for key in LABELS})
     row.update({key: metrics.get(key) for key in METRICS})
     row["config_json"] = json.dumps(record.get("config"), sort_keys=True)
-    # where the timing comes from: the measuring pass (a quiet machine) or the sweep itself (whatever else ran)
-    row["latency_measured"] = ("pass" if metrics.get("latency_pass") else "sweep" if metrics.get("latency_ms")
+    # where the timing comes from: the measuring pass (a quiet machine; on the run's pruning made again when its
+    # weights were gone) or the sweep itself (whatever else ran)
+    timing_pass = metrics.get("latency_pass") or {}
+    row["latency_measured"] = (("pass-repruned" if timing_pass.get("weights") == "repruned" else "pass")
+                               if timing_pass else "sweep" if metrics.get("latency_ms")
                                else "deferred" if metrics.get("latency_deferred") else None)
     if record.get("kind") == "dense" and record.get("status") == "done":
         row.update(dense_mse=row["mse"], dense_mae=row["mae"], params_dense=row["params"],
