@@ -391,11 +391,13 @@ def test_deferred_timing_leaves_the_latencies_to_the_measuring_pass(csv, tmp_pat
 
     records = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "s" / "records").glob("*.json")}
     pruned = [record for record in records.values() if record["kind"] == "prune"]
-    for record in pruned:  # accuracy, FLOPs and the sparse plan are there; no timing was taken
+    for record in pruned:  # accuracy and FLOPs are there; no timing was taken, and no sparse compilation
         metrics = record["metrics"]
         assert metrics["latency_deferred"] and not set(TIMING_FIELDS) & set(metrics)
         assert metrics["mse"] > 0 and metrics["flops_effective_ratio"] < 1
-        assert (record["labels"]["engine"] == "sparse") == ("candidate_layers" in metrics)
+        assert "candidate_layers" not in metrics
+        assert metrics.get("compile_deferred", False) == (record["labels"]["engine"] == "sparse")
+        assert api.load(tmp_path / "s" / "runs" / record["run_id"]).sparse_plan is None  # the masked model
     frame = load_results(tmp_path / "s")
     prune = frame[frame["kind"] == "prune"]
     assert set(prune["latency_measured"]) == {"deferred"} and prune["speedup"].isna().all()
@@ -408,10 +410,14 @@ def test_deferred_timing_leaves_the_latencies_to_the_measuring_pass(csv, tmp_pat
     measured = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path / "s"), "--repeats", "2", "--threads",
                                    "1"])
     assert measured.exit_code == 0 and "2 run(s) timed" in measured.output, measured.output
-    for record in pruned:
+    for record in pruned:  # and compiles the sparse run, into its directory
         metrics = json.loads((tmp_path / "s" / "records" / f"{record['run_id']}.json").read_text())["metrics"]
         assert "latency_deferred" not in metrics and metrics["speedup"] > 0 and metrics["latency_pass"]
-        assert ("latency_masked" in metrics) == (record["labels"]["engine"] == "sparse")
+        assert "compile_deferred" not in metrics and metrics["latency_pass"]["weights"] == "kept"
+        sparse = record["labels"]["engine"] == "sparse"
+        assert ("latency_masked" in metrics) == sparse == (metrics.get("candidate_layers", 0) > 0)
+        reloaded = api.load(tmp_path / "s" / "runs" / record["run_id"])
+        assert (reloaded.sparse_plan is not None) == sparse and "compile_deferred" not in reloaded.metrics
     assert set(load_results(tmp_path / "s").query("kind == 'prune'")["latency_measured"]) == {"pass"}
     # without kept weights nothing could time them later: refused, nothing written
     unkept = runner.invoke(app, ["sweep", "run", str(write_spec(tmp_path, {**spec, "keep_pruned": False})), "--dir",

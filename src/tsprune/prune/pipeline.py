@@ -168,7 +168,10 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     sparse kernels at the largest batch size (:func:`tsprune.sparse.engine.compile_sparse`); its latency and speedup are
     then the compiled model's, and the masked dense model's are kept beside them (``latency_masked``,
     ``speedup_masked``). ``timed=False`` leaves the timing out (no latency fields; ``latency_deferred`` is set): for a
-    sweep beside other work, whose measuring pass (:mod:`tsprune.sweep.remeasure`) times its kept runs later.
+    sweep beside other work, whose measuring pass (:mod:`tsprune.sweep.remeasure`) times its kept runs later. A
+    sparse-engine run then leaves its compilation to that pass as well (``compile_deferred``; the run directory holds
+    the masked model): the compiler chooses each layer's kernel by timing, which under load chooses noisily, and the
+    pass compiles again on the quiet machine anyway.
     """
     config.validate()
     method = methods.check(config)
@@ -199,7 +202,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     inputs = {size: example_inputs(data, size, device=device) for size in config.batch_sizes}
     models = {"dense": run.model.to(device), "pruned": model}
     sparse_plan = None
-    if engine == "sparse":  # the masked model stays for accuracy and FLOPs; the compiled one is what gets timed
+    if engine == "sparse" and timed:  # the masked model stays for accuracy and FLOPs; the compiled one is timed
         models["masked"] = model
         models["pruned"], sparse_plan = compile_sparse(copy.deepcopy(model), inputs, max(config.batch_sizes),
                                                        threads=config.threads)
@@ -231,6 +234,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         "flops_effective": cost["flops_effective"],
         "flops_effective_ratio": cost["flops_effective"] / dense_cost["flops"],
         **(timing_metrics(paired, largest) if timed else {"latency_deferred": True}),
+        **({"compile_deferred": True} if engine == "sparse" and not timed else {}),
         "speedup_batch_size": int(largest),
         "finetuned": bool(config.finetune_epochs),
         "finetune_epochs": config.finetune_epochs,

@@ -6,7 +6,8 @@ weights the sweep kept (``keep_pruned``), times it in alternation with its dense
 with its masked twin) at the run's own batch sizes, threads and repeat count, and writes the timings into its
 record. ``metrics.latency_pass`` says when, how and under what load average it was measured; runs without weights
 (a sweep directory moved to a new machine keeps records only) keep their in-sweep timings and are listed. A sweep
-run with ``defer_timing`` took no timings of its own (``latency_deferred``): this pass gives them their first.
+run with ``defer_timing`` took no timings of its own (``latency_deferred``): this pass gives them their first, and
+compiles its sparse-engine runs, which that sweep left uncompiled (``compile_deferred``), as ``recompile`` does.
 
 With ``reprune`` a run whose weights are gone (a new machine, with the dense run rebuilt: ``sweep run
 --rebuild-dense``) is timed on its pruned model made again from the dense run (:func:`tsprune.prune.pipeline.
@@ -44,6 +45,8 @@ from tsprune.runtime import atomic_dir
 from tsprune.sweep.store import SweepStore, run_dir_complete, write_results
 from tsprune.sweep.tasks import now_utc
 
+# What a sweep run with ``defer_timing`` left to this pass; gone from a record once the pass has done it.
+DEFERRED = ("latency_deferred", "compile_deferred")
 # The timing fields of a prune record that this pass replaces.
 TIMING_FIELDS = ("latency", "latency_dense", "latency_ms", "latency_dense_ms", "speedup", "speedup_by_batch_size",
                  "latency_masked", "latency_masked_ms", "speedup_masked", "speedup_over_masked")
@@ -118,7 +121,7 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
     for record in children:
         settings = pass_settings(record, threads, repeats)
         done_before = (record.get("metrics") or {}).get("latency_pass") or {}
-        again = redo or (recompile and _engine(record) == "sparse")
+        again = redo or (_engine(record) == "sparse" and (recompile or bool(record["metrics"].get("compile_deferred"))))
         if not again and all(done_before.get(key) == value for key, value in settings.items()):
             outcome.current.append(record["run_id"])
         elif not kept(parent_id) or not (reprune or kept(record["run_id"])):
@@ -143,23 +146,27 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
         if twin is not None and not (reprune or kept(twin)):
             outcome.no_weights.append(run_id)
             continue
-        # A sparse run without weights is compiled here from its masked model (its twin's, or its own pruning made
-        # again); otherwise each model is the run's own, kept or made again.
-        compile_here = _engine(record) == "sparse" and not kept(run_id)
-        source = (twin or run_id) if compile_here else run_id
+        # A sparse run is compiled here from its masked model (its twin's, else its own) when its weights are gone
+        # (not written: the masked model may be a pruning made again) or its sweep deferred the compilation (its
+        # directory holds the masked model); otherwise each model is the run's own, kept or made again.
+        sparse = _engine(record) == "sparse"
+        compile_here = sparse and not kept(run_id)
+        compile_kept = sparse and not compile_here and (recompile or bool(record["metrics"].get("compile_deferred")))
+        masked_from = twin or (run_id if compile_here or compile_kept else None)
         try:
-            masked = model_of(twin or run_id) if compile_here or twin is not None else None
-            pruned = masked if compile_here else model_of(run_id)
+            masked = model_of(masked_from) if masked_from is not None else None
+            pruned = masked if compile_here or compile_kept else model_of(run_id)
         except PruningNotReproduced as exc:
             outcome.mismatched.append(run_id)
             say(f"{run_id}: not timed: {exc}")
             continue
-        repruned = not kept(source) or (twin is not None and not kept(twin))
+        own_model = not (compile_here or compile_kept)  # the run's model timed as it is, not compiled here
+        repruned = (masked_from is not None and not kept(masked_from)) or (own_model and not kept(run_id))
         models = {"dense": dense.model, "pruned": pruned}
         if compile_here:
             models["pruned"], _, plan_facts = compile_for_timing(masked, data, settings)
             record["metrics"] = {**record["metrics"], **plan_facts}
-        elif recompile and masked is not None:
+        elif compile_kept:
             models["pruned"], plan_facts = _recompile(store, run_id, masked, data, settings)
             model_of.cache_clear()
             record["metrics"] = {**record["metrics"], **plan_facts}
@@ -170,7 +177,7 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
         if repruned:
             timing["latency_pass"]["finetuning_left_out"] = bool((record.get("labels") or {}).get("finetune_epochs"))
             outcome.repruned.append(run_id)
-        record["metrics"] = {**{k: v for k, v in record["metrics"].items() if k != "latency_deferred"}, **timing}
+        record["metrics"] = {**{k: v for k, v in record["metrics"].items() if k not in DEFERRED}, **timing}
         store.write_record(record)
         outcome.measured.append(run_id)
         labels = record.get("labels") or {}
@@ -228,7 +235,8 @@ def _recompile(store: SweepStore, run_id: str, masked: Any, data: Any,
 
     run = load_run(store.run_dir(run_id))
     compiled, plan, facts = compile_for_timing(masked, data, settings)
-    run.model, run.sparse_plan, run.metrics = cast(Any, compiled), plan, {**run.metrics, **facts}  # same class
+    metrics = {key: value for key, value in run.metrics.items() if key not in DEFERRED}
+    run.model, run.sparse_plan, run.metrics = cast(Any, compiled), plan, {**metrics, **facts}  # same class
     with atomic_dir(store.run_dir(run_id)) as staging:
         save_run(run, staging)
     return compiled, facts

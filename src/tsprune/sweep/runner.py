@@ -15,7 +15,8 @@ runs on their pruning made again from them, which costs seconds where a fine-tun
 
 ``defer_timing`` skips each prune run's own latency timing: a sweep that runs beside other work (or on several
 workers) times under load, and its measuring pass (``tsprune sweep measure``) times every kept run again anyway. Its
-records say ``latency_deferred`` until that pass; the timing was about a third of an untuned prune run's time.
+records say ``latency_deferred`` until that pass; the timing was about a third of an untuned prune run's time. A
+sparse-engine run leaves its compilation (which times kernels) to the pass too (``compile_deferred``).
 """
 
 from __future__ import annotations
