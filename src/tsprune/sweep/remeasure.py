@@ -150,9 +150,10 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
         # (not written: the masked model may be a pruning made again) or its sweep deferred the compilation (its
         # directory holds the masked model); otherwise each model is the run's own, kept or made again.
         sparse = _engine(record) == "sparse"
+        deferred = sparse and bool(record["metrics"].get("compile_deferred"))
         compile_here = sparse and not kept(run_id)
-        compile_kept = sparse and not compile_here and (recompile or bool(record["metrics"].get("compile_deferred")))
-        masked_from = twin or (run_id if compile_here or compile_kept else None)
+        masked_from = twin or (run_id if compile_here or deferred else None)  # not a compiled model
+        compile_kept = not compile_here and masked_from is not None and (deferred or recompile)
         try:
             masked = model_of(masked_from) if masked_from is not None else None
             pruned = masked if compile_here or compile_kept else model_of(run_id)
