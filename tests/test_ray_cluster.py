@@ -258,6 +258,22 @@ def test_sweep_spreads_over_nodes_within_their_budgets_without_a_shared_filesyst
           f"{sorted(sum(r['node'] == n for r in records.values()) for n in nodes)}")
 
 
+def test_engine_twins_are_one_task_on_the_cluster(cluster, data_csv, tmp_path):
+    """A masked run and its sparse-engine twin go to one task, so one worker prunes and fine-tunes them once."""
+    spec = cluster_spec(data_csv, seeds=[0], methods={"magnitude": [0.5]}, finetune_epochs=[0, 1],
+                        finetune_densities=[0.5], engines=["dense", "sparse"])
+    outcome = run_sweep(parse_spec(spec), tmp_path / "sweep", executor="ray", progress=False)
+    prune = [record for record in read_records(tmp_path / "sweep").values() if record["kind"] == "prune"]
+    assert (outcome.done, outcome.failed, len(prune)) == (5, 0, 4)
+    pairs: dict[tuple, list[dict]] = {}
+    for record in prune:
+        pairs.setdefault((record["labels"]["target_density"], record["labels"]["finetune_epochs"]), []).append(record)
+    for dense_engine, sparse_engine in (sorted(pair, key=lambda r: r["labels"]["engine"]) for pair in pairs.values()):
+        assert dense_engine["node"] == sparse_engine["node"]
+        assert not dense_engine["metrics"]["pruning_reused"] and sparse_engine["metrics"]["pruning_reused"]
+        assert dense_engine["metrics"]["mse"] == sparse_engine["metrics"]["mse"]
+
+
 def test_plan_shows_the_cluster_and_run_refuses_what_no_node_fits(cluster, data_csv, tmp_path):
     result = runner.invoke(app, ["sweep", "plan", str(write_spec(tmp_path, cluster_spec(data_csv))), "--executor",
                                  "ray", "--address", cluster.address])

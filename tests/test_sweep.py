@@ -566,7 +566,7 @@ def test_sparse_engine_axis(csv, tmp_path, monkeypatch):
 def test_a_worker_pool_gets_engine_twins_as_one_task(csv, tmp_path):
     import collections
 
-    from tsprune.sweep.executors import _next_unit
+    from tsprune.sweep.work import next_unit
     from tsprune.sweep.runner import pending_work
     from tsprune.sweep.store import SweepStore
 
@@ -576,7 +576,7 @@ def test_a_worker_pool_gets_engine_twins_as_one_task(csv, tmp_path):
     queue = collections.deque(work.waiting[plan.dense[0].run_id])
     units = []
     while queue:
-        units.append(_next_unit(queue))
+        units.append(next_unit(queue))
     magnitude = [unit for unit in units if unit[0].labels.method == "magnitude"]
     # magnitude 0.5, 0.25 and 0.25 fine-tuned, each on both engines: three tasks of two twins, fine-tuned one first
     assert sorted(len(unit) for unit in magnitude) == [2, 2, 2] and magnitude[0][0].labels.finetune_epochs == 1

@@ -18,7 +18,8 @@ from typing import Any
 from tsprune.errors import TsPruneError
 from tsprune.sweep.plan import DenseRun, PruneRun
 from tsprune.sweep.tasks import execute_dense, execute_prune, execute_prunes, make_record, now_utc
-from tsprune.sweep.work import Executor, Reporter, Work, available_cores, check_counts, settle_dense, thread_budget
+from tsprune.sweep.work import (
+    Executor, Reporter, Work, available_cores, check_counts, next_unit, settle_dense, thread_budget)
 
 
 class LocalExecutor:
@@ -68,7 +69,7 @@ class LocalExecutor:
         try:
             while queue or in_flight:
                 while queue and len(in_flight) < self.workers:
-                    unit = _next_unit(queue)
+                    unit = next_unit(queue)
                     task, args = self._call(unit, work)
                     in_flight[pool.submit(task, *args)] = unit
                     for run in unit:
@@ -114,17 +115,6 @@ class LocalExecutor:
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_exit_with_parent, initargs=(os.getpid(),))
-
-
-def _next_unit(queue: collections.deque[DenseRun | PruneRun]) -> list[DenseRun | PruneRun]:
-    """The next task's runs, taken off ``queue``: a dense run alone, or a prune run with the engine twins that
-    follow it."""
-    first = queue.popleft()
-    unit: list[DenseRun | PruneRun] = [first]
-    if isinstance(first, PruneRun):
-        while queue and isinstance(queue[0], PruneRun) and first.twin_of(queue[0]):
-            unit.append(queue.popleft())
-    return unit
 
 
 def _crashed(run: DenseRun | PruneRun) -> dict[str, Any]:

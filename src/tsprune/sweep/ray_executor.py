@@ -1,6 +1,6 @@
-"""Run a sweep on Ray: one task per run, each asking for its thread budget in CPUs and, for CUDA runs, a GPU or a
-share of one (:func:`task_options`). Workers need tsprune installed (the same version) and the sweep's data files
-at the same paths (the built-in datasets ship with the package).
+"""Run a sweep on Ray: one task per run (engine twins: one task for both), each asking for its thread budget in CPUs
+and, for CUDA runs, a GPU or a share of one (:func:`task_options`). Workers need tsprune installed (the same
+version) and the sweep's data files at the same paths (the built-in datasets ship with the package).
 
 What the executor relies on, and what it does itself:
 
@@ -38,7 +38,7 @@ from tsprune.sweep.ray_cluster import (
 from tsprune.sweep.ray_tasks import clean_scratch, dense_task, prune_task
 from tsprune.sweep.cost import run_slots
 from tsprune.sweep.tasks import make_record, now_utc, parent_failed
-from tsprune.sweep.work import Reporter, Work, check_counts, gpus_for, run_device
+from tsprune.sweep.work import Reporter, Work, check_counts, gpus_for, next_unit, run_device
 
 MAX_ATTEMPTS = 3  # executions of one run, the first included, before a lost run is recorded failed
 BACKLOG = 2  # runs kept submitted per run slot of the cluster
@@ -86,7 +86,7 @@ class _RaySweep:
         self.starved = False  # said that no node can run a task, until one can again
         self.train, self.prune, self.clean = ray.remote(dense_task), ray.remote(prune_task), ray.remote(clean_scratch)
         self.queue: collections.deque[DenseRun | PruneRun] = collections.deque([*work.ready, *work.dense])
-        self.in_flight: dict[Any, DenseRun | PruneRun] = {}
+        self.in_flight: dict[Any, list[DenseRun | PruneRun]] = {}  # a dense run, or prune runs that are twins
         self.lost: dict[str, list[str]] = collections.defaultdict(list)
         self.payloads: dict[str, Any] = {}  # dense run id -> ObjectRef of its files, while prune runs need them
         waiting = [child for children in work.waiting.values() for child in children]
@@ -114,27 +114,33 @@ class _RaySweep:
                         describe_nodes(nodes))
         self.starved = not slots
         while self.queue and len(self.in_flight) < max(1, BACKLOG * slots):
-            run = self.queue.popleft()
-            options = task_options(run, self.threads, self.gpus)
-            if isinstance(run, DenseRun):
-                ref = self.train.options(**options).remote(run, self.threads)
+            unit = next_unit(self.queue)  # engine twins go as one task, as with the local pool
+            first = unit[0]
+            options = task_options(first, self.threads, self.gpus)  # twins differ only in their engine
+            if isinstance(first, DenseRun):
+                ref = self.train.options(**options).remote(first, self.threads)
             else:
-                ref = self.prune.options(**options).remote(run, self._payload(run.parent_id), self.threads,
+                ref = self.prune.options(**options).remote(unit, self._payload(first.parent_id), self.threads,
                                                            self.work.keep_pruned, self.work.timed)
-            self.in_flight[ref] = run
-            if run.run_id not in self.submitted:  # a resubmitted run is not started twice
-                self.submitted.add(run.run_id)
-                self.report.started(run)
+            self.in_flight[ref] = unit
+            for run in unit:
+                if run.run_id not in self.submitted:  # a resubmitted run is not started twice
+                    self.submitted.add(run.run_id)
+                    self.report.started(run)
 
     def _payload(self, parent_id: str) -> Any:
         if parent_id not in self.payloads:  # a dense run done in an earlier call: ship its stored directory
             self.payloads[parent_id] = self.ray.put(self.work.store.read_run_files(parent_id))
         return self.payloads[parent_id]
 
-    def _settle(self, run: DenseRun | PruneRun, ref: Any) -> None:
-        result = self._outcome(run, ref)
-        if result is None:  # lost, queued again
+    def _settle(self, unit: list[DenseRun | PruneRun], ref: Any) -> None:
+        results = self._outcome(unit, ref)
+        if results is None:  # lost, queued again
             return
+        for run, result in zip(unit, results, strict=True):
+            self._settle_run(run, result)
+
+    def _settle_run(self, run: DenseRun | PruneRun, result: dict[str, Any]) -> None:
         record = result["record"]
         record.update(node=result.get("node"), task_window=result.get("window"), retries=len(self.lost[run.run_id]))
         if self.lost[run.run_id]:
@@ -152,24 +158,29 @@ class _RaySweep:
             if self.children_left[run.parent_id] <= 0:
                 self.payloads.pop(run.parent_id, None)  # lets Ray free the dense run's bytes
 
-    def _outcome(self, run: DenseRun | PruneRun, ref: Any) -> dict[str, Any] | None:
-        """The task's result; None when it was lost and is queued again; a failed record when it raised or was lost
-        :data:`MAX_ATTEMPTS` times."""
+    def _outcome(self, unit: list[DenseRun | PruneRun], ref: Any) -> list[dict[str, Any]] | None:
+        """The task's results, one per run of ``unit``; None when it was lost and is queued again; failed records
+        when it raised or was lost :data:`MAX_ATTEMPTS` times."""
         exceptions = self.ray.exceptions
         try:
-            return self.ray.get(ref)
+            result = self.ray.get(ref)
+            return result if isinstance(result, list) else [result]
         except exceptions.RayTaskError as exc:  # the task itself raised: the same on every try, so not retried
-            return self._failed(run, exception_record(getattr(exc, "cause", None) or exc))
+            error = exception_record(getattr(exc, "cause", None) or exc)
+            return [self._failed(run, error) for run in unit]
         except exceptions.RayError as exc:  # its worker or node died, or its result was lost with a node
             error = exception_record(exc, limit=300)
-            self.lost[run.run_id].append(error)
-            attempts = len(self.lost[run.run_id])
+            for run in unit:
+                self.lost[run.run_id].append(error)
+            attempts = len(self.lost[unit[0].run_id])
+            names = ", ".join(run.run_id for run in unit)
             if attempts < MAX_ATTEMPTS:
-                log.warning("tsprune: run %s lost (%s); resubmitted, attempt %d of %d", run.run_id, error,
-                            attempts + 1, MAX_ATTEMPTS)
-                self.queue.appendleft(run)
+                log.warning("tsprune: run %s lost (%s); resubmitted, attempt %d of %d", names, error, attempts + 1,
+                            MAX_ATTEMPTS)
+                self.queue.extendleft(reversed(unit))  # together again, twins side by side
                 return None
-            return self._failed(run, f"lost {attempts} times (worker or node died), last: {error}")
+            return [self._failed(run, f"lost {attempts} times (worker or node died), last: {error}")
+                    for run in unit]
 
     def _failed(self, run: DenseRun | PruneRun, error: str) -> dict[str, Any]:
         now = now_utc()

@@ -63,23 +63,30 @@ def dense_task(run: DenseRun, threads: int) -> dict[str, Any]:
     return _result(record, files, started)
 
 
-def prune_task(run: PruneRun, dense_files: dict[str, bytes], threads: int, keep: bool,
-               timed: bool = True) -> dict[str, Any]:
-    """Prune from the dense run directory ``dense_files`` (resolved by Ray from the driver's ObjectRef)."""
+def prune_task(runs: list[PruneRun], dense_files: dict[str, bytes], threads: int, keep: bool,
+               timed: bool = True) -> list[dict[str, Any]]:
+    """Prune from the dense run directory ``dense_files`` (resolved by Ray from the driver's ObjectRef): one run, or
+    engine twins one after the other, which share one pruning, fine-tuning and evaluation in this worker. One
+    result per run, in order."""
     started = time.time()
     _hide_gpus_unless_granted()
-    scratch = scratch_root() / f"prune-{run.run_id}"
+    scratch = scratch_root() / f"prune-{runs[0].run_id}"
     shutil.rmtree(scratch, ignore_errors=True)  # a lost attempt's leftovers
-    dense, out = scratch / "dense", scratch / "pruned" if keep else None
+    dense = scratch / "dense"
     dense.mkdir(parents=True)
     for name, payload in dense_files.items():  # a worker that has this dense run cached will not read them
         (dense / name).write_bytes(payload)
+    results = []
     try:
-        record = execute_prune(run, dense, threads, out, timed)
-        files = _read_files(out) if out is not None and record["status"] == "done" else None
+        for run in runs:
+            out = scratch / f"pruned-{run.run_id}" if keep else None
+            record = execute_prune(run, dense, threads, out, timed)
+            files = _read_files(out) if out is not None and record["status"] == "done" else None
+            results.append(_result(record, files, started))
+            started = time.time()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return _result(record, files, started)
+    return results
 
 
 def clean_scratch(names: list[str]) -> int:

@@ -70,10 +70,12 @@ def execute_prune(run: PruneRun, dense_dir: Path, threads: int, keep: Path | Non
 
         # Engine twins (the plan puts them side by side) prune, fine-tune and evaluate once in a worker.
         key = pruning_key(dense, config)
-        if _PRUNED is None or _PRUNED.source_id != key:
+        reused = _PRUNED is not None and _PRUNED.source_id == key
+        if not reused:
             _remember(prune_model(dense, config, baseline=baseline))
-        return prune_run(dense, config, keep, overwrite=True, baseline=baseline,
-                         pruned=_PRUNED, timed=timed).metrics
+        metrics = prune_run(dense, config, keep, overwrite=True, baseline=baseline, pruned=_PRUNED,
+                            timed=timed).metrics
+        return {**metrics, "pruning_reused": reused}  # True: its twin's pruning, fine-tuning and evaluation
 
     return _attempt(run, config.threads or threads, work)
 

@@ -4,6 +4,7 @@ executors, so ``local`` and ``ray`` import it and not each other."""
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -84,3 +85,15 @@ def settle_dense(run: DenseRun, record: dict[str, Any], work: Work, report: Repo
     for child in children:
         report.finished(child, parent_failed(child, record))
     return []
+
+
+def next_unit(queue: collections.deque[DenseRun | PruneRun]) -> list[DenseRun | PruneRun]:
+    """The next task's runs, taken off ``queue``: a dense run alone, or a prune run with the engine twins that
+    follow it (the plan puts them side by side). Every executor sends twins as one task: apart, two workers would
+    each prune, fine-tune and evaluate the same model."""
+    first = queue.popleft()
+    unit: list[DenseRun | PruneRun] = [first]
+    if isinstance(first, PruneRun):
+        while queue and isinstance(queue[0], PruneRun) and first.twin_of(queue[0]):
+            unit.append(queue.popleft())
+    return unit
