@@ -367,6 +367,24 @@ def test_a_pass_without_pruned_weights_times_their_pruning_made_again(csv, tmp_p
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [dense_id]  # no weights written
 
 
+def test_a_spec_that_fixes_prune_threads_says_so_when_the_budget_differs(csv, tmp_path):
+    from tsprune.sweep.spec import MeasureSpec
+
+    fixed = MeasureSpec(threads=2)
+    assert fixed.overrides_budget(None, 1, 2) is None and MeasureSpec().overrides_budget(1, 2, 2) is None
+    note = fixed.overrides_budget(1, 2, 2)
+    assert note is not None and "measure.threads (2)" in note and "2 workers run 4 threads on 2 cores" in note
+    assert "workers run" not in (fixed.overrides_budget(None, 4, 16) or "x workers run")  # 8 of 16: not crowded
+    spec = tiny_spec(csv, methods={"magnitude": [0.5]}, finetune_epochs=[0],
+                     measure={"batch_sizes": [2], "repeats": 1, "threads": 2})
+    result = runner.invoke(app, ["sweep", "run", str(write_spec(tmp_path, spec)), "--dir", str(tmp_path / "s"),
+                                 "--threads", "1", "--no-progress"])
+    assert result.exit_code == 0 and "sets every prune run's threads" in result.output, result.output
+    record = next(json.loads(path.read_text()) for path in (tmp_path / "s" / "records").glob("*.json")
+                  if json.loads(path.read_text())["kind"] == "prune")
+    assert record["threads"] == 2  # what the note said
+
+
 def test_the_measuring_pass_times_fine_tuned_runs_first_and_twins_together():
     from tsprune.sweep.remeasure import timing_order
 

@@ -8,7 +8,10 @@
 # not changed under it; every record names that commit. Phases:
 #   1. the family's dense run, one worker at 2 threads (a phase-1 sweep already training it is left to finish); on
 #      a new machine with the records only, the dense run is trained again (--rebuild-dense: deterministic);
-#   2. its prune runs, two workers at 1 thread, --defer-timing (their timings would be taken under load);
+#   2. its prune runs, one worker, --defer-timing (their timings would be taken under load). The preset's
+#      measure.threads (2) sets each prune run's threads, fine-tuning included, so two workers would put 4 threads on
+#      2 cores (session 12: a 1-epoch Informer fine-tuning took 37 min beside another worker; the dense run's epochs took
+#      ~11 min alone at 2 threads);
 #   3. the measuring pass, alone on the machine: every kept run timed at batch 1 and 32, 2 threads, sparse twins
 #      compiled again (--recompile); a run whose weights were lost with a machine is timed on its pruning made again
 #      from the dense run (--reprune, checked against its record);
@@ -30,7 +33,7 @@ if ! dense_done; then
   echo "$(date -Is) $M: dense done"
 fi
 pkill -INT -f "$PAT"; while pgrep -f "$PAT" >/dev/null; do sleep 5; done
-sweep --workers 2 --threads 1 --defer-timing
+sweep --workers 1 --defer-timing
 run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
 echo "$(date -Is) $M: prune runs done"
 run "$CODE" -m tsprune.cli sweep measure --dir "$S/sweep" --models "$M" --recompile --reprune
@@ -38,7 +41,7 @@ echo "$(date -Is) $M: measured"
 if [ -n "$O" ]; then
   mkdir -p "$O"
   run "$OCODE" "$HERE/make_spec.py" oneshot-etth1 "$M" > "$O/$M.yaml"
-  run "$OCODE" -m tsprune.cli sweep run "$O/$M.yaml" --dir "$O/sweep" --reuse-dense "$S/sweep" --workers 2 \
-    --threads 1 --no-progress
+  run "$OCODE" -m tsprune.cli sweep run "$O/$M.yaml" --dir "$O/sweep" --reuse-dense "$S/sweep" --workers 1 \
+    --no-progress
   echo "$(date -Is) $M: one-shot comparison done"
 fi

@@ -145,9 +145,14 @@ def sweep_run(
     if rebuild and rebuild_dense:
         raise TsPruneError("--rebuild and --rebuild-dense exclude each other: --rebuild-dense rebuilds only the "
                            "dense runs", options=("rebuild",))
+    from tsprune.runtime import available_cores
     from tsprune.sweep import load_spec, run_sweep
 
-    outcome = run_sweep(load_spec(spec), sweep_dir, executor=executor, workers=workers, address=address,
+    loaded = load_spec(spec)
+    note = loaded.measure.overrides_budget(threads, workers, available_cores()) if executor == "local" else None
+    if note:
+        err_console.print(note, highlight=False, markup=False)
+    outcome = run_sweep(loaded, sweep_dir, executor=executor, workers=workers, address=address,
                         retry_failed=retry_failed, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
                         console=err_console, reuse_dense=reuse_dense, defer_timing=defer_timing,
                         rebuild="dense" if rebuild_dense else rebuild)

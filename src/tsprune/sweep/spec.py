@@ -26,6 +26,7 @@ from tsprune.config import (
     replace_known,
 )
 from tsprune.errors import TsPruneError
+from tsprune.runtime import thread_budget
 from tsprune.prune.methods import MAGNITUDE, get_method
 from tsprune.schedule import STUDY_SCHEDULE, parse_densities
 
@@ -52,11 +53,26 @@ class DatasetEntry:
 
 @dataclass(frozen=True)
 class MeasureSpec:
-    """Latency measurement of every pruned model; ``threads`` None uses the worker's thread budget."""
+    """Latency measurement of every pruned model; ``threads`` None uses the worker's thread budget. A prune run's
+    thread count is one setting (a run is deterministic for it), so ``threads`` also sets the threads of its pruning,
+    evaluation and fine-tuning, whatever the worker's budget."""
 
     batch_sizes: tuple[int, ...] = (1, 32)
     repeats: int = 10
     threads: int | None = None
+
+    def overrides_budget(self, threads: int | None, workers: int | None, cores: int) -> str | None:
+        """A note when the prune runs will not use the worker thread budget ``threads`` (or ``cores // workers``)
+        because these settings fix their threads; None when they do."""
+        workers = workers or 1
+        budget = threads if threads is not None else thread_budget(cores, workers)
+        if self.threads is None or self.threads == budget:
+            return None
+        crowded = workers * self.threads > cores
+        load = f"; {workers} workers run {workers * self.threads} threads on {cores} cores" if crowded else ""
+        return (f"note: the spec's measure.threads ({self.threads}) sets every prune run's threads (pruning, "
+                f"fine-tuning, evaluation and timing), not the worker budget ({budget}); dense runs use the budget"
+                f"{load}")
 
 
 @dataclass
