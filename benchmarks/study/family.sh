@@ -10,8 +10,8 @@
 #      a new machine with the records only, the dense run is trained again (--rebuild-dense: deterministic);
 #   2. its prune runs, one worker, --defer-timing (their timings would be taken under load). The preset's
 #      measure.threads (2) sets each prune run's threads, fine-tuning included, so two workers would put 4 threads on
-#      2 cores (session 12: a 1-epoch Informer fine-tuning took 37 min beside another worker; the dense run's epochs took
-#      ~11 min alone at 2 threads);
+#      2 cores (session 12: a 1-epoch Informer fine-tuning took 37 min beside another worker; its dense run took 42 min
+#      for 4 epochs alone at 2 threads);
 #   3. the measuring pass, alone on the machine: every kept run timed at batch 1 and 32, 2 threads, sparse twins
 #      compiled again (--recompile); a run whose weights were lost with a machine is timed on its pruning made again
 #      from the dense run (--reprune, checked against its record);

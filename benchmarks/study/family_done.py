@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from tsprune.sweep.plan import plan_sweep
-from tsprune.sweep.spec import load_spec
+from tsprune.sweep import load_spec
 from tsprune.sweep.store import SweepStore
 
 

@@ -114,10 +114,8 @@ def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None,
     configure_threads(config.threads)
     device = resolve_device(config.device)
     data = data if data is not None else run.data()
-    train = _finetune_config(run, config)
-    seed_everything(train.seed)
     started = time.perf_counter()
-    pruned = methods.check(config).run()(copy.deepcopy(run.model).to(device), data, config, train, device)
+    pruned, train = _apply_method(run, config, data, device)
     pruned.facts = {**pruned.facts, "method_seconds": time.perf_counter() - started}  # the method alone
     model = pruned.model
     fit_result = None
@@ -149,10 +147,16 @@ def prune_again(run: Run, config: PruneConfig, data: ForecastData | None = None)
     config = dataclasses.replace(config, device="cpu")  # the pass times on the CPU
     configure_threads(config.threads)
     data = data if data is not None else run.data()
-    train = _finetune_config(run, config)
-    seed_everything(train.seed)  # as prune_model: calibration windows are drawn from the same seed
-    pruned = methods.check(config).run()(copy.deepcopy(run.model).cpu(), data, config, train, torch.device("cpu"))
+    pruned, _ = _apply_method(run, config, data, torch.device("cpu"))
     return pruned.model.eval(), _cost(pruned.model, data, config, torch.device("cpu"))
+
+
+def _apply_method(run: Run, config: PruneConfig, data: ForecastData, device: torch.device) -> tuple[Any, TrainConfig]:
+    """``config``'s method on a copy of ``run``'s model, seeded as every pruning is (calibration windows are drawn
+    from the seed), and the training settings a fine-tuning would use."""
+    train = _finetune_config(run, config)
+    seed_everything(train.seed)
+    return methods.check(config).run()(copy.deepcopy(run.model).to(device), data, config, train, device), train
 
 
 def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,

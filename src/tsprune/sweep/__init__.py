@@ -4,7 +4,8 @@ on Ray, with one record per run and a DuckDB-queryable results table."""
 from tsprune._lazy import lazy_attributes
 
 _WHERE = {"Plan": "tsprune.sweep.plan", "plan_sweep": "tsprune.sweep.plan", "SweepOutcome": "tsprune.sweep.runner",
-          "run_sweep": "tsprune.sweep.runner", "SweepSpec": "tsprune.sweep.spec", "load_spec": "tsprune.sweep.spec",
-          "parse_spec": "tsprune.sweep.spec", "load_results": "tsprune.sweep.store", "query": "tsprune.sweep.store"}
+          "run_sweep": "tsprune.sweep.runner", "SweepSpec": "tsprune.sweep.spec",
+          "load_spec": "tsprune.sweep.spec_reader", "parse_spec": "tsprune.sweep.spec_reader",
+          "load_results": "tsprune.sweep.store", "query": "tsprune.sweep.store"}
 __getattr__ = lazy_attributes(__name__, _WHERE)
 __all__ = sorted(_WHERE)
