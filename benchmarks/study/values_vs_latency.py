@@ -2,30 +2,27 @@
 
     PYTHONPATH=src python benchmarks/study/values_vs_latency.py SWEEP_DIR RUN_ID [RUN_ID ...]
 
-For each run: its kept (fine-tuned) model and `prune_again` of its record, timed in alternation with the dense
-model at batch 1 and 32, 2 threads, 20 repeats, three rounds; prints the median latencies and kept/repruned ratios.
+For each run: its kept (fine-tuned) model and its pruning made again (`pruned_again`, checked against the record
+as the measuring pass checks), timed in alternation with the dense model at batch 1 and 32, 2 threads, 20 repeats, three rounds; prints the median latencies and kept/repruned ratios.
 """
 import json
 import sys
 from pathlib import Path
 
-from tsprune.config import PruneConfig, from_dict
 from tsprune.measure import compare_latency, example_inputs
-from tsprune.prune.pipeline import prune_again
 from tsprune.run import load_run
+from tsprune.sweep.remeasure import pruned_again
 
 sweep = Path(sys.argv[1])
 for run_id in sys.argv[2:]:
     record = json.loads((sweep / "records" / f"{run_id}.json").read_text())
     dense = load_run(sweep / "runs" / record["parent_id"])
-    raw = {**record["config"]["prune"], "batch_sizes": tuple(record["config"]["prune"]["batch_sizes"])}
-    again, cost = prune_again(dense, from_dict(PruneConfig, raw))
-    kept = load_run(sweep / "runs" / run_id).model
-    same = all(cost[key] == record["metrics"][key] for key in ("params", "nonzero_params", "flops", "flops_effective"))
     data = dense.data()
+    again = pruned_again(dense, record, data)  # raises unless its counts equal the record's, as the pass does
+    kept = load_run(sweep / "runs" / run_id).model
     labels = record["labels"]
     print(f"{run_id} {labels['method']} {labels['target_density']:.3g} ft{labels['finetune_epochs']}: counts match "
-          f"record: {same}", flush=True)
+          f"record: True", flush=True)
     for size in (1, 32):
         for round_ in range(3):
             timing = compare_latency({"dense": dense.model, "kept": kept, "repruned": again},

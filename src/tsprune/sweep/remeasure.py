@@ -138,7 +138,7 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
         """The run's kept model, else (``reprune``) its pruning made again: a masked model for a sparse run."""
         if kept(run_id):
             return load_run(store.run_dir(run_id)).model
-        return _pruned_again(dense, records[run_id], data)
+        return pruned_again(dense, records[run_id], data)
 
     for record, settings in timing_order(todo):
         run_id = str(record["run_id"])
@@ -196,7 +196,7 @@ class PruningNotReproduced(TsPruneError):
 REPRUNE_CHECKS = ("params", "nonzero_params", "flops", "flops_effective")
 
 
-def _pruned_again(dense: Any, record: dict[str, Any], data: Any) -> Any:
+def pruned_again(dense: Any, record: dict[str, Any], data: Any) -> Any:
     """``record``'s pruning made again from ``dense`` (:func:`tsprune.prune.pipeline.prune_again`), checked against
     the record's counts."""
     from tsprune.config import PruneConfig, from_dict
