@@ -3,7 +3,8 @@
     PYTHONPATH=src python benchmarks/study/values_vs_latency.py SWEEP_DIR RUN_ID [RUN_ID ...]
 
 For each run: its kept (fine-tuned) model and its pruning made again (`pruned_again`, checked against the record
-as the measuring pass checks), timed in alternation with the dense model at batch 1 and 32, 2 threads, 20 repeats, three rounds; prints the median latencies and kept/repruned ratios.
+as the measuring pass checks), timed in alternation with the dense model at batch 1 and 32, 2 threads, 20 repeats,
+three rounds; prints the median latencies and kept/repruned ratios.
 """
 import json
 import sys
