@@ -710,3 +710,24 @@ def test_ray_executor_without_ray_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(TsPruneError, match=r"needs Ray, an install extra: pip install 'tsprune\[ray\]'"):
         make_executor("ray")
+
+
+def test_the_plan_and_the_measuring_pass_agree_on_which_runs_are_engine_twins():
+    """The plan sends twins to one worker and the measuring pass compiles a sparse run from its twin's masked model:
+    both must pair the same runs (one definition, ``config.pruning_settings``), also when a twin is timed with other
+    repeats."""
+    from tsprune.sweep.presets import PRESETS
+    from tsprune.sweep.remeasure import _masked_twin
+
+    runs = [run for run in plan_sweep(parse_spec(PRESETS["study-etth1"])).runs() if run.kind == "prune"]
+    records = {run.run_id: {"run_id": run.run_id, "parent_id": run.parent_id, "status": "done",
+                            "config": run.identity()} for run in runs}
+    sparse = [run for run in runs if run.engine == "sparse"]
+    assert sparse
+    for run in sparse:
+        twins = [other.run_id for other in runs if other.engine == "dense" and run.twin_of(other)]
+        assert twins == [_masked_twin(records[run.run_id], records)], run.config
+    first = records[sparse[0].run_id]
+    other_repeats = {**first, "config": {**first["config"], "prune": {**first["config"]["prune"],
+                                                                       "latency_repeats": 3}}}
+    assert _masked_twin(other_repeats, records) == _masked_twin(first, records) is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,14 @@ COMPARISONS = ("row", "layer", "global")
 # PruneConfig fields that change only how a pruned model is timed or run, never its weights: engine twins (the same
 # pruning on the dense and the sparse engine) share one pruning, fine-tuning and evaluation.
 TIMING_ONLY_FIELDS = ("latency_repeats", "engine")
+
+
+def pruning_settings(prune: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a pruning that decide its weights: a PruneConfig as ``dataclasses.asdict`` (or a record's
+    ``config.prune``) gives them, less :data:`TIMING_ONLY_FIELDS`. Two prune runs of one dense run with equal
+    settings are engine twins; this is the one definition the sweep plan, the pruning cache and the measuring pass
+    share."""
+    return {key: value for key, value in prune.items() if key not in TIMING_ONLY_FIELDS}
 
 
 @dataclass

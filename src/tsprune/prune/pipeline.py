@@ -19,7 +19,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from tsprune.config import TIMING_ONLY_FIELDS, PruneConfig, TrainConfig
+from tsprune.config import PruneConfig, TrainConfig, pruning_settings
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
@@ -81,9 +81,7 @@ class PrunedModel:
 def pruning_key(run: Run, config: PruneConfig) -> str:
     """Identifies a pruning outcome: the source run and every setting that changes the pruned weights or what is
     measured on them (timing settings excluded)."""
-    settings = dataclasses.asdict(config)
-    for timing_only in TIMING_ONLY_FIELDS:  # engine twins share one pruning
-        settings.pop(timing_only)
+    settings = pruning_settings(dataclasses.asdict(config))  # engine twins share one pruning
     return repr((str(run.path) if run.path is not None else weights_fingerprint(run.model),
                  sorted(settings.items())))
 
@@ -151,7 +149,8 @@ def prune_again(run: Run, config: PruneConfig, data: ForecastData | None = None)
     return pruned.model.eval(), _cost(pruned.model, data, config, torch.device("cpu"))
 
 
-def _apply_method(run: Run, config: PruneConfig, data: ForecastData, device: torch.device) -> tuple[Any, TrainConfig]:
+def _apply_method(run: Run, config: PruneConfig, data: ForecastData, device: torch.device
+                  ) -> tuple[methods.Pruned, TrainConfig]:
     """``config``'s method on a copy of ``run``'s model, seeded as every pruning is (calibration windows are drawn
     from the seed), and the training settings a fine-tuning would use."""
     train = _finetune_config(run, config)

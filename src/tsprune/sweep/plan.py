@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
-from tsprune.config import TIMING_ONLY_FIELDS, PruneConfig, RunConfig
+from tsprune.config import PruneConfig, RunConfig, pruning_settings
 from tsprune.errors import TsPruneError
 from tsprune.prune.methods import get_method
 from tsprune.sweep.spec import DatasetEntry, SweepSpec
@@ -88,11 +88,8 @@ class PruneRun:
     def twin_of(self, other: "PruneRun") -> bool:
         """Whether ``other`` is the same pruning of the same dense run, timed or run differently (its engine twin):
         the two share one pruning, fine-tuning and evaluation when one worker runs them one after the other."""
-        def pruning(run: PruneRun) -> dict[str, Any]:
-            settings = dataclasses.asdict(run.config)
-            return {key: value for key, value in settings.items() if key not in TIMING_ONLY_FIELDS}
-
-        return self.parent_id == other.parent_id and pruning(self) == pruning(other)
+        return self.parent_id == other.parent_id and (pruning_settings(dataclasses.asdict(self.config))
+                                                      == pruning_settings(dataclasses.asdict(other.config)))
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "prune", "parent": self.parent_id, "engine": self.engine,

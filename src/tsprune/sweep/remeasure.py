@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from tsprune.config import pruning_settings
 from tsprune.errors import TsPruneError
 from tsprune.runtime import atomic_dir
 from tsprune.sweep.store import SweepStore, run_dir_complete, write_results
@@ -256,9 +257,8 @@ def _engine(record: dict[str, Any]) -> str:
 
 
 def _pruning_key(config: dict[str, Any]) -> str:
-    """The pruning settings twins share (the engine aside), as a comparable string."""
-    prune = {key: value for key, value in (config.get("prune") or {}).items() if key != "engine"}
-    return json.dumps(prune, sort_keys=True, default=str)
+    """The pruning settings engine twins share (:func:`tsprune.config.pruning_settings`), as a comparable string."""
+    return json.dumps(pruning_settings(config.get("prune") or {}), sort_keys=True, default=str)
 
 
 def _masked_twin(record: dict[str, Any], records: dict[str, dict[str, Any]]) -> str | None:
