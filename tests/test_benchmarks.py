@@ -255,3 +255,23 @@ def test_oneshot_table_reads_the_results_table_and_fills_a_readme_block(tmp_path
     assert text.endswith("<!-- tsprune oneshot end -->\nrest\n")
     missing = CliRunner().invoke(load("oneshot_table").cli, [str(table), "--readme", str(tmp_path / "none.md")])
     assert missing.exit_code == 2 and "Traceback" not in missing.output
+
+
+def test_the_study_families_and_the_size_data_spec_are_the_preset_each_run_once():
+    """family.sh runs study-etth1 one model at a time and the size x data grid on its own: together they must be
+    the preset's runs, with the preset's labels, none twice (else a run is trained twice or never)."""
+    import yaml
+
+    from tsprune.models.registry import model_names
+    from tsprune.sweep import parse_spec, plan_sweep
+    from tsprune.sweep.presets import PRESETS
+
+    make_spec = load("study/make_spec")
+    preset = {run.run_id: run.labels for run in plan_sweep(parse_spec(PRESETS["study-etth1"])).runs()}
+    parts = [make_spec.restricted("study-etth1", [model]) for model in model_names()]
+    parts.append(make_spec.size_data("study-etth1"))
+    planned = [run for part in parts for run in plan_sweep(parse_spec(yaml.safe_load(yaml.safe_dump(part)))).runs()]
+    assert sorted(run.run_id for run in planned) == sorted(preset)
+    assert all(run.labels == preset[run.run_id] for run in planned)
+    size_data = plan_sweep(parse_spec(make_spec.size_data("study-etth1")))
+    assert (len(size_data.dense), len(size_data.prune)) == (11, 22)

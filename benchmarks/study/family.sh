@@ -16,6 +16,9 @@
 #      compiled again (--recompile); a run whose weights were lost with a machine is timed on its pruning made again
 #      from the dense run (--reprune, checked against its record);
 #   4. optionally the one-shot comparison (oneshot-etth1) on the same dense model (--reuse-dense).
+# MODEL size-data is the Autoformer size x data grid (make_spec.py): 11 dense runs, each followed by its two prune
+# runs, timed in the run (one worker, the machine otherwise quiet), so each finished dense run leaves its family
+# complete should the machine go.
 set -u
 M=$1; CODE=$(realpath "$2"); S=$(realpath "$3"); O=${4:-}; OCODE=${5:-$CODE}
 HERE=$(dirname "$(realpath "$0")")
@@ -27,6 +30,11 @@ PAT="tsprune.cli sweep run $S/$M.yaml"
 sweep() { run "$CODE" -m tsprune.cli sweep run "$S/$M.yaml" --dir "$S/sweep" --no-progress "$@"; }
 dense_done() { run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep"; }
 echo "$(date -Is) $M: start ($CODE)"
+if [ "$M" = size-data ]; then
+  sweep --workers 1 --threads 2
+  run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
+  echo "$(date -Is) $M: done"; exit 0
+fi
 if ! dense_done; then
   pgrep -f "$PAT" >/dev/null || { sweep --workers 1 --threads 2 --rebuild-dense & }
   until dense_done; do sleep 60; done

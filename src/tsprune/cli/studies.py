@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from tsprune.errors import TsPruneError
+from tsprune.sweep.presets import PRESETS
 
 from tsprune.cli.app import app, console, err_console, user_errors
 
@@ -67,7 +68,7 @@ def report(
 sweep_app = typer.Typer(no_args_is_help=True, help="Plan and run sweeps (models x datasets x horizons x methods x "
                         "densities x fine-tuning x seeds, dataset-size and model-size studies).")
 app.add_typer(sweep_app, name="sweep")
-SPEC_HELP = "A sweep spec: a YAML file, or a preset (paper, paper-mini, study-etth1)."
+SPEC_HELP = f"A sweep spec: a YAML file, or a preset ({', '.join(PRESETS)})."
 
 
 @sweep_app.command("plan")
