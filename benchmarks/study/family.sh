@@ -19,6 +19,10 @@
 # MODEL size-data is the Autoformer size x data grid (make_spec.py): 11 dense runs, each followed by its two prune
 # runs, timed in the run (one worker, the machine otherwise quiet), so each finished dense run leaves its family
 # complete should the machine go.
+# REBUILD=1 is for a family whose records came from older code and no measuring pass has timed (the study's first
+# Crossformer runs, code 949e75b/29f3588): phase 1 trains its dense run again, phase 2 runs all its prune runs again
+# (--rebuild; each new record keeps what the old one measured in metrics.rebuilt). Move that family's one-shot records
+# aside before phase 4: they were pruned from the old dense model.
 set -u
 M=$1; CODE=$(realpath "$2"); S=$(realpath "$3"); O=${4:-}; OCODE=${5:-$CODE}
 HERE=$(dirname "$(realpath "$0")")
@@ -41,7 +45,7 @@ if ! dense_done; then
   echo "$(date -Is) $M: dense done"
 fi
 pkill -INT -f "$PAT"; while pgrep -f "$PAT" >/dev/null; do sleep 5; done
-sweep --workers 1 --defer-timing
+sweep --workers 1 --defer-timing ${REBUILD:+--rebuild}
 run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
 echo "$(date -Is) $M: prune runs done"
 run "$CODE" -m tsprune.cli sweep measure --dir "$S/sweep" --models "$M" --recompile --reprune
