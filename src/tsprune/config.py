@@ -217,6 +217,10 @@ class PruneConfig:
     device: str = "auto"
     engine: str = "dense"  # dense: masked weights in dense kernels; sparse: compiled for the sparse engine
 
+    def settings(self) -> dict[str, Any]:
+        """This pruning's :func:`pruning_settings` (what decides its weights; engine twins have equal ones)."""
+        return pruning_settings(dataclasses.asdict(self))
+
     def validate(self) -> None:
         """Checks of the fields themselves; those that depend on the method are ``prune.methods.check``'s."""
         if self.engine not in ENGINES:

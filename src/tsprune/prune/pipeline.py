@@ -19,7 +19,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from tsprune.config import PruneConfig, TrainConfig, pruning_settings
+from tsprune.config import PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
@@ -81,7 +81,7 @@ class PrunedModel:
 def pruning_key(run: Run, config: PruneConfig) -> str:
     """Identifies a pruning outcome: the source run and every setting that changes the pruned weights or what is
     measured on them (timing settings excluded)."""
-    settings = pruning_settings(dataclasses.asdict(config))  # engine twins share one pruning
+    settings = config.settings()  # engine twins share one pruning
     return repr((str(run.path) if run.path is not None else weights_fingerprint(run.model),
                  sorted(settings.items())))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
-from tsprune.config import PruneConfig, RunConfig, pruning_settings
+from tsprune.config import PruneConfig, RunConfig
 from tsprune.errors import TsPruneError
 from tsprune.prune.methods import get_method
 from tsprune.sweep.spec import DatasetEntry, SweepSpec
@@ -88,8 +88,7 @@ class PruneRun:
     def twin_of(self, other: "PruneRun") -> bool:
         """Whether ``other`` is the same pruning of the same dense run, timed or run differently (its engine twin):
         the two share one pruning, fine-tuning and evaluation when one worker runs them one after the other."""
-        return self.parent_id == other.parent_id and (pruning_settings(dataclasses.asdict(self.config))
-                                                      == pruning_settings(dataclasses.asdict(other.config)))
+        return self.parent_id == other.parent_id and self.config.settings() == other.config.settings()
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "prune", "parent": self.parent_id, "engine": self.engine,
