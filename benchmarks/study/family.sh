@@ -15,7 +15,9 @@
 #   3. the measuring pass, alone on the machine: every kept run timed at batch 1 and 32, 2 threads, sparse twins
 #      compiled again (--recompile); a run whose weights were lost with a machine is timed on its pruning made again
 #      from the dense run (--reprune, checked against its record);
-#   4. optionally the one-shot comparison (oneshot-etth1) on the same dense model (--reuse-dense).
+#   4. optionally the one-shot comparison (oneshot-etth1) on the same dense model (--reuse-dense). A family whose
+#      prune runs were all timed by a pass on an earlier machine needs no dense run in STUDY_DIR, so phases 1-3 have
+#      nothing to do; the one-shot sweep then trains the dense run itself (2 threads).
 # MODEL size-data is the Autoformer size x data grid (make_spec.py): 11 dense runs, each followed by its two prune
 # runs, timed in the run (one worker, the machine otherwise quiet), so each finished dense run leaves its family
 # complete should the machine go.
@@ -39,17 +41,27 @@ if [ "$M" = size-data ]; then
   run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
   echo "$(date -Is) $M: done"; exit 0
 fi
+TIMED=
 if ! dense_done; then
   pgrep -f "$PAT" >/dev/null || { sweep --workers 1 --threads 2 --rebuild-dense & }
-  until dense_done; do sleep 60; done
-  echo "$(date -Is) $M: dense done"
+  until dense_done; do
+    sleep 60
+    if ! pgrep -f "$PAT" >/dev/null && ! dense_done; then TIMED=1; break; fi
+  done
+  if [ -n "$TIMED" ]; then
+    echo "$(date -Is) $M: every prune run was timed by a pass already: no dense run to train here"
+  else
+    echo "$(date -Is) $M: dense done"
+  fi
 fi
-pkill -INT -f "$PAT"; while pgrep -f "$PAT" >/dev/null; do sleep 5; done
-sweep --workers 1 --defer-timing ${REBUILD:+--rebuild}
-run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
-echo "$(date -Is) $M: prune runs done"
-run "$CODE" -m tsprune.cli sweep measure --dir "$S/sweep" --models "$M" --recompile --reprune
-echo "$(date -Is) $M: measured"
+if [ -z "$TIMED" ]; then
+  pkill -INT -f "$PAT"; while pgrep -f "$PAT" >/dev/null; do sleep 5; done
+  sweep --workers 1 --defer-timing ${REBUILD:+--rebuild}
+  run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
+  echo "$(date -Is) $M: prune runs done"
+  run "$CODE" -m tsprune.cli sweep measure --dir "$S/sweep" --models "$M" --recompile --reprune
+  echo "$(date -Is) $M: measured"
+fi
 if [ -n "$O" ]; then
   mkdir -p "$O"
   run "$OCODE" "$HERE/make_spec.py" oneshot-etth1 "$M" > "$O/$M.yaml"
