@@ -49,7 +49,7 @@ if ! dense_done; then
     if ! pgrep -f "$PAT" >/dev/null && ! dense_done; then TIMED=1; break; fi
   done
   if [ -n "$TIMED" ]; then
-    echo "$(date -Is) $M: every prune run was timed by a pass already: no dense run to train here"
+    echo "$(date -Is) $M: the dense sweep ended with no dense run here (none needed when every prune run was timed by a pass; else see its log above)"
   else
     echo "$(date -Is) $M: dense done"
   fi
