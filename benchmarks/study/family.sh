@@ -41,20 +41,20 @@ if [ "$M" = size-data ]; then
   run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
   echo "$(date -Is) $M: done"; exit 0
 fi
-TIMED=
+NO_DENSE=
 if ! dense_done; then
   pgrep -f "$PAT" >/dev/null || { sweep --workers 1 --threads 2 --rebuild-dense & }
   until dense_done; do
     sleep 60
-    if ! pgrep -f "$PAT" >/dev/null && ! dense_done; then TIMED=1; break; fi
+    if ! pgrep -f "$PAT" >/dev/null && ! dense_done; then NO_DENSE=1; break; fi
   done
-  if [ -n "$TIMED" ]; then
+  if [ -n "$NO_DENSE" ]; then
     echo "$(date -Is) $M: the dense sweep ended with no dense run here (none needed when every prune run was timed by a pass; else see its log above)"
   else
     echo "$(date -Is) $M: dense done"
   fi
 fi
-if [ -z "$TIMED" ]; then
+if [ -z "$NO_DENSE" ]; then
   pkill -INT -f "$PAT"; while pgrep -f "$PAT" >/dev/null; do sleep 5; done
   sweep --workers 1 --defer-timing ${REBUILD:+--rebuild}
   run "$CODE" "$HERE/family_done.py" "$S/$M.yaml" "$S/sweep" --all || { echo "$(date -Is) $M: incomplete"; exit 1; }
