@@ -145,6 +145,25 @@ def test_failed_runs_are_listed(report):
     assert failed[["model", "method", "target_density"]].values.tolist() == [["informer", "depgraph", 0.5]]
 
 
+def test_compute_table_sums_wall_and_thread_hours(report):
+    frame = synthetic_frame()
+    frame.loc[frame["model"] == "informer", "threads"] = 4  # thread-hours weigh each run by its own threads
+    spent = tables.compute(tables.prepare(frame))
+    dense = frame[frame["kind"] == "dense"]
+    main = dense[(dense["size"] == "default") & (dense["train_fraction"] == 1.0)]
+    row = spent[(spent["model"] == "informer") & (spent["grid"] == "main") & (spent["kind"] == "dense")].iloc[0]
+    informer_main = main[main["model"] == "informer"]
+    assert row["runs"] == len(informer_main) == 2
+    assert row["wall_hours"] == pytest.approx(informer_main["wall_seconds"].sum() / 3600)
+    assert row["thread_hours"] == pytest.approx(4 * row["wall_hours"])
+    off = spent[(spent["model"] == "transformer") & (spent["grid"] == "size x data")].iloc[0]
+    assert off["runs"] == 4 and off["thread_hours"] == pytest.approx(2 * off["wall_hours"])  # 2 sizes/fractions x 2
+    total = spent.iloc[-1]
+    assert total["model"] == "all" and total["runs"] == len(frame) == spent["runs"].iloc[:-1].sum()
+    assert total["thread_hours"] == pytest.approx((frame["wall_seconds"] * frame["threads"]).sum() / 3600)
+    assert "## Compute spent" in (report / "report.md").read_text()
+
+
 def test_best_within_tolerance_picks_lowest_qualifying_density():
     """Hand-made seed MSEs: the pick uses seed means, skips a non-monotone dip, and reports 'none' honestly."""
     dense = [run_row(run_id=f"d{s}", seed=s, mse=m) for s, m in ((0, 0.98), (1, 1.02))]  # dense mean 1.00

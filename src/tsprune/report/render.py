@@ -230,12 +230,21 @@ def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> list
          Column("target_density", "target density", number(3)), Column("seed", "seed", text),
          Column("status", "status", text), Column("error", "error", text), Column("run_id", "run", text)],
         tables.failed(data), "No failed runs.")
+    spent = Table(
+        "Compute spent", "Summed wall time of the runs (training, pruning, fine-tuning, evaluation and any timing "
+                         "taken in the run) per model, grid, run kind and device. Thread-hours weigh each run by "
+                         "its thread count: core-hours when runs had their cores to themselves, an upper bound when "
+                         "parallel workers shared them. Measuring passes and plans are not runs and are not counted.",
+        [Column("model", "model", text), Column("grid", "grid", text), Column("kind", "kind", text),
+         Column("device", "device", text), Column("runs", "runs", count),
+         Column("wall_hours", "wall hours", fixed(2)), Column("thread_hours", "thread-hours", fixed(2))],
+        tables.compute(data), "No runs.")
     speed = [speed_table(timing)] if timing is not None else []
     if timing is not None:  # the runs' own timings are of other (small) models: time is the speed table's
         best, summary = (dataclasses.replace(table, columns=[c for c in table.columns if c.key != "speedup"],
                                              caption=table.caption + " Speed: see the speed table, at full size.")
                          for table in (best, summary))
-    return [findings_table(data, timing), *speed, best, summary, failed]
+    return [findings_table(data, timing), *speed, best, summary, spent, failed]
 
 
 def cells(table: Table) -> list[list[str]]:

@@ -263,6 +263,32 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns="_dense_last").reset_index(drop=True)[columns]
 
 
+def compute(frame: pd.DataFrame) -> pd.DataFrame:
+    """What the runs cost: per model, grid, run kind and device, the runs, their summed wall hours and thread-hours.
+
+    ``grid`` is "main" for the pruning grid's size and training fraction and "size x data" for the other dense
+    and pruned runs. Thread-hours weigh each run's wall time by its thread count: core-hours when each run had its
+    threads' cores to itself, an upper bound when parallel workers shared cores. Runs in parallel workers overlap in
+    real time, so the wall hours of a row are the sum over its runs, not the time the sweep took. A last row
+    ("all") sums the table. Runs without a wall time (failed before recording one) count as runs only.
+    """
+    keys = ["model", "grid", "kind", "device"]
+    columns = keys + ["runs", "wall_hours", "thread_hours"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    grid_keys = main_grid(frame).index
+    rows = frame.assign(grid=np.where(frame.index.isin(grid_keys), "main", "size x data"),
+                        device=frame["device"].fillna("?"), wall_hours=frame["wall_seconds"] / 3600,
+                        thread_hours=frame["wall_seconds"] * frame["threads"].fillna(1.0) / 3600)
+    table = (rows.groupby(keys, dropna=False)
+             .agg(runs=("run_id", "size"), wall_hours=("wall_hours", "sum"), thread_hours=("thread_hours", "sum"))
+             .reset_index())
+    table = table.sort_values(["model", "grid", "kind"]).reset_index(drop=True)
+    total = {"model": "all", "grid": "", "kind": "", "device": distinct(rows["device"]), "runs": len(rows),
+             "wall_hours": rows["wall_hours"].sum(), "thread_hours": rows["thread_hours"].sum()}
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)[columns]
+
+
 def failed(frame: pd.DataFrame) -> pd.DataFrame:
     """Runs that did not finish, with the gist of their error (the last line of a traceback)."""
     columns = ["run_id", "status", "model", "dataset", "pred_len", "size", *SERIES, "series", "target_density",
