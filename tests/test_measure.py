@@ -15,7 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import TINY
 from tsprune.config import DataConfig
 from tsprune.data.dataset import prepare_data
-from tsprune.measure import count_flops, count_params, example_inputs, flop_formulas, measure, measure_latency
+from tsprune.measure import (compare_latency, count_flops, count_params, example_inputs, flop_formulas, measure,
+                             measure_latency)
 from tsprune.models.layers.attention import SHORT_KEYS, AttentionLayer, FullAttention
 from tsprune.models.layers.fourier import FourierBlock
 from tsprune.models.registry import build_model, default_config, model_names
@@ -155,6 +156,27 @@ def test_latency_pins_and_restores_threads():
     assert result["threads"] == 1 and result["batch_size"] == 5 and result["repeats"] == 3
     assert result["p25_ms"] <= result["median_ms"] <= result["p75_ms"]
     assert result["iqr_ms"] == pytest.approx(result["p75_ms"] - result["p25_ms"])
+
+
+class Logged(nn.Linear):
+    """A linear layer that writes its name into a shared call log on every forward."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__(4, 2)
+        self.tag, self.log = name, log
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.log.append(self.tag)
+        return super().forward(x)
+
+
+def test_compare_latency_alternates_and_turns_the_order_round():
+    log: list[str] = []
+    models = {name: Logged(name, log) for name in ("a", "b", "c")}
+    result = compare_latency(models, (torch.randn(5, 4),), repeats=4, warmup=1, threads=1)
+    timed = log[3:]  # after one warm-up pass of each
+    assert timed == list("abc" "cba" "abc" "cba")
+    assert {name: result[name]["repeats"] for name in models} == {"a": 4, "b": 4, "c": 4}
 
 
 # ---------------------------------------------------------------------------------------------- every model

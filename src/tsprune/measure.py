@@ -267,8 +267,10 @@ def compare_latency(
     """Latency of several models on the same inputs, timed in alternation (pass 1 of each, pass 2 of each, ...).
 
     On a shared or thermally drifting machine, timing one model after the other lets a load change masquerade as
-    a speedup; interleaved passes see the same conditions, so their ratio is the honest one. Same fields as
-    :func:`measure_latency` per model.
+    a speedup; interleaved passes see the same conditions, so their ratio is the honest one. The order turns
+    round on every other repeat (A B, B A, A B, ...): a model timed right after another one may find the caches
+    and the allocator as that one left them, so no model should always be the one that goes first or follows a
+    given model. Same fields as :func:`measure_latency` per model.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
@@ -280,8 +282,9 @@ def compare_latency(
         for _ in range(warmup):
             for model in models.values():
                 model(*inputs)
-        for _ in range(repeats):
-            for name, model in models.items():
+        forward, backward = list(models.items()), list(models.items())[::-1]
+        for repeat in range(repeats):
+            for name, model in forward if repeat % 2 == 0 else backward:
                 synchronize(device)
                 start = time.perf_counter()
                 model(*inputs)
