@@ -148,6 +148,8 @@ def test_failed_runs_are_listed(report):
 def test_compute_table_sums_wall_and_thread_hours(report):
     frame = synthetic_frame()
     frame.loc[frame["model"] == "informer", "threads"] = 4  # thread-hours weigh each run by its own threads
+    resumed = frame.index[(frame["model"] == "transformer") & (frame["size"] == "small")][0]
+    frame.loc[resumed, ["train_seconds", "wall_seconds"]] = [600.0, 200.0]  # its last process: 200 s of 600
     spent = tables.compute(tables.prepare(frame))
     dense = frame[frame["kind"] == "dense"]
     main = dense[(dense["size"] == "default") & (dense["train_fraction"] == 1.0)]
@@ -158,9 +160,11 @@ def test_compute_table_sums_wall_and_thread_hours(report):
     assert row["thread_hours"] == pytest.approx(4 * row["wall_hours"])
     off = spent[(spent["model"] == "transformer") & (spent["grid"] == "size x data")].iloc[0]
     assert off["runs"] == 4 and off["thread_hours"] == pytest.approx(2 * off["wall_hours"])  # 2 sizes/fractions x 2
+    assert off["wall_hours"] == pytest.approx((3 * 61.0 + 600.0) / 3600)  # the resumed run counts its whole training
     total = spent.iloc[-1]
     assert total["model"] == "all" and total["runs"] == len(frame) == spent["runs"].iloc[:-1].sum()
-    assert total["thread_hours"] == pytest.approx((frame["wall_seconds"] * frame["threads"]).sum() / 3600)
+    seconds = frame[["wall_seconds", "train_seconds"]].max(axis=1)
+    assert total["thread_hours"] == pytest.approx((seconds * frame["threads"]).sum() / 3600)
     assert "## Compute spent" in (report / "report.md").read_text()
 
 

@@ -271,15 +271,20 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
     threads' cores to itself, an upper bound when parallel workers shared cores. Runs in parallel workers overlap in
     real time, so the wall hours of a row are the sum over its runs, not the time the sweep took. A last row
     ("all") sums the table. Runs without a wall time (failed before recording one) count as runs only.
+
+    A training resumed after a stopped process records the wall time of its last process only, but its
+    ``train_seconds`` add up every process's epochs: a run counts the larger of the two, so a resumed run counts
+    at least its whole training (its earlier processes' start-up is not known and not counted).
     """
     keys = ["model", "grid", "kind", "device"]
     columns = keys + ["runs", "wall_hours", "thread_hours"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     grid_keys = main_grid(frame).index
+    seconds = frame[["wall_seconds", "train_seconds"]].max(axis=1)  # NaN only when both are
     rows = frame.assign(grid=np.where(frame.index.isin(grid_keys), "main", "size x data"),
-                        device=frame["device"].fillna("?"), wall_hours=frame["wall_seconds"] / 3600,
-                        thread_hours=frame["wall_seconds"] * frame["threads"].fillna(1.0) / 3600)
+                        device=frame["device"].fillna("?"), wall_hours=seconds / 3600,
+                        thread_hours=seconds * frame["threads"].fillna(1.0) / 3600)
     table = (rows.groupby(keys, dropna=False)
              .agg(runs=("run_id", "size"), wall_hours=("wall_hours", "sum"), thread_hours=("thread_hours", "sum"))
              .reset_index())
