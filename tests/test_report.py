@@ -160,11 +160,12 @@ def test_compute_table_sums_wall_and_thread_hours(report):
     assert row["thread_hours"] == pytest.approx(4 * row["wall_hours"])
     off = spent[(spent["model"] == "transformer") & (spent["grid"] == "size x data")].iloc[0]
     assert off["runs"] == 4 and off["thread_hours"] == pytest.approx(2 * off["wall_hours"])  # 2 sizes/fractions x 2
-    assert off["wall_hours"] == pytest.approx((3 * 61.0 + 600.0) / 3600)  # the resumed run counts its whole training
+    assert off["wall_hours"] == pytest.approx((3 * 61.0 + 200.0) / 3600)  # what the records measured
+    assert off["training_hours"] == pytest.approx((3 * 60.0 + 600.0) / 3600)  # the resumed run's every epoch
     total = spent.iloc[-1]
     assert total["model"] == "all" and total["runs"] == len(frame) == spent["runs"].iloc[:-1].sum()
-    seconds = frame[["wall_seconds", "train_seconds"]].max(axis=1)
-    assert total["thread_hours"] == pytest.approx((seconds * frame["threads"]).sum() / 3600)
+    assert total["thread_hours"] == pytest.approx((frame["wall_seconds"] * frame["threads"]).sum() / 3600)
+    assert total["training_hours"] == pytest.approx(frame["train_seconds"].sum() / 3600)
     assert "## Compute spent" in (report / "report.md").read_text()
 
 

@@ -234,11 +234,14 @@ def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> list
         "Compute spent", "Summed wall time of the runs (training, pruning, fine-tuning, evaluation and any timing "
                          "taken in the run) per model, grid, run kind and device. Thread-hours weigh each run by "
                          "its thread count: core-hours when runs had their cores to themselves, an upper bound when "
-                         "parallel workers shared them. A training resumed after a stopped process counts its epochs "
-                         "in every process. Measuring passes and plans are not runs and are not counted.",
+                         "parallel workers shared them. Training hours sum the epochs wherever they ran: more than the "
+                         "wall time where a training was resumed after a stopped process (wall time is the last "
+                         "process's) or a dense run was copied in (the demo's shipped models). Measuring passes "
+                         "and plans are not runs and are not counted.",
         [Column("model", "model", text), Column("grid", "grid", text), Column("kind", "kind", text),
          Column("device", "device", text), Column("runs", "runs", count),
-         Column("wall_hours", "wall hours", fixed(2)), Column("thread_hours", "thread-hours", fixed(2))],
+         Column("wall_hours", "wall hours", fixed(2)), Column("thread_hours", "thread-hours", fixed(2)),
+         Column("training_hours", "training hours", fixed(2))],
         tables.compute(data), "No runs.")
     speed = [speed_table(timing)] if timing is not None else []
     if timing is not None:  # the runs' own timings are of other (small) models: time is the speed table's

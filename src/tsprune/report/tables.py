@@ -272,25 +272,25 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
     real time, so the wall hours of a row are the sum over its runs, not the time the sweep took. A last row
     ("all") sums the table. Runs without a wall time (failed before recording one) count as runs only.
 
-    A training resumed after a stopped process records the wall time of its last process only, but its
-    ``train_seconds`` add up every process's epochs: a run counts the larger of the two, so a resumed run counts
-    at least its whole training (its earlier processes' start-up is not known and not counted).
+    Wall time is what each record measured: the process that finished the run. Two kinds of run did work that
+    this does not see, and ``training_hours`` (the summed ``train_seconds``: every epoch, in whichever process
+    ran it) shows it: a training resumed after a stopped process (its earlier processes' epochs), and a dense run
+    copied into the sweep (the demo's shipped checkpoints: seconds of wall time, their training done elsewhere).
     """
     keys = ["model", "grid", "kind", "device"]
-    columns = keys + ["runs", "wall_hours", "thread_hours"]
+    columns = keys + ["runs", "wall_hours", "thread_hours", "training_hours"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     grid_keys = main_grid(frame).index
-    seconds = frame[["wall_seconds", "train_seconds"]].max(axis=1)  # NaN only when both are
     rows = frame.assign(grid=np.where(frame.index.isin(grid_keys), "main", "size x data"),
-                        device=frame["device"].fillna("?"), wall_hours=seconds / 3600,
-                        thread_hours=seconds * frame["threads"].fillna(1.0) / 3600)
-    table = (rows.groupby(keys, dropna=False)
-             .agg(runs=("run_id", "size"), wall_hours=("wall_hours", "sum"), thread_hours=("thread_hours", "sum"))
-             .reset_index())
+                        device=frame["device"].fillna("?"), wall_hours=frame["wall_seconds"] / 3600,
+                        thread_hours=frame["wall_seconds"] * frame["threads"].fillna(1.0) / 3600,
+                        training_hours=frame["train_seconds"] / 3600)
+    sums = {name: (name, "sum") for name in ("wall_hours", "thread_hours", "training_hours")}
+    table = rows.groupby(keys, dropna=False).agg(runs=("run_id", "size"), **sums).reset_index()
     table = table.sort_values(["model", "grid", "kind"]).reset_index(drop=True)
     total = {"model": "all", "grid": "", "kind": "", "device": distinct(rows["device"]), "runs": len(rows),
-             "wall_hours": rows["wall_hours"].sum(), "thread_hours": rows["thread_hours"].sum()}
+             **{name: rows[name].sum() for name in sums}}
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)[columns]
 
 
