@@ -282,7 +282,8 @@ def compare_latency(
         for _ in range(warmup):
             for model in models.values():
                 model(*inputs)
-        forward, backward = list(models.items()), list(models.items())[::-1]
+        forward = list(models.items())
+        backward = forward[::-1]
         for repeat in range(repeats):
             for name, model in forward if repeat % 2 == 0 else backward:
                 synchronize(device)
