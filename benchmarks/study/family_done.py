@@ -1,7 +1,9 @@
 """Exit 0 when the dense runs of SPEC are done in SWEEP_DIR with their weights there; with --all, when every run of
-SPEC is also recorded (done or failed). Used by ``family.sh`` to move from one phase to the next.
+SPEC is also recorded (done or failed); with --recorded, when every run of SPEC is recorded, weights or not (a
+finished family on a machine that no longer has its dense weights). Used by ``family.sh`` to move from one phase to
+the next, and by ``seeds.sh``.
 
-    python benchmarks/study/family_done.py informer.yaml runs/study-etth1 [--all]
+    python benchmarks/study/family_done.py informer.yaml runs/study-etth1 [--all | --recorded]
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from tsprune.sweep import load_spec
 from tsprune.sweep.store import SweepStore
 
 
-def main(spec: str, sweep_dir: str, every_run: bool) -> bool:
+def main(spec: str, sweep_dir: str, every_run: bool, recorded: bool = False) -> bool:
     plan, store = plan_sweep(load_spec(spec)), SweepStore(sweep_dir)
     records = store.records()
+    if recorded:
+        missing = [run.run_id for run in plan.runs() if run.run_id not in records]
+        print(f"{len(plan) - len(missing)}/{len(plan)} runs recorded", file=sys.stderr)
+        return not missing
     done = all((records.get(run.run_id) or {}).get("status") == "done" and store.dense_complete(run.run_id)
                for run in plan.dense)
     if every_run:
@@ -27,4 +33,4 @@ def main(spec: str, sweep_dir: str, every_run: bool) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main(sys.argv[1], sys.argv[2], "--all" in sys.argv[3:]) else 1)
+    sys.exit(0 if main(sys.argv[1], sys.argv[2], "--all" in sys.argv[3:], "--recorded" in sys.argv[3:]) else 1)

@@ -2,6 +2,7 @@
 
     python benchmarks/study/make_spec.py study-etth1 Informer > informer.yaml
     python benchmarks/study/make_spec.py study-etth1 size-data > size-data.yaml
+    python benchmarks/study/make_spec.py seeds-etth1 Informer 2022 > informer-2022.yaml
 
 ``study-etth1`` loses its extra study (the Autoformer size x data grid) in a model's spec; ``size-data`` is that
 study alone, less the d_model-512 runs at the full training split, which are the Autoformer family's. The five
@@ -22,9 +23,11 @@ from tsprune.sweep.presets import PRESETS
 SIZE_DATA = "size-data"
 
 
-def restricted(preset: str, models: list[str]) -> dict[str, Any]:
+def restricted(preset: str, models: list[str], seeds: list[int] | None = None) -> dict[str, Any]:
     spec = dict(PRESETS[preset])
     spec["models"] = models
+    if seeds is not None:
+        spec["seeds"] = seeds
     if preset == "study-etth1":
         spec["studies"] = []
     else:
@@ -49,5 +52,6 @@ def size_data(preset: str = "study-etth1") -> dict[str, Any]:
 
 if __name__ == "__main__":
     family = sys.argv[2]
-    spec = size_data(sys.argv[1]) if family == SIZE_DATA else restricted(sys.argv[1], family.split(","))
+    seeds = [int(seed) for seed in sys.argv[3].split(",")] if len(sys.argv) > 3 else None
+    spec = size_data(sys.argv[1]) if family == SIZE_DATA else restricted(sys.argv[1], family.split(","), seeds)
     print(yaml.safe_dump(spec, sort_keys=False))
