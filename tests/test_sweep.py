@@ -89,6 +89,8 @@ def local_sweep(csv, tmp_path_factory) -> Path:
     ({"datasets": ["NoSuchData"]}, "datasets: unknown dataset 'NoSuchData'"),
     ({"finetune_densities": [0.9]}, "finetune_densities: none of them is among the methods' densities"),
     ({"prune_studies": "yes"}, "prune_studies: must be true or false"),
+    ({"measure": {"timed": "no"}}, "measure: must be true or false"),
+    ({"engines": ["dense", "sparse"], "measure": {"timed": False}}, "engines: a sparse-engine twin exists to be timed"),
 ])
 def test_spec_errors_name_the_key(csv, change, message):
     with pytest.raises(TsPruneError) as error:
@@ -443,6 +445,27 @@ def test_deferred_timing_leaves_the_latencies_to_the_measuring_pass(csv, tmp_pat
                                  str(tmp_path / "u"), "--defer-timing"])
     assert unkept.exit_code == 2 and "error: --defer-timing needs a spec with keep_pruned: true" in unkept.output
     assert "Traceback" not in unkept.output and not (tmp_path / "u").exists()
+
+
+def test_an_untimed_grid_counts_accuracy_and_flops_and_leaves_nothing_to_time(csv, tmp_path):
+    """measure.timed false (seeds-etth1): no latency, nothing deferred to a pass, the same accuracy as timed runs."""
+    spec = tiny_spec(csv, methods={"magnitude": [0.5]}, finetune_epochs=[0])
+    untimed = {**spec, "measure": {**spec["measure"], "timed": False}}
+    outcome = run_sweep(parse_spec(untimed), tmp_path / "u", threads=1, progress=False)
+    assert (outcome.done, outcome.failed) == (2, 0)
+    timed = run_sweep(parse_spec(spec), tmp_path / "t", threads=1, progress=False)
+    assert timed.done == 2
+    from tsprune.sweep.remeasure import TIMING_FIELDS
+
+    frames = {name: load_results(tmp_path / name).set_index(["kind", "method"]) for name in ("u", "t")}
+    row, twin = frames["u"].loc[("prune", "magnitude")], frames["t"].loc[("prune", "magnitude")]
+    assert row["run_id"] != twin["run_id"]  # the configuration says it is untimed
+    assert row["mse"] == twin["mse"] and row["flops_effective"] == twin["flops_effective"] > 0
+    assert pd.isna(row["latency_ms"]) and pd.isna(row["latency_measured"]) and twin["latency_ms"] > 0
+    (record,) = [json.loads(path.read_text()) for path in (tmp_path / "u" / "records").glob("*.json")
+                 if json.loads(path.read_text())["kind"] == "prune"]
+    assert not set(TIMING_FIELDS) & set(record["metrics"]) and "latency_deferred" not in record["metrics"]
+    assert record["config"]["prune"]["timed"] is False
 
 
 def check_rows(sweep: Path, ids: set[str]) -> pd.DataFrame:

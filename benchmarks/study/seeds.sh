@@ -9,7 +9,7 @@
 #
 # CODE_DIR is a frozen copy of tsprune (`git archive REV | tar -x -C CODE_DIR`); every record names that commit.
 # One worker at 2 threads (the preset's measure.threads, so pruning and fine-tuning run at 2 threads as in
-# study-etth1); no timings (--defer-timing): the speed claims are seed 2021's, measured alone by a pass.
+# study-etth1); no timings (the preset's measure.timed is false): the speed claims are seed 2021's.
 set -u
 CODE=$(realpath "$1"); S=$(realpath -m "$2"); shift 2
 HERE=$(dirname "$(realpath "$0")")
@@ -24,7 +24,7 @@ for PAIR in "$@"; do
     echo "$(date -Is) $M seed $SEED: already done"; continue
   fi
   echo "$(date -Is) $M seed $SEED: start ($CODE)"
-  run -m tsprune.cli sweep run "$SPEC" --dir "$S/sweep" --workers 1 --threads 2 --defer-timing --rebuild-dense \
+  run -m tsprune.cli sweep run "$SPEC" --dir "$S/sweep" --workers 1 --threads 2 --rebuild-dense \
     --no-progress
   if run "$HERE/family_done.py" "$SPEC" "$S/sweep" --recorded; then
     echo "$(date -Is) $M seed $SEED: done"

@@ -172,7 +172,7 @@ COMPARISONS = ("row", "layer", "global")
 
 # PruneConfig fields that change only how a pruned model is timed or run, never its weights: engine twins (the same
 # pruning on the dense and the sparse engine) share one pruning, fine-tuning and evaluation.
-TIMING_ONLY_FIELDS = ("latency_repeats", "engine")
+TIMING_ONLY_FIELDS = ("latency_repeats", "engine", "timed")
 
 
 def pruning_settings(prune: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,6 +213,7 @@ class PruneConfig:
     finetune_max_steps: int | None = None
     batch_sizes: tuple[int, ...] = (1, 32)  # latency is measured at each
     latency_repeats: int = 20
+    timed: bool = True  # False: no latency timing at all (accuracy-only grids such as seeds-etth1); FLOPs still counted
     threads: int | None = None
     device: str = "auto"
     engine: str = "dense"  # dense: masked weights in dense kernels; sparse: compiled for the sparse engine

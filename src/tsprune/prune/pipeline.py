@@ -170,7 +170,8 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     only the timing is redone. ``config.engine == "sparse"`` (unstructured methods) compiles the pruned model for
     sparse kernels at the largest batch size (:func:`tsprune.sparse.engine.compile_sparse`); its latency and speedup are
     then the compiled model's, and the masked dense model's are kept beside them (``latency_masked``,
-    ``speedup_masked``). ``timed=False`` leaves the timing out (no latency fields; ``latency_deferred`` is set): for a
+    ``speedup_masked``). ``config.timed`` False takes no timings and leaves none to a pass (an accuracy-only grid).
+    ``timed=False`` leaves the timing out (no latency fields; ``latency_deferred`` is set): for a
     sweep beside other work, whose measuring pass (:mod:`tsprune.sweep.remeasure`) times its kept runs later. A
     sparse-engine run then leaves its compilation to that pass as well (``compile_deferred``; the run directory holds
     the masked model): the compiler chooses each layer's kernel by timing, which under load chooses noisily, and the
@@ -179,6 +180,8 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     config.validate()
     method = methods.check(config)
     engine = config.engine
+    deferred = not timed and config.timed  # left to a measuring pass; config.timed False: never timed
+    timed = timed and config.timed
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.exists() and not overwrite:
         raise TsPruneError(f"{out_path} already exists: choose another out or set overwrite",
@@ -236,8 +239,8 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         "flops_ratio": cost["flops"] / dense_cost["flops"],
         "flops_effective": cost["flops_effective"],
         "flops_effective_ratio": cost["flops_effective"] / dense_cost["flops"],
-        **(timing_metrics(paired, largest) if timed else {"latency_deferred": True}),
-        **({"compile_deferred": True} if engine == "sparse" and not timed else {}),
+        **(timing_metrics(paired, largest) if timed else {"latency_deferred": True} if deferred else {}),
+        **({"compile_deferred": True} if engine == "sparse" and deferred else {}),
         "speedup_batch_size": int(largest),
         "finetuned": bool(config.finetune_epochs),
         "finetune_epochs": config.finetune_epochs,

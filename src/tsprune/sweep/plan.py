@@ -215,7 +215,8 @@ def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
                         continue  # channels are gone, no zeros are left for sparse kernels to skip
                     config = PruneConfig(method=method, density=density, finetune_epochs=epochs,
                                          batch_sizes=spec.measure.batch_sizes, latency_repeats=spec.measure.repeats,
-                                         threads=spec.measure.threads, device=spec.device, engine=engine,
+                                         threads=spec.measure.threads, timed=spec.measure.timed,
+                                         device=spec.device, engine=engine,
                                          **spec.prune)
                     labels = dataclasses.replace(dense.labels, method=method, target_density=density,
                                                  finetune_epochs=epochs, engine=engine, variant=variant)

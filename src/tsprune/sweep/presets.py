@@ -64,8 +64,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The study's deciding runs again on two more seeds (issue 32), so every claim is decided on seed means with
     # the measured seed spread: the dense runs, magnitude 0.8^0..20 without fine-tuning, DepGraph 0.8^1..10,
     # one-epoch fine-tuning at 0.107 for both methods, and SparseGPT at the one-shot densities. The seed-2021 rows
-    # are study-etth1's and oneshot-etth1's (same configurations but the seed); no timing (`--defer-timing`): the
-    # speed claims rest on seed 2021's measuring pass, and a seed changes the weights, not the shapes.
+    # are study-etth1's and oneshot-etth1's (same configurations but the seed and the timing); no timing
+    # (measure.timed false): the speed claims rest on seed 2021's measuring pass, and a seed changes the weights, not
+    # the shapes.
     "seeds-etth1": {
         "description": "ETTh1/96, seeds 2022 and 2023 of study-etth1's deciding runs: the five models at default "
                        "sizes, magnitude 0.8^0..20, depgraph 0.8^1..10, 1-epoch fine-tuning at 0.107 (both "
@@ -77,7 +78,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "methods": {MAGNITUDE: "0.8^0..20", DEPGRAPH: "0.8^1..10"},
         "finetune_epochs": [0, 1],
         "finetune_densities": [0.8**10],
-        "measure": {"batch_sizes": [1, 32], "repeats": 20, "threads": 2},
+        "measure": {"batch_sizes": [1, 32], "repeats": 20, "threads": 2, "timed": False},
         "studies": [{"methods": {SPARSEGPT: ONESHOT_DENSITIES}, "finetune_epochs": [0]}],
     },
     # Beyond the study's methods (issue 19): one-shot pruning without fine-tuning on the study-etth1 dense models

@@ -40,6 +40,7 @@ class MeasureSpec:
     batch_sizes: tuple[int, ...] = (1, 32)
     repeats: int = 10
     threads: int | None = None
+    timed: bool = True  # False: prune runs take no latency timings (an accuracy-only grid); FLOPs are still counted
 
     def overrides_budget(self, threads: int | None, workers: int | None, cores: int) -> str | None:
         """A note when the prune runs will not use the worker thread budget ``threads`` (or ``cores // workers``)

@@ -245,10 +245,10 @@ def _overrides(cls: type, allowed: tuple[str, ...] | None, forbidden: tuple[str,
 def _measure(value: Any, _: Path) -> MeasureSpec:
     value = {} if value is None else value
     if not isinstance(value, dict):
-        raise TsPruneError(f"give a mapping with batch_sizes, repeats, threads; got {value!r}")
-    unknown = sorted(set(value) - {"batch_sizes", "repeats", "threads"})
+        raise TsPruneError(f"give a mapping with batch_sizes, repeats, threads, timed; got {value!r}")
+    unknown = sorted(set(value) - {"batch_sizes", "repeats", "threads", "timed"})
     if unknown:
-        raise TsPruneError(f"unknown key(s) {', '.join(unknown)} (known: batch_sizes, repeats, threads)")
+        raise TsPruneError(f"unknown key(s) {', '.join(unknown)} (known: batch_sizes, repeats, threads, timed)")
     sizes = tuple(_ints(1, "batch size", [1, 32])(value.get("batch_sizes"), _))
     repeats = _ints(1, "repeat count", [10])(value.get("repeats"), _)
     threads = value.get("threads")
@@ -256,7 +256,8 @@ def _measure(value: Any, _: Path) -> MeasureSpec:
         threads = _ints(1, "thread count", [])(threads, _)[0]
     if len(repeats) != 1:
         raise TsPruneError("repeats must be one integer")
-    return MeasureSpec(sizes, repeats[0], threads)
+    timed = _flag(True)(value.get("timed"), _)
+    return MeasureSpec(sizes, repeats[0], threads, timed)
 
 
 def _flag(default: bool) -> Callable[[Any, Path], bool]:
@@ -334,3 +335,6 @@ def _check_combinations(spec: SweepSpec) -> None:
     if "sparse" in spec.engines and spec.methods and not any(get_method(m).sparse_engine for m in spec.methods):
         raise TsPruneError("engines: the sparse engine runs models with zeros (unstructured methods); add one or "
                            "drop 'sparse'")
+    if "sparse" in spec.engines and not spec.measure.timed:
+        raise TsPruneError("engines: a sparse-engine twin exists to be timed, and measure.timed is false: drop "
+                           "'sparse' or time the runs")
