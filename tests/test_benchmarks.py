@@ -262,13 +262,13 @@ def test_the_study_families_and_the_size_data_spec_are_the_preset_each_run_once(
     the preset's runs, with the preset's labels, none twice (else a run is trained twice or never)."""
     import yaml
 
-    from tsprune.models.registry import model_names
+    from tsprune.models.registry import study_models
     from tsprune.sweep import parse_spec, plan_sweep
     from tsprune.sweep.presets import PRESETS
 
     make_spec = load("study/make_spec")
     preset = {run.run_id: run.labels for run in plan_sweep(parse_spec(PRESETS["study-etth1"])).runs()}
-    parts = [make_spec.restricted("study-etth1", [model]) for model in model_names()]
+    parts = [make_spec.restricted("study-etth1", [model]) for model in study_models()]
     parts.append(make_spec.size_data("study-etth1"))
     plans = [plan_sweep(parse_spec(yaml.safe_load(yaml.safe_dump(part)))) for part in parts]  # as printed
     planned = [run for plan in plans for run in plan.runs()]

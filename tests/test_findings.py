@@ -212,3 +212,61 @@ def test_readme_findings_are_those_of_the_committed_study_results():
     block = readme[readme.index(README_START) + len(README_START):readme.index(README_END)].strip("\n")
     expected = findings_markdown(findings_table(tables.prepare(read_results(results)))).strip("\n")
     assert block == expected, "README findings are stale: run `make study-results`"
+
+
+# --- seeds: the paired criterion against each model's measured spread -------------------------------------------------
+
+
+def seeded(rows: list[tuple[str, str, float, int, float]]) -> pd.DataFrame:
+    """Rows (model, method, density, seed, mse) of a tiny main grid; dense rows have method 'dense'."""
+    return pd.DataFrame([{"run_id": f"{m}-{method}-{d}-{s}", "kind": "dense" if method == "dense" else "prune",
+                          "status": "done", "model": m, "method": method, "target_density": d, "seed": s,
+                          "mse": mse, "finetune_epochs": 0, "engine": "dense", "variant": ""}
+                         for m, method, d, s, mse in rows])
+
+
+def test_the_paired_criterion_compares_each_seed_with_its_own_dense_run_against_the_measured_spread():
+    from tsprune.report.findings import kept_down_to
+    from tsprune.report.seeds import SINGLE_SEED_STAND_IN, paired, seed_noise
+
+    grid = seeded([
+        # A: noisy across seeds (spread 0.08); pruning at 0.5 adds 0.01 per seed, at 0.25 about 0.10
+        ("A", "dense", 1.0, 2021, 0.40), ("A", "dense", 1.0, 2022, 0.44), ("A", "dense", 1.0, 2023, 0.48),
+        ("A", "magnitude", 0.5, 2021, 0.41), ("A", "magnitude", 0.5, 2022, 0.45), ("A", "magnitude", 0.5, 2023, 0.49),
+        ("A", "magnitude", 0.25, 2021, 0.50), ("A", "magnitude", 0.25, 2022, 0.52),
+        ("A", "magnitude", 0.25, 2023, 0.60),
+        # B: steady (spread 0.01); +0.02 at 0.5 is beyond it, though within the old borrowed 0.05
+        ("B", "dense", 1.0, 2021, 0.40), ("B", "dense", 1.0, 2022, 0.40), ("B", "dense", 1.0, 2023, 0.41),
+        ("B", "magnitude", 0.5, 2021, 0.42), ("B", "magnitude", 0.5, 2022, 0.42), ("B", "magnitude", 0.5, 2023, 0.43),
+        # C: one seed, no spread measured: the stand-in decides, and says so
+        ("C", "dense", 1.0, 2021, 0.30), ("C", "magnitude", 0.5, 2021, 0.34),
+    ])
+    noise = seed_noise(grid)
+    assert noise.spread["A"] == pytest.approx(0.08) and noise.spread["B"] == pytest.approx(0.01)
+    assert noise.spread["C"] is None and noise.threshold("C") == SINGLE_SEED_STAND_IN
+    assert "C not measured (1 seed" in noise.describe(["A", "B", "C"]) and "A 0.080 (3 seeds)" in noise.describe(["A"])
+    table = paired(grid[grid["kind"] == "prune"], grid).set_index(["model", "target_density"])
+    assert table.loc[("A", 0.5), "change"] == pytest.approx(0.01) and table.loc[("A", 0.5), "seeds"] == 3
+    assert table.loc[("A", 0.25), "change"] == pytest.approx(0.10)
+    curves = paired(grid[grid["kind"] == "prune"], grid)
+    kept = {m: kept_down_to(curves[curves["model"] == m], noise.threshold(m)) for m in "ABC"}
+    assert kept == {"A": 0.5, "B": None, "C": 0.5}
+    # a pruned run is paired with the dense run of its own seed, not with the seed mean of the dense runs
+    only_2023 = seeded([("A", "dense", 1.0, 2021, 0.40), ("A", "dense", 1.0, 2022, 0.44),
+                        ("A", "dense", 1.0, 2023, 0.48), ("A", "magnitude", 0.5, 2023, 0.49)])
+    single = paired(only_2023[only_2023["kind"] == "prune"], only_2023).iloc[0]
+    assert single["change"] == pytest.approx(0.01) and single["dense_mse"] == pytest.approx(0.48)
+
+
+def test_findings_say_each_models_spread_and_how_many_seeds_stand_behind_them(tmp_path):
+    frame = study_table()
+    more = [frame.assign(seed=seed, run_id=frame["run_id"] + f"-{seed}", mse=frame["mse"] + shift)
+            for seed, shift in ((2022, 0.01), (2023, 0.03))]
+    table = tables.prepare(pd.concat([frame, *more], ignore_index=True))
+    from tsprune.report.render import findings_caption
+
+    caption = findings_caption(table)
+    assert "Autoformer 0.030 (3 seeds)" in caption and "paired by seed" in caption
+    evidence = dict(zip(findings(table)["claim"], findings(table)["evidence"]))
+    assert "(3 seeds)" in evidence["Magnitude pruning keeps accuracy to high sparsity"]
+    assert "(3 seeds)" in evidence["Fine-tuning is needed (depgraph)"]

@@ -11,7 +11,7 @@ from conftest import DEVICE, TINY, random_inputs, table_shape
 from tsprune.config import DataConfig, RunConfig, TrainConfig
 from tsprune.data.dataset import Scaler
 from tsprune.models.base import MODEL_INPUTS, MODEL_OUTPUT, decoder_input
-from tsprune.models.registry import build_model, default_config, get_spec, model_names
+from tsprune.models.registry import build_model, default_config, get_spec, model_names, study_models
 from tsprune.run import Run, load_run, save_run
 
 MODELS = model_names()
@@ -22,8 +22,11 @@ def tiny_config(name: str, pred_len: int = 96, enc_in: int = 7, c_out: int = 7, 
                           label_len=48, pred_len=pred_len, n_time_features=4)
 
 
-def test_all_five_models_are_registered():
-    assert set(MODELS) == {"Transformer", "Informer", "Autoformer", "FEDformer", "Crossformer"}
+def test_the_studys_five_models_and_the_small_ones_are_registered():
+    assert model_names("study") == study_models() == ["Transformer", "Informer", "Autoformer", "FEDformer",
+                                                      "Crossformer"]
+    assert model_names("small") == ["DLinear", "PatchTST", "iTransformer"]
+    assert MODELS == [*model_names("study"), *model_names("small")]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -78,8 +81,9 @@ def test_backward_reaches_every_parameter(name):
 def test_output_layers_exist(name):
     model = build_model(tiny_config(name))
     modules = dict(model.named_modules())
-    assert model.output_layers, f"{name} declares no output layers"
-    for layer in model.output_layers:
+    fixed = (*model.output_layers, *model.fixed_output_layers)
+    assert fixed, f"{name} declares no output layers"
+    for layer in fixed:
         assert layer in modules, f"{name}.output_layers names missing module {layer}"
 
 

@@ -98,6 +98,23 @@ def test_spec_errors_name_the_key(csv, change, message):
     assert message in str(error.value)
 
 
+def test_an_empty_methods_mapping_plans_the_dense_runs_only(csv):
+    plan = plan_sweep(parse_spec(tiny_spec(csv, methods={}, finetune_epochs=[0], finetune_densities=None)))
+    assert len(plan.dense) == 1 and not plan.prune
+
+
+def test_the_small_models_preset_is_dense_runs_on_three_seeds_with_a_width_ladder():
+    plan = plan_sweep(load_spec("small-etth1"))
+    assert not plan.prune and {run.labels.seed for run in plan.dense} == {2021, 2022, 2023}
+    sizes = {(run.labels.model, run.labels.size, run.config.model.d_model, run.config.model.d_ff)
+             for run in plan.dense}
+    assert sizes == {("DLinear", "default", 512, 2048), ("PatchTST", "default", 512, 2048),
+                     ("iTransformer", "default", 256, 256),
+                     *{("PatchTST", f"d{w}", w, 4 * w) for w in (16, 32, 64, 128)},
+                     *{("iTransformer", f"d{w}", w, w) for w in (16, 32, 64, 128)}}
+    assert len(plan.dense) == 3 * len(sizes)
+
+
 def test_bad_spec_on_the_command_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("models: [Transformer]\ndensities: [0.5, 2]\n")

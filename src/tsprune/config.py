@@ -109,6 +109,8 @@ class ModelConfig:
     seg_len: int = _hyper(12, "Crossformer: segment length.")
     win_size: int = _hyper(2, "Crossformer: segments merged per encoder scale.")
     n_routers: int = _hyper(10, "Crossformer: routers of the cross-dimension stage.")
+    patch_len: int = _hyper(16, "PatchTST: time steps per patch.")
+    patch_stride: int = _hyper(8, "PatchTST: steps between patch starts.")
 
     def validate(self) -> None:
         if self.d_model % self.n_heads:
@@ -121,7 +123,8 @@ class ModelConfig:
             raise TsPruneError(f"mode_select must be random or low, got {self.mode_select!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise TsPruneError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("d_model", "n_heads", "e_layers", "d_ff", "factor", "moving_avg", "modes", "seg_len"):
+        for name in ("d_model", "n_heads", "e_layers", "d_ff", "factor", "moving_avg", "modes", "seg_len", "patch_len",
+                     "patch_stride"):
             if getattr(self, name) < 1:
                 raise TsPruneError(f"{name} must be at least 1, got {getattr(self, name)}")
 

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from tsprune.config import RunConfig, read_json
 from tsprune.errors import TsPruneError
-from tsprune.models.registry import model_names
+from tsprune.models.registry import study_models
 from tsprune.report import build_report
 from tsprune.report.findings import SEED_SPREAD
 from tsprune.sweep import load_spec, plan_sweep, run_sweep
@@ -97,8 +97,9 @@ def preface(retrained: bool, study_report: Path | None) -> str:
 **Accuracy** (every MSE below): the five forecasters at d_model 64 / d_ff 256 (the study's are 512 / 2048;
 Crossformer 256 / 512), trained with the study's protocol until early stopping or their 10-epoch limit ({source}),
 then global magnitude pruning at 0.8^0..10 (the study's schedule), DepGraph at 0.8, 0.512 and 0.328, and one
-epoch of fine-tuning with masks kept for magnitude 0.328. One seed (2021): MSE differences below {SEED_SPREAD}
-(the spread between two seeds of one model that we measured) mean nothing.
+epoch of fine-tuning with masks kept for magnitude 0.328. One seed (2021), so no model's seed spread is measured
+here: MSE differences below {SEED_SPREAD} (a stand-in, from two seeds of one model) mean nothing. The study's
+committed results measure each model's spread over three seeds.
 
 **Speed** (the speed figure, the speed table and the time claims): the five models at full default size with
 untrained weights (timing does not depend on the values), masked magnitude 0.107, the same model on tsprune's
@@ -142,7 +143,7 @@ def _speed_part(path: Path, console: Console) -> pd.DataFrame:
         console.print(f"speed part: reusing {path} (delete it to time again)", highlight=False)
         return read_results(path)
     console.print("speed part: full-size models, timed in alternation (2 threads)", highlight=False)
-    frame = speed_comparison(model_names(), threads=2, repeats=SPEED_REPEATS,
+    frame = speed_comparison(study_models(), threads=2, repeats=SPEED_REPEATS,
                              say=lambda line: console.print(line, highlight=False))
     write_table(frame, path)
     return frame

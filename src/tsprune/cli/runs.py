@@ -34,14 +34,14 @@ def datasets() -> None:
 @app.command()
 @user_errors
 def models() -> None:
-    """List the forecasters with their default hyper-parameters."""
+    """List the forecasters (the study's five, then the small ones) with their default hyper-parameters."""
     from tsprune.models.registry import default_config, get_spec, model_names
 
-    table = Table("model", "summary", "defaults")
+    table = Table("model", "group", "summary", "defaults")
     for name in model_names():
         spec, config = get_spec(name), default_config(name)
         defaults = ", ".join(f"{field}={getattr(config, field)}" for field in spec.uses)
-        table.add_row(name, spec.summary, defaults)
+        table.add_row(name, spec.group, spec.summary, defaults)
     console.print(table)
 
 

@@ -46,7 +46,7 @@ def decoder_input(x_enc: torch.Tensor, label_len: int, pred_len: int) -> torch.T
 
 
 class Forecaster(nn.Module):
-    """Base class of the five forecasters.
+    """Base class of the forecasters (the study's five and the small ones trained instead).
 
     ``forward(x_enc, x_mark_enc, x_dec, x_mark_dec) -> forecast``, the tensors of :data:`MODEL_INPUTS` and
     :data:`MODEL_OUTPUT` (``[batch, pred_len, c_out]``). Models that do not use an input ignore it.
@@ -55,6 +55,11 @@ class Forecaster(nn.Module):
     # Qualified names of the modules whose output *is* the forecast channels (or a decomposition mixer that feeds
     # them directly). Pruning leaves them dense: cutting them would change what the model predicts, not how well.
     output_layers: tuple[str, ...] = ()
+
+    # Modules whose output rows are forecast steps or channels but whose weights may be sparsified: structured
+    # pruning must not remove their outputs, unstructured pruning may zero their weights (DLinear's two maps, which
+    # are the whole model). ``output_layers`` are both at once.
+    fixed_output_layers: tuple[str, ...] = ()
 
     # Qualified names of the embedding modules (value/token embedding, calendar-feature embedding): the layers that
     # read the raw inputs. Pruning leaves them dense unless asked, as the study does. Like ``output_layers`` these

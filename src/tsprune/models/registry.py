@@ -18,6 +18,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from tsprune.models.base import Forecaster
 
 COMMON_FIELDS = ("d_model", "n_heads", "e_layers", "d_ff", "dropout", "activation")
+STUDY, SMALL = "study", "small"
+GROUPS = (STUDY, SMALL)
+# The Time-Series-Library's (and iTransformer's) default dropout, where the study's scripts set 0.05
+SMALL_DROPOUT = 0.1
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,12 @@ class ModelSpec:
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)  # overrides of ModelConfig's study defaults
     uses: tuple[str, ...] = ()  # hyper-parameters this model reads (shown by `tsprune models`), not data-bound ones
+    # "study": one of the study's five forecasters, which the study presets prune; "small": a small forecaster a
+    # practitioner would train instead of pruning a large one (issue 32's frontier), with its published source
+    group: str = STUDY
+    # Whether structured pruning finds channels to remove. DLinear has none: its maps' rows are forecast steps and
+    # their columns look-back steps. Structured methods refuse such a model, and sweeps plan no structured run for it.
+    channels: bool = True
 
     @property
     def cls(self) -> type[Forecaster]:
@@ -34,7 +44,7 @@ class ModelSpec:
         return getattr(importlib.import_module(module), name)
 
 
-# In the study's order.
+# The study's five in its order, then the small forecasters.
 SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("Transformer", "tsprune.models.transformer:Transformer",
               "Vanilla encoder-decoder Transformer with full (decoder: causal) self-attention",
@@ -54,12 +64,32 @@ SPECS: tuple[ModelSpec, ...] = (
               defaults={"d_model": 256, "d_ff": 512, "n_heads": 4, "e_layers": 3, "dropout": 0.2, "seg_len": 12,
                         "win_size": 2, "n_routers": 10},
               uses=("d_model", "n_heads", "e_layers", "d_ff", "dropout", "seg_len", "win_size", "n_routers")),
+    # The small forecasters, each at its published ETTh1/96 configuration (cited in its module's docstring).
+    ModelSpec("DLinear", "tsprune.models.dlinear:DLinear",
+              "moving-average decomposition, then one Linear over time per part (trend, seasonal), shared by channels",
+              uses=("moving_avg",), group=SMALL, channels=False),
+    ModelSpec("PatchTST", "tsprune.models.patchtst:PatchTST",
+              "channel-independent: each series cut into patches (the tokens), a Transformer encoder, a flatten head",
+              defaults={"d_model": 512, "d_ff": 2048, "n_heads": 2, "e_layers": 1, "dropout": SMALL_DROPOUT},
+              uses=COMMON_FIELDS + ("patch_len", "patch_stride"), group=SMALL),
+    ModelSpec("iTransformer", "tsprune.models.itransformer:iTransformer",
+              "inverted: each variate's whole look-back is one token; attention mixes variates",
+              defaults={"d_model": 256, "d_ff": 256, "n_heads": 8, "e_layers": 2, "dropout": SMALL_DROPOUT},
+              uses=COMMON_FIELDS, group=SMALL),
 )
 _REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in SPECS}
 
 
-def model_names() -> list[str]:
-    return list(_REGISTRY)
+def model_names(group: str | None = None) -> list[str]:
+    """Every registered model, or those of one ``group`` (``study``: the study's five, in its order)."""
+    if group is not None and group not in GROUPS:
+        raise TsPruneError(f"unknown model group {group!r}: use one of {', '.join(GROUPS)}")
+    return [name for name, spec in _REGISTRY.items() if group is None or spec.group == group]
+
+
+def study_models() -> list[str]:
+    """The study's five forecasters, in its order: the models its presets and findings are about."""
+    return model_names(STUDY)
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -23,6 +23,7 @@ from tsprune.config import PruneConfig, TrainConfig
 from tsprune.data.dataset import ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
+from tsprune.models.registry import get_spec
 from tsprune.models.base import Forecaster
 from tsprune.prune import methods, unstructured
 from tsprune.prune.methods import TargetUnreachable  # noqa: F401 - raised through here
@@ -154,8 +155,12 @@ def _apply_method(run: Run, config: PruneConfig, data: ForecastData, device: tor
     """``config``'s method on a copy of ``run``'s model, seeded as every pruning is (calibration windows are drawn
     from the seed), and the training settings a fine-tuning would use."""
     train = _finetune_config(run, config)
+    method = methods.check(config)
+    if method.structured and not get_spec(run.config.model.name).channels:
+        raise TsPruneError(f"{run.config.model.name} has no channels for {config.method} to remove (its weights map "
+                           "time steps to forecast steps): use an unstructured method such as magnitude")
     seed_everything(train.seed)
-    return methods.check(config).run()(copy.deepcopy(run.model).to(device), data, config, train, device), train
+    return method.run()(copy.deepcopy(run.model).to(device), data, config, train, device), train
 
 
 def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | None = None,

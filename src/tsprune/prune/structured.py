@@ -60,8 +60,9 @@ from tsprune.prune.importance import (Gradients, calibrate, check_gradients, cle
 from tsprune.prune.methods import Pruned, TargetUnreachable
 from tsprune.models.base import Forecaster
 from tsprune.models.crossformer import SegmentMerging
+from tsprune.models.patchtst import FlattenHead
 from tsprune.models.layers.attention import AttentionLayer
-from tsprune.models.layers.embed import DataEmbedding
+from tsprune.models.layers.embed import PositionedEmbedding
 from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
 from tsprune.models.layers.prob_attention import ProbAttention
 from tsprune.models.shapes import FROZEN_SETTINGS, apply_architecture, architecture  # noqa: F401 - re-exported
@@ -181,10 +182,34 @@ class SegmentMergingPruner(tp.pruner.BasePruningFunc):
         return layer.proj.out_features
 
 
+class FlattenHeadPruner(tp.pruner.BasePruningFunc):
+    """PatchTST's flatten head: its Linear reads ``patches`` copies of each ``d_model`` channel, ``d_model``-major, so
+    a removed channel ``c`` removes features ``c * patches + p`` for every patch ``p``. Its outputs are the forecast
+    steps: never removed (the head is an output layer)."""
+
+    def prune_in_channels(self, layer: FlattenHead, idxs: Sequence[int]) -> FlattenHead:
+        patches = layer.patches
+        keep = _keep(layer.linear.in_features // patches, idxs)
+        wide = (keep[:, None] * patches + torch.arange(patches)).flatten().to(layer.linear.weight.device)
+        layer.linear.weight = nn.Parameter(layer.linear.weight.data[:, wide])
+        layer.linear.in_features = len(wide)
+        return layer
+
+    def prune_out_channels(self, layer: FlattenHead, idxs: Sequence[int]) -> FlattenHead:
+        raise TsPruneError("the flatten head's outputs are forecast steps: they are never pruned")
+
+    def get_in_channels(self, layer: FlattenHead) -> int:
+        return layer.linear.in_features // layer.patches
+
+    def get_out_channels(self, layer: FlattenHead) -> int:
+        return layer.linear.out_features
+
+
 CUSTOM_PRUNERS: dict[type, tp.pruner.BasePruningFunc] = {
     FourierBlock: FourierPruner(),
     FourierCrossAttention: FourierPruner(),
     SegmentMerging: SegmentMergingPruner(),
+    FlattenHead: FlattenHeadPruner(),
 }
 
 
@@ -249,7 +274,8 @@ def _pruner(model: nn.Module, inputs: tuple, ratio: float, scope: str, heads: st
             num_heads[layer.inner] = layer.n_heads  # its outputs are per head too
     unwrapped = [(model.get_parameter(name), dim % model.get_parameter(name).dim())
                  for name, dim in getattr(model, "unwrapped_parameters", {}).items()]
-    ignored = [model.get_submodule(name) for name in cast(Forecaster, model).output_layers]
+    fixed = (*cast(Forecaster, model).output_layers, *getattr(model, "fixed_output_layers", ()))
+    ignored = [model.get_submodule(name) for name in fixed]
     whole_heads = heads == "heads"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Torch-Pruning warns about every unwrapped parameter it sees
@@ -289,7 +315,7 @@ def prune_channels(model: nn.Module, inputs: tuple, ratio: float, scope: str = "
     freeze_attention_scales(model)
     was_training = model.training
     embeddings = {m: m.fingerprint() for m in model.modules()
-                  if isinstance(m, DataEmbedding) and m.position is not None}
+                  if isinstance(m, PositionedEmbedding) and m.position is not None}
     with time_limit(timeout_s), torch.enable_grad():
         pruner = _pruner(model, inputs, ratio, scope, heads, round_to, importance)
         if ratio > 0:
@@ -303,7 +329,7 @@ def prune_channels(model: nn.Module, inputs: tuple, ratio: float, scope: str = "
     return model
 
 
-def _keep_positions(embedding: DataEmbedding, before: torch.Tensor) -> None:
+def _keep_positions(embedding: PositionedEmbedding, before: torch.Tensor) -> None:
     """Point the embedding's positional encoding at the channels it kept (``before``: its fingerprint then)."""
     after = embedding.fingerprint()
     if after.shape[0] == before.shape[0]:

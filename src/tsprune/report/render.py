@@ -22,7 +22,9 @@ import pandas as pd
 from tsprune.report import tables
 from tsprune.runtime import atomic_write
 from tsprune.report.figures import FIGURES
-from tsprune.report.findings import SEED_SPREAD, findings
+from tsprune.models.registry import study_models
+from tsprune.report.findings import findings
+from tsprune.report.seeds import seed_noise
 from tsprune.report.style import STYLE, note_figure
 
 PNG_DPI = 150
@@ -136,14 +138,19 @@ def text(value: Cell) -> str:
 
 
 FINDINGS_FILE = "findings.md"
-FINDINGS_CAPTION = (f"Each claim of the study, decided by the test beside it on this table's runs (main grid, "
-                    f"seed means). MSE differences below {SEED_SPREAD} are not findings: that is the spread of two "
-                    f"seeds of one model under one protocol (Informer on ETTh1/96, 1.045 vs 1.094). 'open': the "
-                    f"runs the test needs are not all finished.")
+def findings_caption(data: pd.DataFrame) -> str:
+    """What stands behind the findings: the paired criterion and each model's measured seed spread."""
+    grid = tables.main_grid(tables.done(data), data)
+    noise = seed_noise(grid)
+    return (f"Each claim of the study, decided by the test beside it on this table's runs (main grid). MSE "
+            f"differences are paired by seed (a pruned run minus the dense run of its seed), averaged over seeds, "
+            f"and count only when larger than the model's seed spread: the range of its dense test MSE over the "
+            f"seeds. Measured spread: {noise.describe(study_models()) or 'no dense runs'}. 'open': the runs the "
+            f"test needs are not all finished.")
 
 
 def findings_table(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> Table:
-    return Table("Findings", FINDINGS_CAPTION,
+    return Table("Findings", findings_caption(data),
                  [Column("claim", "claim of the study", text), Column("verdict", "verdict", text),
                   Column("evidence", "evidence (from the results table)", text), Column("runs", "runs", count),
                   Column("test", "test", text)],

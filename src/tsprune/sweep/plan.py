@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 
 from tsprune.config import PruneConfig, RunConfig
 from tsprune.errors import TsPruneError
+from tsprune.models.registry import get_spec
 from tsprune.prune.methods import get_method
 from tsprune.sweep.spec import DatasetEntry, SweepSpec
 
@@ -204,7 +205,10 @@ def _plan_grid(spec: SweepSpec) -> Plan:
 def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
     """The prune runs of one dense run; engine twins side by side, so a worker prunes and fine-tunes them once."""
     runs = []
+    channels = get_spec(dense.labels.model).channels
     for method, densities in spec.methods.items():
+        if get_method(method).structured and not channels:
+            continue  # nothing to remove (DLinear): the model's record says so, and `tsprune prune` refuses it
         variant = _variant(spec, method)
         for density in densities:
             for epochs in spec.finetune_epochs:

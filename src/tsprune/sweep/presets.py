@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tsprune.models.registry import model_names
+from tsprune.models.registry import SMALL, model_names, study_models
 from tsprune.prune.methods import DEPGRAPH, MAGNITUDE
 
 # The demo's model size: small enough to train all five models to early stopping in minutes, large enough to come
@@ -16,6 +16,8 @@ ONESHOT_METHODS = (MAGNITUDE, "wanda", SPARSEGPT, "lamp")
 ONESHOT_DENSITIES = [0.5, 0.25, 0.8**10]
 # Issue 32: the seeds beside the study's 2021 (three in all, as serious forecasting benchmarks report).
 EXTRA_SEEDS = (2022, 2023)
+# Issue 32's size ladder of the small transformers, below their published widths (512 and 256).
+SMALL_WIDTHS = (16, 32, 64, 128)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The study's full grid: every model, the seven shipped benchmarks at their usual horizons (ILI with its short
@@ -23,7 +25,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "description": "the study's full grid: 5 models x 7 datasets x 4 horizons x 3 seeds, magnitude 0.8^0..10 "
                        "and depgraph, default sizes and training protocol",
-        "models": model_names(),
+        "models": study_models(),
         "datasets": ["ETTh1", "ETTh2", "ETTm1", "ETTm2", "weather", "exchange_rate",
                      {"name": "national_illness", "seq_len": 36, "label_len": 18, "pred_lens": [24, 36, 48, 60]}],
         "pred_lens": [96, 192, 336, 720],
@@ -40,7 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "0.8^0..20 (dense and sparse engines), depgraph 0.8^1..10, 1-epoch fine-tuning at 0.328 "
                        "and 0.107; Autoformer d_model 64-512 x train fraction 0.25-1.0, dense and magnitude at "
                        "0.328 and 0.107",
-        "models": model_names(),
+        "models": study_models(),
         "datasets": ["ETTh1"],
         "pred_lens": [96],
         "seeds": [2021],
@@ -71,7 +73,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "description": "ETTh1/96, seeds 2022 and 2023 of study-etth1's deciding runs: the five models at default "
                        "sizes, magnitude 0.8^0..20, depgraph 0.8^1..10, 1-epoch fine-tuning at 0.107 (both "
                        "methods), sparsegpt at 0.5, 0.25, 0.107",
-        "models": model_names(),
+        "models": study_models(),
         "datasets": ["ETTh1"],
         "pred_lens": [96],
         "seeds": list(EXTRA_SEEDS),
@@ -81,6 +83,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "measure": {"batch_sizes": [1, 32], "repeats": 20, "threads": 2, "timed": False},
         "studies": [{"methods": {SPARSEGPT: ONESHOT_DENSITIES}, "finetune_epochs": [0]}],
     },
+    # The small forecasters a practitioner would train instead of pruning a large one (issue 32): each at its
+    # published ETTh1/96 configuration on the study's three seeds, and a width ladder of PatchTST (d_ff = 4 d_model,
+    # as its default) and iTransformer (d_ff = d_model, as its default) below it. Dense runs only: the frontier
+    # times them beside the pruned models.
+    "small-etth1": {
+        "description": "ETTh1/96, seeds 2021-2023: DLinear, PatchTST and iTransformer at their published "
+                       "configurations, PatchTST and iTransformer also at d_model 16, 32, 64, 128; dense runs",
+        "models": model_names(SMALL),
+        "datasets": ["ETTh1"],
+        "pred_lens": [96],
+        "seeds": [2021, *EXTRA_SEEDS],
+        "methods": {},
+        "studies": [
+            {"models": ["PatchTST"], "model_sizes": {f"d{width}": {"d_model": width, "d_ff": 4 * width}
+                                                     for width in SMALL_WIDTHS}},
+            {"models": ["iTransformer"], "model_sizes": {f"d{width}": {"d_model": width, "d_ff": width}
+                                                         for width in SMALL_WIDTHS}},
+        ],
+    },
     # Beyond the study's methods (issue 19): one-shot pruning without fine-tuning on the study-etth1 dense models
     # (same dense configuration, so `--reuse-dense` on that sweep's directory trains nothing): magnitude, Wanda,
     # SparseGPT and LAMP at 0.5, 0.25 and 0.107; DepGraph with L2 and with Taylor importance at 0.5 and 0.25.
@@ -88,7 +109,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "description": "ETTh1/96, seed 2021, the five models at default sizes (the study-etth1 dense runs): "
                        "magnitude, wanda, sparsegpt, lamp at 0.5, 0.25, 0.107 without fine-tuning; depgraph with "
                        "l2 and taylor importance at 0.5 and 0.25",
-        "models": model_names(),
+        "models": study_models(),
         "datasets": ["ETTh1"],
         "pred_lens": [96],
         "seeds": [2021],
@@ -100,7 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "oneshot-mini": {
         "description": "the oneshot-etth1 comparison on the demo's models (ETTh1/96, d_model 64 / d_ff 256, seed "
                        "2021, trained to early stopping)",
-        "models": model_names(),
+        "models": study_models(),
         "datasets": ["ETTh1"],
         "pred_lens": [96],
         "seeds": [2021],
@@ -117,7 +138,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "description": "the demo's accuracy part: ETTh1/96, the five models at d_model 64 / d_ff 256 trained to "
                        "early stopping (the study's protocol, seed 2021); magnitude 0.8^0..10, depgraph 0.8, 0.512, "
                        "0.328; 1-epoch fine-tuning of magnitude 0.328",
-        "models": model_names(),
+        "models": study_models(),
         "datasets": ["ETTh1"],
         "pred_lens": [96],
         "methods": {MAGNITUDE: "0.8^0..10", DEPGRAPH: [0.8, 0.8**3, 0.8**5]},

@@ -122,10 +122,10 @@ def _ints(minimum: int, what: str, default: list[int]) -> Callable[[Any, Path], 
 
 
 def _models(value: Any, _: Path) -> list[str]:
-    from tsprune.models.registry import get_spec, model_names
+    from tsprune.models.registry import get_spec, study_models
 
-    if value is None:
-        return model_names()
+    if value is None:  # the study's five: the small forecasters are asked for by name
+        return study_models()
     return _unique([get_spec(str(name)).name for name in _as_list(value, "model")])
 
 
@@ -178,7 +178,8 @@ def _densities(value: Any, _: Path) -> list[float]:
 
 
 def _methods(value: Any, _: Path) -> dict[str, list[float] | None]:
-    """A list of names (each uses ``densities``) or a mapping name -> its own densities (null: ``densities``)."""
+    """A list of names (each uses ``densities``) or a mapping name -> its own densities (null: ``densities``); an
+    empty one (``{}`` or ``[]``) plans the dense runs only."""
     if value is None:
         value = [MAGNITUDE]
     if isinstance(value, dict):
@@ -187,8 +188,6 @@ def _methods(value: Any, _: Path) -> dict[str, list[float] | None]:
         methods = {str(name): None for name in _unique(_as_list(value, "method"))}
     for name in methods:
         get_method(name)
-    if not methods:
-        raise TsPruneError("give at least one method")
     return methods
 
 

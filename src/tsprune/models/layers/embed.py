@@ -103,7 +103,19 @@ class TimeFeatureEmbedding(nn.Module):
         return self.proj(x_mark)
 
 
-class DataEmbedding(nn.Module):
+class PositionedEmbedding(nn.Module):
+    """An embedding that may add the sinusoidal positions: structured pruning (``prune.structured``) finds the
+    channels it kept from ``fingerprint`` before and after, and points ``position`` at them."""
+
+    position: PositionalEmbedding | None
+
+    def fingerprint(self) -> torch.Tensor:  # pragma: no cover - abstract
+        """``[d_model, k]``: each output channel's weights (pruning keeps channels in order, so matching these rows
+        tells which channels are left)."""
+        raise NotImplementedError
+
+
+class DataEmbedding(PositionedEmbedding):
     """Token + (optional) positional + calendar embedding, then dropout.
 
     ``positional=False`` is the variant Autoformer and FEDformer use (their decomposition carries the order).
@@ -139,4 +151,43 @@ class DataEmbedding(nn.Module):
             out = out + self.position(out.shape[1], out.shape[2], out)
         if self.temporal is not None and x_mark is not None:
             out = out + self.temporal(x_mark)
+        return self.dropout(out)
+
+
+class PatchEmbedding(PositionedEmbedding):
+    """PatchTST's input: each channel's look-back cut into overlapping patches, each patch mapped to ``d_model`` by one
+    bias-free Linear, plus the sinusoidal position of the patch, then dropout. Channels are independent: they are
+    folded into the batch.
+
+    ``x [B, L, C] -> [B * C, P, d_model]`` with ``P = (L - patch_len) // stride + 2`` patches: the series is extended
+    by ``stride`` copies of its last step (the references' replication padding) before it is cut. The cut is one
+    ``index_select`` along time with the patches' indices laid end to end (a gather that ONNX and dependency tracers
+    read plainly), then a view to ``[B, C, P, patch_len]``.
+    """
+
+    def __init__(self, d_model: int, patch_len: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.patch_len, self.stride = patch_len, stride
+        self.value = nn.Linear(patch_len, d_model, bias=False)
+        self.position = PositionalEmbedding()
+        self.dropout = nn.Dropout(dropout)
+
+    @staticmethod
+    def patch_count(length: int, patch_len: int, stride: int) -> int:
+        """Patches cut from ``length`` steps (after the ``stride`` steps of end padding)."""
+        return (length + stride - patch_len) // stride + 1
+
+    def fingerprint(self) -> torch.Tensor:
+        return self.value.weight.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, channels = x.shape
+        patches = self.patch_count(length, self.patch_len, self.stride)
+        starts = torch.arange(patches, device=x.device) * self.stride
+        # [P * patch_len] time indices; those past the end read the last step (replication padding)
+        index = (starts[:, None] + torch.arange(self.patch_len, device=x.device)).flatten().clamp_(max=length - 1)
+        cut = x.transpose(1, 2).index_select(2, index).view(batch * channels, patches, self.patch_len)
+        out = self.value(cut)  # [B * C, P, d_model]
+        if self.position is not None:  # always here; the base class allows an embedding without positions
+            out = out + self.position(patches, out.shape[2], out)
         return self.dropout(out)
