@@ -18,7 +18,7 @@ from tsprune.report import build_report, figure_names, tables
 from tsprune.report.figures import FIGURES
 from tsprune.report.render import build_tables, cells
 
-FIGURE_NAMES = ["mse_vs_density", "speedup_vs_flops", "finetune", "dataset_size", "model_size"]
+FIGURE_NAMES = ["mse_vs_density", "speedup_vs_flops", "finetune", "dataset_size", "model_size", "frontier"]
 OOM = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
 
 # Per model: dense MSE and parameter count at the "default" size; "small" is 4x smaller and a bit worse.

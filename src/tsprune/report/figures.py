@@ -18,8 +18,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
 from tsprune.report import tables
+from tsprune.report import frontier as frontier_data
 from tsprune.report.style import (
     headline,
+    note,
     human_count,
     legend,
     linestyle,
@@ -264,10 +266,50 @@ def model_size(frame: pd.DataFrame) -> Figure:
     return fig
 
 
+GROUP_MARKERS = {"dense": "s", "pruned": "o", "small": "^"}
+
+
+def frontier(frame: pd.DataFrame, costs: pd.DataFrame | None = None) -> Figure:
+    """Prune a large model or train a small one? Seed-mean MSE (bars: min–max over seeds) against non-zero
+    parameters, effective FLOPs and latency at batch 1 and 32, for the dense study models, their pruned variants and
+    the small-model ladder; the dashed step line is each cost's Pareto front (``report.frontier``)."""
+    data = frontier_data.points(frame, costs)
+    title = "Frontier: pruned large models against small ones"
+    if not (data["group"] == "small").any():
+        return note_figure(title, "no small-model runs in this table\n(the preset small-etth1 trains them)")
+    colors = model_colors(data["model"])
+    fig, axes = panels(len(frontier_data.COSTS), extra_height=0.6)
+    for ax, (cost, label) in zip(axes, frontier_data.COSTS.items()):
+        placed = data[data[cost].notna() & data[cost].gt(0)]
+        if placed.empty:
+            note(ax, f"{label}:\nnot measured (benchmarks/study/frontier_pass.py)")
+            continue
+        for (group, model), rows in placed.groupby(["group", "model"], sort=False):
+            ax.errorbar(rows[cost], rows["mse"], yerr=[rows["mse"] - rows["lo"], rows["hi"] - rows["mse"]],
+                        fmt=GROUP_MARKERS[str(group)], color=colors[str(model)], ms=5 if group != "pruned" else 3.5,
+                        alpha=0.9 if group != "pruned" else 0.55, elinewidth=0.8, capsize=0)
+        front = placed[frontier_data.pareto(placed, cost)].sort_values(cost)
+        ax.step(front[cost], front["mse"], where="post", color="0.2", ls="--", lw=1.0)
+        log_axis(ax, "x", placed[cost], human_count if "latency" not in cost else (lambda v: f"{v:g}"), pad=1.3)
+        mse_axis(ax, placed["hi"])
+        ax.set_xlabel(f"{label} (log scale)")
+    groups = [Line2D([], [], color="0.3", marker=GROUP_MARKERS[g], ls="", label=text)
+              for g, text in (("dense", "study model, dense"), ("pruned", "study model, pruned"),
+                              ("small", "small model (ladder)"))]
+    legend(fig, [model_handles(data["model"], colors), groups,
+                 [Line2D([], [], color="0.2", ls="--", lw=1.0, label="Pareto front")]])
+    cpu: list[str] = sorted(map(str, costs["cpu"].dropna().unique())) if costs is not None and "cpu" in costs else []
+    timed = f"latency: fastest engine per point, 2 threads, {', '.join(cpu)}" if cpu else \
+        "latency not measured yet"
+    headline(fig, title, f"seed means, bars min–max over seeds; {timed}")
+    return fig
+
+
 FIGURES: dict[str, Callable[[pd.DataFrame], Figure]] = {
     "mse_vs_density": mse_vs_density,
     "speedup_vs_flops": speedup_vs_flops,
     "finetune": finetune,
     "dataset_size": dataset_size,
     "model_size": model_size,
+    "frontier": frontier,
 }

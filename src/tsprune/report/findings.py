@@ -23,7 +23,7 @@ import pandas as pd
 
 from tsprune.models.registry import study_models
 from tsprune.prune.methods import DEPGRAPH, MAGNITUDE
-from tsprune.report import tables
+from tsprune.report import frontier, tables
 from tsprune.report.seeds import SINGLE_SEED_STAND_IN, at_density, paired, seed_noise
 
 SEED_SPREAD = SINGLE_SEED_STAND_IN  # test MSE, only for a model with one seed; see the module doc
@@ -270,11 +270,28 @@ CLAIMS: list[Callable[..., list[Finding]]] = [magnitude_keeps_accuracy, structur
                                               finetuning_needed]
 
 
-def findings(frame: pd.DataFrame, timing: pd.DataFrame | None = None) -> pd.DataFrame:
+def pruning_beats_small(frame: pd.DataFrame, costs: pd.DataFrame | None) -> list[Finding]:
+    """Issue 32's question, beyond the study: at the cost of each small model, is a pruned large one better?"""
+    data = frontier.points(frame, costs)
+    small = data[data["group"] == "small"]
+    if small.empty:
+        return []
+    state, evidence = frontier.verdict(frontier.duels(data))
+    label = frontier.COSTS[frontier.DECIDING_COST]
+    test = (f"at each point of the small-model ladder, the most accurate study model (dense or pruned) whose "
+            f"{label} is at most the small model's has a seed-mean MSE lower by more than the larger seed spread of "
+            f"the two (one seed: {SEED_SPREAD})")
+    return [Finding("Pruning a large model beats training a small one (tsprune, beyond the study)", test, state,
+                    evidence, int(data["seeds"].sum()))]
+
+
+def findings(frame: pd.DataFrame, timing: pd.DataFrame | None = None,
+             costs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per claim (columns claim, test, verdict, evidence, runs) from a ``tables.prepare``-d results table.
 
     ``timing``, when given, is a prepared table whose speedups decide the time claims instead (the demo's speed
-    part, timed at full size).
+    part, timed at full size). ``costs`` is a frontier pass's table: with small-model runs in ``frame``, the row
+    "pruning a large model beats training a small one" is decided on it (``report.frontier``).
     """
     grid = tables.main_grid(tables.done(frame), frame)
     planned = study_models()  # the study's claims are about its five models
@@ -285,4 +302,5 @@ def findings(frame: pd.DataFrame, timing: pd.DataFrame | None = None) -> pd.Data
         else:
             rows.extend(claim(grid, planned))
     rows.extend(size_grows_with_data(frame))
+    rows.extend(pruning_beats_small(frame, costs))
     return pd.DataFrame([vars(row) for row in rows], columns=["claim", "test", "verdict", "evidence", "runs"])

@@ -21,8 +21,9 @@ import pandas as pd
 
 from tsprune.report import tables
 from tsprune.runtime import atomic_write
-from tsprune.report.figures import FIGURES
-from tsprune.models.registry import study_models
+from tsprune.report.figures import FIGURES, frontier
+from tsprune.models.registry import model_names, study_models
+from tsprune.report.frontier import COSTS, pareto, points
 from tsprune.report.findings import findings
 from tsprune.report.seeds import seed_noise
 from tsprune.report.style import STYLE, note_figure
@@ -43,6 +44,11 @@ CAPTIONS = {
                 "exists; dashed segments mark the dense model's MSE.",
     "dataset_size": "Dense-model test MSE against the share of the training split used, one panel per model size.",
     "model_size": "Dense-model test MSE against parameter count, one line through each model's sizes.",
+    "frontier": "Prune a large model or train a small one? Test MSE (seed mean, bars min–max over seeds) against "
+                "non-zero parameters, effective FLOPs per window and latency at batch 1 and 32 (each point on its "
+                "fastest engine, all timed on one machine by benchmarks/study/frontier_pass.py): squares are the "
+                "study's dense models, dots their pruned variants, triangles the small-model ladder; the dashed "
+                "step line is the Pareto front.",
 }
 
 
@@ -75,11 +81,12 @@ SPEED_CAPTION = ("Measured speedup against FLOPs reduction at full default size 
 
 
 def build_report(frame: pd.DataFrame, out_dir: Path, title: str = "tsprune sweep report", preface: str = "",
-                 speed: pd.DataFrame | None = None) -> Path:
+                 speed: pd.DataFrame | None = None, costs: pd.DataFrame | None = None) -> Path:
     """Write report.md, report.html and figures/*.png|svg for a sweep results table; returns report.md's path.
 
     ``preface`` (markdown paragraphs) opens the report. ``speed`` is a table of timings taken apart from the sweep
     (``tsprune.speed``): the speed figure and the time claims are then drawn from it, and it gets a table.
+    ``costs`` is a frontier pass's table (``report.frontier``): the frontier's latencies and the dense FLOPs.
     """
     data = tables.prepare(frame)
     timing = tables.prepare(speed) if speed is not None else None
@@ -89,10 +96,10 @@ def build_report(frame: pd.DataFrame, out_dir: Path, title: str = "tsprune sweep
     captions = dict(CAPTIONS)
     for name in FIGURES:
         source = timing if timing is not None and name == "speedup_vs_flops" else data
-        save_figure(source, name, figure_dir)
+        save_figure(source, name, figure_dir, costs if name == "frontier" else None)
     if timing is not None:
         captions["speedup_vs_flops"] = SPEED_CAPTION
-    report_tables = build_tables(data, timing)
+    report_tables = build_tables(data, timing, costs)
     header = tables.header(data)
     markdown_path = out_dir / "report.md"
     markdown_path.write_text(to_markdown(title, header, report_tables, preface, captions), encoding="utf-8")
@@ -102,11 +109,12 @@ def build_report(frame: pd.DataFrame, out_dir: Path, title: str = "tsprune sweep
     return markdown_path
 
 
-def save_figure(data: pd.DataFrame, name: str, figure_dir: Path) -> None:
-    """Draw one figure under the report style and save it twice; SVGs carry no date so reruns are identical."""
+def save_figure(data: pd.DataFrame, name: str, figure_dir: Path, costs: pd.DataFrame | None = None) -> None:
+    """Draw one figure under the report style and save it twice; SVGs carry no date so reruns are identical.
+    ``costs`` goes to the frontier figure (its latencies)."""
     with matplotlib.rc_context(STYLE):
         try:
-            fig = FIGURES[name](data)
+            fig = frontier(data, costs) if name == "frontier" else FIGURES[name](data)
         except Exception as error:  # noqa: BLE001 - any plotting bug becomes a visible note, see module doc
             warnings.warn(f"figure {name!r} failed: {error!r}", RuntimeWarning, stacklevel=2)
             fig = note_figure(name, f"this figure failed to draw:\n{tables.error_gist(repr(error), 120)}")
@@ -149,12 +157,13 @@ def findings_caption(data: pd.DataFrame) -> str:
             f"test needs are not all finished.")
 
 
-def findings_table(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> Table:
+def findings_table(data: pd.DataFrame, timing: pd.DataFrame | None = None,
+                   costs: pd.DataFrame | None = None) -> Table:
     return Table("Findings", findings_caption(data),
                  [Column("claim", "claim of the study", text), Column("verdict", "verdict", text),
                   Column("evidence", "evidence (from the results table)", text), Column("runs", "runs", count),
                   Column("test", "test", text)],
-                 findings(data, timing), "No runs.", lead=True)
+                 findings(data, timing, costs), "No runs.", lead=True)
 
 
 def speed_table(timing: pd.DataFrame) -> Table:
@@ -205,7 +214,32 @@ def update_readme(readme: Path, out_dir: Path) -> None:
     atomic_write(readme, updated)
 
 
-def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> list[Table]:
+def frontier_table(data: pd.DataFrame, costs: pd.DataFrame | None) -> Table:
+    """Every point of the frontier with its costs, whether it is on a Pareto front, and the runs behind it."""
+    frame = points(data, costs)
+    marks = {cost: pareto(frame, cost) for cost in COSTS}
+    frame = frame.assign(spread=frame["hi"] - frame["lo"], front=[
+        ", ".join(name for name, short in FRONT_NAMES.items() if marks[short].iloc[i]) for i in range(len(frame))])
+    return Table(
+        "Frontier points", "Each configuration: test MSE as the seed mean and its min–max spread over seeds, its "
+        "costs, the fronts it is on (nothing else at most as costly is more accurate) and every run behind it. "
+        "Latency: the fastest engine measured for the point (benchmarks/study/frontier_pass.py), '—' when unmeasured.",
+        [Column("group", "group", text), Column("model", "model", text), Column("size", "size", text),
+         Column("method", "method", text), Column("target_density", "density", number(3)),
+         Column("finetune_epochs", "fine-tune epochs", text), Column("seeds", "seeds", count),
+         Column("mse", "MSE", number()), Column("spread", "spread", number(3)),
+         Column("nonzero_params", "non-zero params", fixed(0)), Column("flops_effective", "eff. FLOPs", fixed(0)),
+         Column("latency_b1_ms", "ms (b1)", fixed(2)), Column("latency_b32_ms", "ms (b32)", fixed(1)),
+         Column("engine", "engine", text), Column("front", "on the front of", text),
+         Column("run_ids", "runs", text)],
+        frame, "No frontier points.")
+
+
+FRONT_NAMES = {"params": "nonzero_params", "FLOPs": "flops_effective", "b1": "latency_b1_ms", "b32": "latency_b32_ms"}
+
+
+def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None,
+                 costs: pd.DataFrame | None = None) -> list[Table]:
     task = [Column("model", "model", text), Column("dataset", "dataset", text), Column("pred_len", "horizon", text),
             Column("series", "method", text)]  # the method and its variant, e.g. depgraph (taylor)
     grid = tables.grid_description(data)
@@ -255,7 +289,9 @@ def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None) -> list
         best, summary = (dataclasses.replace(table, columns=[c for c in table.columns if c.key != "speedup"],
                                              caption=table.caption + " Speed: see the speed table, at full size.")
                          for table in (best, summary))
-    return [findings_table(data, timing), *speed, best, summary, spent, failed]
+    small = data["model"].isin(model_names("small")).any()
+    front = [frontier_table(data, costs)] if small else []
+    return [findings_table(data, timing, costs), *speed, *front, best, summary, spent, failed]
 
 
 def cells(table: Table) -> list[list[str]]:
