@@ -7,6 +7,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -275,3 +276,61 @@ def test_the_study_families_and_the_size_data_spec_are_the_preset_each_run_once(
     assert sorted(run.run_id for run in planned) == sorted(preset)
     assert all(run.labels == preset[run.run_id] for run in planned)
     assert (len(plans[-1].dense), len(plans[-1].prune)) == (11, 22)  # 4 sizes x 3 fractions, less d512 at 1.0
+
+
+def frontier_sweep(tmp_path: Path) -> Path:
+    """A tiny sweep: a Transformer (dense, magnitude 0.5, DepGraph 0.5) and a DLinear, one seed, weights kept."""
+    from conftest import TINY, write_small_csv
+    from tsprune.sweep import parse_spec, run_sweep
+
+    csv = write_small_csv(tmp_path)
+    spec = {"models": ["Transformer", "DLinear"], "datasets": [str(csv)], "pred_lens": [12],
+            "data": {"seq_len": 24, "label_len": 12}, "methods": {"magnitude": [0.5], "depgraph": [0.5]},
+            "train": {"epochs": 1, "max_steps": 2}, "model_sizes": {"default": dict(TINY)},
+            "measure": {"batch_sizes": [2], "repeats": 1}, "device": "cpu"}
+    outcome = run_sweep(parse_spec(spec), tmp_path / "sweep", threads=1, progress=False)
+    assert outcome.failed == 0
+    return tmp_path / "sweep"
+
+
+def test_the_frontier_pass_times_every_point_on_its_engines_and_resumes(tmp_path):
+    import pandas as pd
+
+    sweep = frontier_sweep(tmp_path)
+    module = load("study/frontier_pass")
+    out = tmp_path / "costs.csv"
+    args = ["--results", str(sweep), "--dense", str(sweep), "--out", str(out), "--engines", "eager,sparse",
+            "--threads", "1", "--repeats", "1"]
+    result = CliRunner().invoke(module.cli, args)
+    assert result.exit_code == 0, result.output
+    costs = pd.read_csv(out).set_index(["model", "method"])
+    # the Transformer's dense run and its two prunings, and the small model's dense run (the frontier's points)
+    assert set(costs.index) == {("Transformer", "dense"), ("Transformer", "magnitude"), ("Transformer", "depgraph"),
+                                ("DLinear", "dense")}
+    masked = costs.loc[("Transformer", "magnitude")]
+    assert masked["nonzero_params"] < masked["params"] and masked["flops"] < masked["flops_dense_equivalent"]
+    assert masked["latency_b32_ms"] == min(masked["eager_b32_ms"], masked["sparse_b32_ms"])
+    assert masked["engine_b32"] in ("eager", "sparse") and masked["cpu"]
+    assert pd.isna(costs.loc[("Transformer", "depgraph"), "sparse_b32_ms"])  # no zeros to skip: eager only
+    dense = costs.loc[("Transformer", "dense")]
+    assert costs.loc[("Transformer", "depgraph"), "params"] < dense["params"] == dense["nonzero_params"]
+    again = CliRunner().invoke(module.cli, args)  # every point is measured on this CPU: nothing to do
+    assert again.exit_code == 0 and "ms (" not in again.output and len(pd.read_csv(out)) == 4
+
+
+@pytest.mark.heavy
+def test_the_frontier_pass_times_onnx_runtime_beside_the_other_engines(tmp_path):
+    """ONNX Runtime is one of the engines (an export per point: heavy)."""
+    import pandas as pd
+
+    sweep = frontier_sweep(tmp_path)
+    out = tmp_path / "costs.csv"
+    result = CliRunner().invoke(load("study/frontier_pass").cli, [
+        "--results", str(sweep), "--dense", str(sweep), "--out", str(out), "--models", "Transformer",
+        "--threads", "1", "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    costs = pd.read_csv(out).set_index("method")
+    assert costs["onnxruntime_b32_ms"].gt(0).all() and costs["eager_b32_ms"].gt(0).all()
+    assert costs.loc["magnitude", "sparse_b32_ms"] > 0 and pd.isna(costs.loc["dense", "sparse_b32_ms"])
+    fastest = costs[["eager_b1_ms", "onnxruntime_b1_ms", "sparse_b1_ms"]].min(axis=1)
+    assert (costs["latency_b1_ms"] == fastest).all()
