@@ -48,13 +48,18 @@ reproduce: install
 
 # The study at real scale (preset study-etth1): export the sweep's table, write its report and the README's
 # findings from that table. SWEEP is the sweep directory (`tsprune sweep run study-etth1 --dir ...`); without it,
-# only the report and the findings are rebuilt from the committed table.
+# only the report and the findings are rebuilt from the committed table. The report reads the study's extra seeds
+# (seeds-etth1) and the small models (small-etth1) with it, and the frontier's costs, where they are committed
+# (tests/test_findings.py reads the same tables).
 STUDY := benchmarks/results/study-etth1
+STUDY_TABLES := $(STUDY)/results.parquet $(wildcard benchmarks/results/seeds-etth1/results.parquet) \
+  $(wildcard benchmarks/results/small-etth1/results.parquet)
+FRONTIER_COSTS := $(wildcard benchmarks/results/frontier/costs.csv)
 study-results: install
 	@if [ -n "$(SWEEP)" ]; then $(BIN)/tsprune results $(SWEEP) --export $(STUDY)/results.parquet && \
 	  $(BIN)/tsprune results $(SWEEP) --export $(STUDY)/results.csv; fi
-	$(BIN)/tsprune report $(STUDY)/results.parquet --out $(STUDY)/report --title "The study on ETTh1/96 in tsprune" \
-	  --readme README.md
+	$(BIN)/tsprune report $(STUDY_TABLES) --out $(STUDY)/report --title "The study on ETTh1/96 in tsprune" \
+	  --readme README.md $(if $(FRONTIER_COSTS),--costs $(FRONTIER_COSTS))
 
 clean:
 	rm -rf $(VENV) demo build dist src/*.egg-info

@@ -200,17 +200,23 @@ def test_report_writes_the_findings_into_the_readme_block(tmp_path):
 
 
 def test_readme_findings_are_those_of_the_committed_study_results():
-    """The README's findings block is generated from benchmarks/results/study-etth1/results.parquet."""
+    """The README's findings block is generated from the committed tables `make study-results` reads:
+    benchmarks/results/study-etth1/results.parquet, with seeds-etth1's, small-etth1's and the frontier's costs where
+    they are committed."""
     from pathlib import Path
 
     from tsprune.report.render import README_END, README_START, findings_markdown, findings_table
     from tsprune.sweep.store import read_results
 
-    root = Path(__file__).resolve().parents[1]
-    results = root / "benchmarks" / "results" / "study-etth1" / "results.parquet"
-    readme = (root / "README.md").read_text(encoding="utf-8")
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    paths = [results / name / "results.parquet" for name in ("study-etth1", "seeds-etth1", "small-etth1")]
+    paths = [path for path in paths if path.is_file()]
+    frame = pd.concat([read_results(path) for path in paths], ignore_index=True).drop_duplicates("run_id")
+    costs_path = results / "frontier" / "costs.csv"
+    costs = pd.read_csv(costs_path) if costs_path.is_file() else None
+    readme = (results.parents[1] / "README.md").read_text(encoding="utf-8")
     block = readme[readme.index(README_START) + len(README_START):readme.index(README_END)].strip("\n")
-    expected = findings_markdown(findings_table(tables.prepare(read_results(results)))).strip("\n")
+    expected = findings_markdown(findings_table(tables.prepare(frame), costs=costs)).strip("\n")
     assert block == expected, "README findings are stale: run `make study-results`"
 
 

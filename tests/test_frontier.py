@@ -102,3 +102,23 @@ def test_the_report_carries_the_frontier_finding_table_and_figure(tmp_path):
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "## Frontier points" in report and "DLinear-default-dense-1.0-0-dense-2022" in report
     assert (tmp_path / "figures" / "frontier.png").stat().st_size > 0
+
+
+def test_the_report_command_reads_several_tables_and_the_costs(tmp_path):
+    from typer.testing import CliRunner
+
+    from tsprune.cli import app
+
+    frame = table()
+    study, small = tmp_path / "study.csv", tmp_path / "small.csv"
+    frame[frame["model"] == "Autoformer"].to_csv(study, index=False)
+    frame[frame["model"] != "Autoformer"].to_csv(small, index=False)
+    COSTS.to_csv(tmp_path / "costs.csv", index=False)
+    result = CliRunner().invoke(app, ["report", str(study), str(small), str(study), "--out", str(tmp_path / "r"),
+                                      "--costs", str(tmp_path / "costs.csv")])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert "Pruning a large model beats training a small one" in report and "| refuted |" in report
+    missing = CliRunner().invoke(app, ["report", str(study), "--out", str(tmp_path / "m"), "--costs",
+                                       str(tmp_path / "nope.csv")])
+    assert missing.exit_code == 2 and "nope.csv not found" in missing.output and "Traceback" not in missing.output

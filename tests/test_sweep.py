@@ -285,6 +285,8 @@ def test_measuring_pass_retimes_kept_runs_and_changes_nothing_else(csv, tmp_path
         reloaded = api.load(tmp_path / "runs" / record["run_id"])
         assert reloaded.sparse_plan and reloaded.metrics["recompiled"] == new["metrics"]["recompiled"]
         assert not list((tmp_path / "runs").glob(".*"))  # no staging folder left
+    checked = runner.invoke(app, ["sweep", "check", str(tmp_path)])  # the replaced directories' hashes were updated
+    assert checked.exit_code == 0 and "5 kept run directories match" in checked.output, checked.output
     pruned = next(r for r in after.values() if r["kind"] == "prune" and r["labels"]["engine"] == "dense")
     shutil.rmtree(tmp_path / "runs" / pruned["run_id"])
     third = runner.invoke(app, ["sweep", "measure", "--dir", str(tmp_path), "--repeats", "3", "--threads", "1"])
@@ -645,13 +647,29 @@ def test_a_worker_pool_gets_engine_twins_as_one_task(csv, tmp_path):
     assert not magnitude[0][0].twin_of(magnitude[1][0])  # another density or fine-tuning is another pruning
 
 
+def test_a_later_task_never_takes_an_earlier_tasks_pruning(local_sweep, csv):
+    """A worker process outlives its tasks (on Ray, even the sweep): the same twins sent again later (another sweep
+    of the same runs on the same cluster) prune anew; only the second twin of a unit takes the first's pruning.
+    Before, the worker's pruning cache matched across tasks, and tests/test_ray_cluster.py failed now and then."""
+    from tsprune.sweep.tasks import execute_prunes
+
+    plan = plan_sweep(parse_spec(tiny_spec(csv, methods={"magnitude": [0.5]}, finetune_epochs=[0],
+                                           engines=["dense", "sparse"])))
+    dense_dir = local_sweep / "runs" / plan.dense[0].run_id  # the same dense configuration as the tiny sweep's
+    assert dense_dir.is_dir() and len(plan.prune) == 2
+    for _ in range(2):
+        first, second = execute_prunes(plan.prune, dense_dir, 1, [None, None])
+        assert first["status"] == second["status"] == "done", (first["error"], second["error"])
+        assert not first["metrics"]["pruning_reused"] and second["metrics"]["pruning_reused"]
+
+
 def test_process_pool_sweep(csv, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "my.csv").write_bytes(csv.read_bytes())
     path = write_spec(tmp_path, tiny_spec(csv, datasets=["data/my.csv"], keep_pruned=True))  # relative to the spec
     result = runner.invoke(app, ["sweep", "run", str(path), "--dir", str(tmp_path / "sweep"), "--workers", "2",
                                  "--no-progress"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3 and "1 failed (deterministic)" in result.output, result.output  # depgraph 0.001
     plan = plan_sweep(load_spec(path))
     frame = check_rows(tmp_path / "sweep", {run.run_id for run in [*plan.dense, *plan.prune]})
     assert set(frame["dataset"]) == {"my"}
@@ -691,7 +709,7 @@ def test_kill_9_mid_sweep_then_resume(csv, tmp_path):
     total = len(expected_ids(spec))
     assert 1 <= recorded < total
     finished = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr
+    assert finished.returncode == 3, finished.stderr  # complete but for depgraph 0.001, out of reach by design
     assert f"{recorded} already recorded" in finished.stdout
     frame = load_results(sweep)
     assert sorted(frame["run_id"]) == sorted(expected_ids(spec)) and frame["run_id"].is_unique

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from tsprune.errors import TsPruneError
+from tsprune.sweep.failures import ENVIRONMENTAL_ATTEMPTS
 from tsprune.sweep.presets import PRESETS
 
 from tsprune.cli.app import app, console, err_console, user_errors
@@ -41,24 +42,40 @@ def demo(
 @app.command()
 @user_errors
 def report(
-    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `tsprune sweep run`, or a results "
-                                                   "table (.parquet/.csv) exported from one.")],
+    sweep_dirs: Annotated[list[Path], typer.Argument(
+        help="Sweep directories written by `tsprune sweep run`, or results tables (.parquet/.csv) exported from "
+             "them; several are read together (a study and its extra seeds, the small models), each run once.")],
     out: Annotated[Path, typer.Option(help="Report directory (report.md, report.html, figures/).")] = Path("report"),
     title: Annotated[str, typer.Option()] = "tsprune sweep report",
     readme: Annotated[Optional[Path], typer.Option(help="Also write the findings into this file's findings block "
                                                         "(the README's).")] = None,
+    costs: Annotated[Optional[Path], typer.Option(help="The frontier's costs table (CSV) written by "
+                                                       "benchmarks/study/frontier_pass.py: latency of every point.")]
+        = None,
 ) -> None:
     """Write the study's figures and tables for a sweep: markdown, self-contained HTML, PNG and SVG."""
+    import pandas as pd
+
     from tsprune.report import build_report
     from tsprune.report.render import readme_block, update_readme
     from tsprune.sweep.store import read_results
 
-    frame = read_results(sweep_dir)
+    frames = [read_results(sweep_dir, warn=note) for sweep_dir in sweep_dirs]
+    frame = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
+        else frames[0]
     if frame.empty:
-        raise TsPruneError(f"{sweep_dir} holds no runs yet: run `tsprune sweep run SPEC --dir DIR` first")
+        raise TsPruneError(f"{' '.join(map(str, sweep_dirs))} hold(s) no runs yet: run `tsprune sweep run SPEC "
+                           "--dir DIR` first")
+    frame = frame.drop_duplicates("run_id", keep="first")  # a run two tables share counts once
+    cost_table = None
+    if costs is not None:
+        if not costs.is_file():
+            raise TsPruneError(f"{costs} not found: give the CSV benchmarks/study/frontier_pass.py wrote",
+                               options=("costs",))
+        cost_table = pd.read_csv(costs)
     if readme is not None:
         readme_block(readme)  # before the figures: a wrong file fails at once
-    path = build_report(frame, out, title=title)
+    path = build_report(frame, out, title=title, costs=cost_table)
     console.print(f"[green]report written:[/green] {path} (and {path.with_suffix('.html')})")
     if readme is not None:
         update_readme(readme, out)
@@ -69,6 +86,13 @@ sweep_app = typer.Typer(no_args_is_help=True, help="Plan and run sweeps (models 
                         "densities x fine-tuning x seeds, dataset-size and model-size studies).")
 app.add_typer(sweep_app, name="sweep")
 SPEC_HELP = f"A sweep spec: a YAML file, or a preset ({', '.join(PRESETS)})."
+SWEEP_INCOMPLETE = 3  # `sweep run`: some run of the spec is failed (or unrecorded) at the end
+CHECK_PROBLEMS = 1  # `sweep check`: the store has problems
+
+
+def note(line: str) -> None:
+    """A one-line note on stderr (records a reader skipped)."""
+    err_console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
 
 
 @sweep_app.command("plan")
@@ -122,7 +146,9 @@ def sweep_run(
     = None,
     address: Annotated[Optional[str], typer.Option(help="Ray: auto or ray://HOST:PORT (default: a local Ray "
                                                         "runtime).")] = None,
-    retry_failed: Annotated[bool, typer.Option(help="Run failed runs again.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Run every failed run again, deterministic ones included "
+                                                    "(environmental failures are retried without it, up to "
+                                                    f"{ENVIRONMENTAL_ATTEMPTS} attempts).")] = False,
     gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs each CUDA run asks for (1 when unset with device "
                                                      "cuda; a fraction shares one GPU among runs).")] = 0.0,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: cores // workers).")]
@@ -142,23 +168,65 @@ def sweep_run(
                                                     "times the kept models later (a sweep beside other work).")]
     = False,
 ) -> None:
-    """Run a sweep, or resume it: runs already recorded in --dir are skipped."""
+    """Run a sweep, or resume it: runs already recorded in --dir are skipped.
+
+    A failed run is recorded with its class: deterministic (the run itself: divergence, a structured target out of
+    reach, an invalid configuration), kept until --retry-failed; or environmental (the machine: out of disk or
+    memory, an I/O error, a killed worker, a lost Ray node), retried by running the same command again, up to
+    3 attempts in all (then --retry-failed). Exit status: 0 when every run of the spec is done; 3 when some run is
+    failed (or could not be recorded: a full disk stops the sweep) at the end, with how many of each class; 2 for
+    bad input.
+    """
     if rebuild and rebuild_dense:
         raise TsPruneError("--rebuild and --rebuild-dense exclude each other: --rebuild-dense rebuilds only the "
                            "dense runs", options=("rebuild",))
     from tsprune.runtime import available_cores
     from tsprune.sweep import load_spec, run_sweep
+    from tsprune.sweep.store import StoreWriteError
 
     loaded = load_spec(spec)
     note = loaded.measure.overrides_budget(threads, workers, available_cores()) if executor == "local" else None
     if note:
         err_console.print(note, highlight=False, markup=False)
-    outcome = run_sweep(loaded, sweep_dir, executor=executor, workers=workers, address=address,
-                        retry_failed=retry_failed, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
-                        console=err_console, reuse_dense=reuse_dense, defer_timing=defer_timing,
-                        rebuild="dense" if rebuild_dense else rebuild)
-    console.print(f"{outcome.done} run(s) done, {outcome.failed} failed, {outcome.skipped} already recorded, in "
-                  f"{outcome.seconds:.0f}s; results: {outcome.results}", highlight=False, soft_wrap=True)
+    try:
+        outcome = run_sweep(loaded, sweep_dir, executor=executor, workers=workers, address=address,
+                            retry_failed=retry_failed, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
+                            console=err_console, reuse_dense=reuse_dense, defer_timing=defer_timing,
+                            rebuild="dense" if rebuild_dense else rebuild)
+    except StoreWriteError as exc:  # before any run: the directory cannot be written at all
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(SWEEP_INCOMPLETE) from None
+    for line in outcome.summary_lines():
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if outcome.stopped:
+        err_console.print(f"[red]error:[/red] {outcome.stopped}", highlight=False, soft_wrap=True)
+    if not outcome.complete:
+        raise typer.Exit(SWEEP_INCOMPLETE)
+
+
+@sweep_app.command("check")
+@user_errors
+def sweep_check(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `tsprune sweep run`.")],
+    spec: Annotated[Optional[str], typer.Option(help="Check the records against this spec's plan (a YAML file or a "
+                                                     "preset) instead of the directory's spec.json.")] = None,
+) -> None:
+    """Verify a sweep directory without changing it: every record parses and is a run of the spec's plan, kept run
+    directories hold the weights their record hashed, no leftovers of interrupted writes remain, and
+    results.parquet equals the records. One line per problem, with what to do; exit status 1 if there are any."""
+    from tsprune.sweep import load_spec
+    from tsprune.sweep.check import check_store
+
+    report = check_store(sweep_dir, load_spec(spec) if spec is not None else None)
+    for finding in report.problems:
+        console.print(f"problem: {finding.line()}", highlight=False, soft_wrap=True, markup=False)
+    for line in report.notes:
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if report.ok:
+        console.print(f"{sweep_dir}: no problems found", highlight=False, soft_wrap=True)
+        return
+    console.print(f"{sweep_dir}: {len(report.problems)} problem(s)", highlight=False, soft_wrap=True)
+    raise typer.Exit(CHECK_PROBLEMS)
 
 
 @sweep_app.command("measure")
@@ -205,11 +273,12 @@ def results(
     from tsprune.sweep.tables import frame_text, summary_table
 
     if export is not None:
-        console.print(f"wrote {export_results(sweep_dir, export)}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {export_results(sweep_dir, export, warn=note)}", highlight=False, soft_wrap=True)
     if sql is not None:
-        console.print(frame_text(query(sweep_dir, sql)), highlight=False, soft_wrap=True, markup=False)
+        warn = note if export is None else None  # said once
+        console.print(frame_text(query(sweep_dir, sql, warn=warn)), highlight=False, soft_wrap=True, markup=False)
     elif export is None:
-        frame = load_results(sweep_dir)
+        frame = load_results(sweep_dir, warn=note)
         if frame.empty:
             raise TsPruneError(f"{sweep_dir} has no records yet: run `tsprune sweep run SPEC --dir {sweep_dir}`")
         wide = console if console.is_terminal else Console(width=160)  # logs and pipes get the whole table

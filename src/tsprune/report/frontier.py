@@ -68,7 +68,9 @@ def _join_costs(out: pd.DataFrame, costs: pd.DataFrame | None) -> pd.DataFrame:
     keys = [key for key in POINT_KEYS if key != "finetune_epochs"]
     if costs is None or costs.empty:
         return out.assign(latency_b1_ms=np.nan, latency_b32_ms=np.nan, engine=None, cpu=None)
-    costs = costs.assign(variant=costs["variant"].fillna(""), target_density=costs["target_density"].round(6))
+    # a CSV read back gives an all-empty variant column as floats (NaN): text again
+    variant = costs["variant"].astype(object).where(costs["variant"].notna(), "")
+    costs = costs.assign(variant=variant, target_density=costs["target_density"].round(6))
     joined = out.merge(costs[[*keys, "engine", "flops", "latency_b1_ms", "latency_b32_ms", "cpu"]], on=keys,
                        how="left")
     # dense points have no effective FLOPs in a sweep without prune runs: the pass counted them

@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, cast
 
 from tsprune.errors import TsPruneError
+from tsprune.sweep.failures import ENVIRONMENTAL, mark_failed
 from tsprune.sweep.plan import DenseRun, PruneRun
 from tsprune.sweep.tasks import execute_dense, execute_prune, execute_prunes, make_record, now_utc
 from tsprune.sweep.work import (
@@ -46,18 +47,20 @@ class LocalExecutor:
             self._pool(work, report)
 
     def _serial(self, work: Work, report: Reporter) -> None:
-        for run in work.ready:
-            self._prune_here(run, work, report)
+        self._prune_here(work.ready, work, report)
         for dense in work.dense:
             report.started(dense)
             record = execute_dense(dense, work.store.run_dir(dense.run_id), self.threads)
-            for run in settle_dense(dense, record, work, report):
-                self._prune_here(run, work, report)
+            self._prune_here(settle_dense(dense, record, work, report), work, report)
 
-    def _prune_here(self, run: PruneRun, work: Work, report: Reporter) -> None:
-        report.started(run)
-        report.finished(run, execute_prune(run, work.store.run_dir(run.parent_id), self.threads, work.keep_dir(run),
-                                           work.timed))
+    def _prune_here(self, runs: list[PruneRun], work: Work, report: Reporter) -> None:
+        """Prune ``runs`` here, engine twins as one unit (the later twins take the first one's pruning)."""
+        queue: collections.deque[DenseRun | PruneRun] = collections.deque(runs)
+        while queue:
+            for index, run in enumerate(cast(list[PruneRun], next_unit(queue))):  # prune runs in, prune runs out
+                report.started(run)
+                report.finished(run, execute_prune(run, work.store.run_dir(run.parent_id), self.threads,
+                                                   work.keep_dir(run), work.timed, twin_of_previous=index > 0))
 
     def _pool(self, work: Work, report: Reporter) -> None:
         # Prune runs go first (their dense run is loaded in some worker already); a finished dense run's prune
@@ -119,8 +122,9 @@ class LocalExecutor:
 
 def _crashed(run: DenseRun | PruneRun) -> dict[str, Any]:
     now = now_utc()
-    return make_record(run, "failed", {}, "WorkerCrashed: the worker process died (killed, or out of memory)", now,
-                       now, 0.0, None)
+    record = make_record(run, "failed", {}, "WorkerCrashed: the worker process died (killed, or out of memory)", now,
+                         now, 0.0, None)
+    return mark_failed(record, ENVIRONMENTAL)
 
 
 def _exit_with_parent(parent: int) -> None:

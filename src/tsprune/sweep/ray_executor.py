@@ -15,7 +15,9 @@ What the executor relies on, and what it does itself:
   invisible to it (they could not be counted), and Ray's lineage reconstruction would silently train a dense run
   again to rebuild a result lost with its node. The dense bytes a prune task needs are owned by the driver (its
   ``ray.put``, on the driver's node), so losing the node that trained a model loses nothing its prune runs need.
-  A task that raised (a bug, not a lost node) is not retried: its run fails.
+  A task that raised (a bug, not a lost node) is not resubmitted: its run fails, classified by what it raised
+  (:mod:`tsprune.sweep.failures`); a run lost :data:`MAX_ATTEMPTS` times fails as environmental, which the next
+  ``sweep run`` retries by itself.
 - **The driver dying** ends its tasks (Ray ends a job's tasks with its driver). Running the same command again
   resumes like the local executor: runs with a record are skipped, the others run again, a dense training resuming
   from its last finished epoch if it lands on the node that held it.
@@ -31,6 +33,7 @@ import logging
 from typing import Any
 
 from tsprune.errors import exception_record
+from tsprune.sweep.failures import ENVIRONMENTAL, classify, mark_failed
 from tsprune.sweep.plan import DenseRun, PruneRun
 from tsprune.sweep.ray_cluster import (
     alive_nodes, check_fits, check_reachable, connected, describe_nodes,
@@ -165,9 +168,9 @@ class _RaySweep:
         try:
             result = self.ray.get(ref)
             return result if isinstance(result, list) else [result]
-        except exceptions.RayTaskError as exc:  # the task itself raised: the same on every try, so not retried
-            error = exception_record(getattr(exc, "cause", None) or exc)
-            return [self._failed(run, error) for run in unit]
+        except exceptions.RayTaskError as exc:  # the task itself raised: not resubmitted now; classified by cause
+            cause = getattr(exc, "cause", None) or exc
+            return [self._failed(run, exception_record(cause), classify(cause)) for run in unit]
         except exceptions.RayError as exc:  # its worker or node died, or its result was lost with a node
             error = exception_record(exc, limit=300)
             for run in unit:
@@ -179,12 +182,13 @@ class _RaySweep:
                             MAX_ATTEMPTS)
                 self.queue.extendleft(reversed(unit))  # together again, twins side by side
                 return None
-            return [self._failed(run, f"lost {attempts} times (worker or node died), last: {error}")
+            return [self._failed(run, f"lost {attempts} times (worker or node died), last: {error}", ENVIRONMENTAL)
                     for run in unit]
 
-    def _failed(self, run: DenseRun | PruneRun, error: str) -> dict[str, Any]:
+    def _failed(self, run: DenseRun | PruneRun, error: str, failure: str) -> dict[str, Any]:
         now = now_utc()
-        return {"record": make_record(run, "failed", {}, error, now, now, 0.0, None), "files": None}
+        record = mark_failed(make_record(run, "failed", {}, error, now, now, 0.0, None), failure)
+        return {"record": record, "files": None}
 
     def _clean(self) -> None:
         """Ask every live node to remove the scratch this call's runs may have left there (a lost task's, or one

@@ -78,9 +78,9 @@ def prune_task(runs: list[PruneRun], dense_files: dict[str, bytes], threads: int
         (dense / name).write_bytes(payload)
     results = []
     try:
-        for run in runs:
+        for index, run in enumerate(runs):
             out = scratch / f"pruned-{run.run_id}" if keep else None
-            record = execute_prune(run, dense, threads, out, timed)
+            record = execute_prune(run, dense, threads, out, timed, twin_of_previous=index > 0)
             files = _read_files(out) if out is not None and record["status"] == "done" else None
             results.append(_result(record, files, started))
             started = time.time()

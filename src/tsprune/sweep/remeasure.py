@@ -172,6 +172,7 @@ def _measure_family(store: SweepStore, parent_id: str, children: list[dict[str, 
             models["pruned"], plan_facts = _recompile(store, run_id, masked, data, settings)
             model_of.cache_clear()
             record["metrics"] = {**record["metrics"], **plan_facts}
+            record["weights_sha256"] = store.weights_digest(run_id)  # its directory was replaced
         if masked is not None:
             models["masked"] = masked
         timing = time_models(models, data, settings)

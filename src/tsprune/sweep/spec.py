@@ -89,3 +89,25 @@ class SweepSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def spec_from_dict(raw: dict[str, Any]) -> SweepSpec:
+    """The spec that :meth:`SweepSpec.to_dict` wrote (a sweep directory's ``spec.json``): the same plan, the same
+    run ids. An unknown field (a spec.json from another tsprune version) is a ``ValueError``."""
+    values = _field_values(SweepSpec, raw)
+    values["datasets"] = [DatasetEntry(**_field_values(DatasetEntry, entry)) for entry in raw.get("datasets") or []]
+    if isinstance(raw.get("measure"), dict):
+        values["measure"] = MeasureSpec(**_field_values(MeasureSpec, raw["measure"]))
+    values["studies"] = [spec_from_dict(study) for study in raw.get("studies") or []]
+    return SweepSpec(**values)
+
+
+def _field_values(kind: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw``'s values for the fields of the dataclass ``kind``, lists turned back into tuples where the field is
+    a tuple (JSON has lists only)."""
+    fields = {item.name: item for item in dataclasses.fields(kind)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} field(s) {', '.join(unknown)}")
+    return {name: tuple(value) if isinstance(value, list) and str(fields[name].type).startswith("tuple") else value
+            for name, value in raw.items()}
