@@ -334,3 +334,23 @@ def test_the_frontier_pass_times_onnx_runtime_beside_the_other_engines(tmp_path)
     assert costs.loc["magnitude", "sparse_b32_ms"] > 0 and pd.isna(costs.loc["dense", "sparse_b32_ms"])
     fastest = costs[["eager_b1_ms", "onnxruntime_b1_ms", "sparse_b1_ms"]].min(axis=1)
     assert (costs["latency_b1_ms"] == fastest).all()
+
+
+def test_the_frontier_pass_times_a_dense_point_without_weights_from_its_configuration(tmp_path):
+    """A dense model's latency does not depend on its values: with no run directory on disk (a new machine), a dense
+    point is built from its recorded configuration; a pruned point, whose zeros matter, is skipped and says so."""
+    import shutil
+
+    import pandas as pd
+
+    sweep = frontier_sweep(tmp_path)
+    shutil.rmtree(sweep / "runs")
+    out = tmp_path / "costs.csv"
+    result = CliRunner().invoke(load("study/frontier_pass").cli, [
+        "--results", str(sweep), "--dense", str(sweep), "--out", str(out), "--engines", "eager", "--threads", "1",
+        "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    costs = pd.read_csv(out).set_index(["model", "method"])
+    assert set(costs.index) == {("Transformer", "dense"), ("DLinear", "dense")}
+    assert set(costs["from_run"]) == {"untrained"} and costs["latency_b32_ms"].gt(0).all()
+    assert "no dense run with weights here to prune again: skipped" in result.output

@@ -8,9 +8,11 @@
 
 A point (``report.frontier.POINT_KEYS`` less the fine-tuning, which changes values, not structure) is rebuilt from a
 dense run of its model and size whose weights are on this disk (``--dense``: sweep directories; any seed, the
-lowest first): the dense model itself, or its pruning made again (``prune.pipeline.prune_again``, the method of the
-point's recorded configuration, no fine-tuning). A seed changes where the zeros fall a little, not how many there
-are per layer to within a few percent, nor the shapes: a point's latency is its structure's.
+lowest first), or for a dense point without one, from its recorded configuration with initial weights (a dense
+model's time does not depend on its values): the dense model itself, or its pruning made again
+(``prune.pipeline.prune_again``, the method of the point's recorded configuration, no fine-tuning). A seed changes
+where the zeros fall a little, not how many there are per layer to within a few percent, nor the shapes: a point's
+latency is its structure's.
 
 Each point is timed at batch 1 and 32, 2 threads, on every engine it runs on, in one alternating loop
 (``measure.compare_latency``): dense eager PyTorch; ONNX Runtime (``tsprune export``'s graph, checked against
@@ -94,17 +96,35 @@ def dense_runs(folders: list[Path]) -> dict[tuple[str, str], Path]:
     return {key: run_dir for key, (_, run_dir) in found.items()}
 
 
+def untrained_run(config_json: str) -> Any:
+    """A dense run of the recorded configuration with its initial weights: a dense model's latency and FLOPs do not
+    depend on the values, so a dense point needs no weights on this disk (a pruned one does: its zeros do)."""
+    from tsprune.config import RunConfig
+    from tsprune.configure import bind_to_data
+    from tsprune.data.dataset import prepare_data
+    from tsprune.models.registry import build_model
+    from tsprune.run import Run
+
+    config = RunConfig.from_dict((json.loads(config_json) or {})["config"])
+    data = prepare_data(config.data)
+    config = bind_to_data(config, data)
+    torch.manual_seed(config.train.seed)
+    return Run(config, build_model(config.model).eval(), data.scaler, data.columns, data.freq, {})
+
+
 def point_configs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frontier's points (untuned structure only) with one recorded prune configuration each."""
+    """The frontier's points (untuned structure only) with one recorded configuration each (a dense point's is its
+    dense run's, a pruned point's its prune run's)."""
     data = points(frame)
     data = data[data["finetune_epochs"] == 0].copy()
     done = tables.done(frame)
     configs = {}
-    for row in done[done["kind"] == "prune"].itertuples():
-        key = (row.model, row.size, row.method, row.variant or "", round(float(row.target_density), 6))
+    for row in done.itertuples():
+        variant = row.variant if isinstance(row.variant, str) else ""
+        key = (row.model, row.size, row.method, variant, round(float(row.target_density), 6))
         configs.setdefault(key, row.config_json)
-    data["config_json"] = [configs.get((r.model, r.size, r.method, r.variant or "", round(float(r.target_density), 6)))
-                           for r in data.itertuples()]
+    data["config_json"] = [configs.get((r.model, r.size, r.method, r.variant if isinstance(r.variant, str) else "",
+                                        round(float(r.target_density), 6))) for r in data.itertuples()]
     order = np.where(data["method"] == "dense", 2.0, data["target_density"])  # dense and small points first
     return data.assign(_order=order).sort_values("_order", ascending=False, kind="stable").drop(columns="_order")
 
@@ -136,7 +156,7 @@ def engines_for(run: Any, model: nn.Module, point: pd.Series, inputs: dict[int, 
     return {name: engine for name, engine in out.items() if name in wanted}
 
 
-def measure_point(run: Any, run_dir: Path, point: pd.Series, wanted: list[str], threads: int,
+def measure_point(run: Any, run_dir: Path | None, point: pd.Series, wanted: list[str], threads: int,
                   repeats: int) -> dict[str, Any]:
     data = run.data()
     inputs = {size: example_inputs(data, size) for size in BATCH_SIZES}
@@ -148,7 +168,7 @@ def measure_point(run: Any, run_dir: Path, point: pd.Series, wanted: list[str], 
     row: dict[str, Any] = {key: point[key] for key in KEYS}
     row.update(flops=flops["flops_effective"], flops_dense_equivalent=flops["flops"], params=params["params"],
                nonzero_params=params["nonzero_params"], cpu=cpu_name(), threads=threads, repeats=repeats,
-               torch=torch.__version__, from_run=run_dir.name)
+               torch=torch.__version__, from_run=run_dir.name if run_dir is not None else "untrained")
     for size in BATCH_SIZES:
         medians = {name: timing["median_ms"] for name, timing in timings[size].items()}
         for name, value in medians.items():
@@ -189,11 +209,12 @@ def main(
         if key in measured:
             continue
         run_dir = runs.get((str(point["model"]), str(point["size"])))
-        if run_dir is None:
-            typer.echo(f"{' '.join(key)}: no dense run with weights here: skipped")
+        if run_dir is None and point["method"] != "dense":
+            typer.echo(f"{' '.join(key)}: no dense run with weights here to prune again: skipped")
             continue
         try:
-            row = measure_point(api.load(run_dir), run_dir, point, wanted, threads, repeats)
+            run = api.load(run_dir) if run_dir is not None else untrained_run(str(point["config_json"]))
+            row = measure_point(run, run_dir, point, wanted, threads, repeats)
         except TsPruneError as exc:
             typer.echo(f"{' '.join(key)}: not measured: {exc}")
             continue
