@@ -293,8 +293,9 @@ def findings(frame: pd.DataFrame, timing: pd.DataFrame | None = None,
     part, timed at full size). ``costs`` is a frontier pass's table: with small-model runs in ``frame``, the row
     "pruning a large model beats training a small one" is decided on it (``report.frontier``).
     """
+    planned = study_models()  # the study's claims are about its five models (the small ones have their own row)
     grid = tables.main_grid(tables.done(frame), frame)
-    planned = study_models()  # the study's claims are about its five models
+    grid = grid[grid["model"].isin(planned)]
     rows: list[Finding] = []
     for claim in CLAIMS:
         if claim is flops_without_time and timing is not None:
