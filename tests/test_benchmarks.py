@@ -354,3 +354,19 @@ def test_the_frontier_pass_times_a_dense_point_without_weights_from_its_configur
     assert set(costs.index) == {("Transformer", "dense"), ("DLinear", "dense")}
     assert set(costs["from_run"]) == {"untrained"} and costs["latency_b32_ms"].gt(0).all()
     assert "no dense run with weights here to prune again: skipped" in result.output
+
+
+def test_the_published_check_compares_seed_means_with_the_published_values():
+    import pandas as pd
+
+    module = load("study/published_check")
+    reference = module.published()
+    assert reference.set_index("model").loc["DLinear", "mse"] == 0.386  # issue 32's three rows are there
+    rows = [{"run_id": f"{m}-{s}", "kind": "dense", "status": "done", "model": m, "dataset": "ETTh1", "pred_len": 96,
+             "size": "default", "seed": s, "mse": mse, "mae": 0.4}
+            for m, values in (("DLinear", (0.40, 0.41, 0.42)), ("iTransformer", (0.45,)))
+            for s, mse in zip((2021, 2022, 2023), values)]
+    out = module.compare(pd.DataFrame(rows), reference).set_index("model")
+    assert out.loc["DLinear", "mse"] == pytest.approx(0.41) and out.loc["DLinear", "within"] == "yes"
+    assert out.loc["DLinear", "ratio"] == pytest.approx(0.41 / 0.386)
+    assert out.loc["iTransformer", "within"] == "no (fewer than 3 seeds)"  # 0.45 is 17% above 0.386
