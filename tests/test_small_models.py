@@ -111,3 +111,5 @@ def test_dlinear_has_no_channel_for_structured_pruning():
 def test_patch_settings_are_checked():
     with pytest.raises(TsPruneError, match="patch_len must be at least 1"):
         default_config("PatchTST", patch_len=0)
+    with pytest.raises(TsPruneError, match="patch_len 40 is longer than the look-back"):
+        build_model(default_config("PatchTST", seq_len=24, patch_len=40, patch_stride=8))

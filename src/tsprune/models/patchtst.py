@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from tsprune.config import ModelConfig
+from tsprune.errors import TsPruneError
 from tsprune.models.base import Forecaster
 from tsprune.models.layers.attention import AttentionLayer, FullAttention
 from tsprune.models.layers.embed import PatchEmbedding
@@ -61,6 +62,9 @@ class PatchTST(Forecaster):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         c = config
+        if c.patch_len > c.seq_len + c.patch_stride:
+            raise TsPruneError(f"PatchTST: patch_len {c.patch_len} is longer than the look-back ({c.seq_len}) plus "
+                               f"its end padding ({c.patch_stride}): use a shorter patch_len")
         self.patch_embedding = PatchEmbedding(c.d_model, c.patch_len, c.patch_stride, c.dropout)
         self.encoder = Encoder(
             [EncoderLayer(AttentionLayer(FullAttention(causal=False, dropout=c.dropout), c.d_model, c.n_heads),
