@@ -291,7 +291,15 @@ def frontier(frame: pd.DataFrame, costs: pd.DataFrame | None = None) -> Figure:
         front = placed[frontier_data.pareto(placed, cost)].sort_values(cost)
         ax.step(front[cost], front["mse"], where="post", color="0.2", ls="--", lw=1.0)
         log_axis(ax, "x", placed[cost], human_count if "latency" not in cost else (lambda v: f"{v:g}"), pad=1.3)
-        mse_axis(ax, placed["hi"])
+        # the interesting region is near the dense models: points far above them are counted, not drawn to scale
+        dense = placed.loc[placed["group"] != "pruned", "mse"]
+        top = 1.25 * float(dense.max()) if not dense.empty else float(placed["hi"].max())
+        above = placed[placed["mse"] > top]
+        ax.set_ylim(0.95 * float(placed["lo"].min()), top)
+        ax.set_ylabel("test MSE")
+        if not above.empty:
+            ax.text(0.98, 0.98, f"{len(above)} pruned point(s) above, up to {above['mse'].max():.2f}",
+                    transform=ax.transAxes, ha="right", va="top", fontsize=8, color="0.35")
         ax.set_xlabel(f"{label} (log scale)")
     groups = [Line2D([], [], color="0.3", marker=GROUP_MARKERS[g], ls="", label=text)
               for g, text in (("dense", "study model, dense"), ("pruned", "study model, pruned"),
