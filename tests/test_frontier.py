@@ -98,6 +98,8 @@ def test_the_report_carries_the_frontier_finding_table_and_figure(tmp_path):
     assert row["verdict"] == "refuted" and "PatchTST d64 0.450 vs Autoformer magnitude 0.107 +ft1 0.470" in \
         row["evidence"]
     assert findings(table()).set_index("claim").loc[row.name, "verdict"] == "open"  # no latency measured yet
+    partial = findings(table(), costs=COSTS[COSTS["method"] != "magnitude"]).set_index("claim").loc[row.name]
+    assert partial["verdict"] == "open" and partial["evidence"].startswith("2 point(s) not timed yet")
     build_report(table(), tmp_path, costs=COSTS)
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "## Frontier points" in report and "DLinear-default-dense-1.0-0-dense-2022" in report

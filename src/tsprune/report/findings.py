@@ -277,6 +277,9 @@ def pruning_beats_small(frame: pd.DataFrame, costs: pd.DataFrame | None) -> list
     if small.empty:
         return []
     state, evidence = frontier.verdict(frontier.duels(data))
+    untimed = int(data[frontier.DECIDING_COST].isna().sum())
+    if untimed and state != "open":  # a point without its cost could be the better one: not decided yet
+        state, evidence = "open", f"{untimed} point(s) not timed yet; so far: {evidence}"
     label = frontier.COSTS[frontier.DECIDING_COST]
     test = (f"at each point of the small-model ladder, the most accurate study model (dense or pruned) whose "
             f"{label} is at most the small model's has a seed-mean MSE lower by more than the larger seed spread of "
