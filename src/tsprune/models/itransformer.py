@@ -16,9 +16,8 @@ from torch import nn
 
 from tsprune.config import ModelConfig
 from tsprune.models.base import Forecaster
-from tsprune.models.layers.attention import AttentionLayer, FullAttention
 from tsprune.models.layers.normalization import denormalize, normalize
-from tsprune.models.layers.transformer_blocks import Encoder, EncoderLayer
+from tsprune.models.layers.transformer_blocks import full_attention_encoder
 
 
 class iTransformer(Forecaster):  # noqa: N801 - the model's published name
@@ -34,11 +33,7 @@ class iTransformer(Forecaster):  # noqa: N801 - the model's published name
         c = config
         self.embedding = nn.Linear(c.seq_len, c.d_model)
         self.dropout = nn.Dropout(c.dropout)
-        self.encoder = Encoder(
-            [EncoderLayer(AttentionLayer(FullAttention(causal=False, dropout=c.dropout), c.d_model, c.n_heads),
-                          c.d_model, c.d_ff, c.dropout, c.activation) for _ in range(c.e_layers)],
-            norm=nn.LayerNorm(c.d_model),
-        )
+        self.encoder = full_attention_encoder(c, norm=nn.LayerNorm(c.d_model))
         self.projection = nn.Linear(c.d_model, c.pred_len)
 
     def forward(

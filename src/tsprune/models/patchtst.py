@@ -18,10 +18,9 @@ from torch import nn
 from tsprune.config import ModelConfig
 from tsprune.errors import TsPruneError
 from tsprune.models.base import Forecaster
-from tsprune.models.layers.attention import AttentionLayer, FullAttention
 from tsprune.models.layers.embed import PatchEmbedding
 from tsprune.models.layers.normalization import denormalize, normalize
-from tsprune.models.layers.transformer_blocks import Encoder, EncoderLayer
+from tsprune.models.layers.transformer_blocks import full_attention_encoder
 
 
 class ChannelBatchNorm(nn.Module):
@@ -66,11 +65,7 @@ class PatchTST(Forecaster):
             raise TsPruneError(f"PatchTST: patch_len {c.patch_len} is longer than the look-back ({c.seq_len}) plus "
                                f"its end padding ({c.patch_stride}): use a shorter patch_len")
         self.patch_embedding = PatchEmbedding(c.d_model, c.patch_len, c.patch_stride, c.dropout)
-        self.encoder = Encoder(
-            [EncoderLayer(AttentionLayer(FullAttention(causal=False, dropout=c.dropout), c.d_model, c.n_heads),
-                          c.d_model, c.d_ff, c.dropout, c.activation) for _ in range(c.e_layers)],
-            norm=ChannelBatchNorm(c.d_model),
-        )
+        self.encoder = full_attention_encoder(c, norm=ChannelBatchNorm(c.d_model))
         patches = PatchEmbedding.patch_count(c.seq_len, c.patch_len, c.patch_stride)
         self.head = FlattenHead(c.d_model, patches, c.pred_len, c.dropout)
 

@@ -20,10 +20,10 @@ import matplotlib
 import pandas as pd
 
 from tsprune.report import tables
-from tsprune.runtime import atomic_write
 from tsprune.report.figures import FIGURES, frontier
 from tsprune.models.registry import model_names, study_models
 from tsprune.report.frontier import COSTS, pareto, points
+from tsprune.report.readme import FINDINGS_FILE, README_END, README_START, readme_block, update_readme  # noqa: F401
 from tsprune.report.findings import findings
 from tsprune.report.seeds import seed_noise
 from tsprune.report.style import STYLE, note_figure
@@ -145,7 +145,6 @@ def text(value: Cell) -> str:
     return "—" if value is None or (not isinstance(value, str) and pd.isna(value)) else tables.format_value(value)
 
 
-FINDINGS_FILE = "findings.md"
 def findings_caption(data: pd.DataFrame) -> str:
     """What stands behind the findings: the paired criterion and each model's measured seed spread."""
     grid = tables.main_grid(tables.done(data), data)
@@ -184,34 +183,6 @@ def speed_table(timing: pd.DataFrame) -> Table:
 def findings_markdown(table: Table) -> str:
     """The findings table as the README carries it (``tsprune report --readme``)."""
     return f"{table.caption}\n\n{md_table(table)}\n"
-
-
-README_START, README_END = "<!-- tsprune findings start -->", "<!-- tsprune findings end -->"
-
-
-def readme_block(readme: Path) -> tuple[str, int, int]:
-    """``readme``'s text and where its findings block starts and ends; a clear error when it has none (checked
-    before a report is built, so a wrong file costs nothing)."""
-    from tsprune.errors import TsPruneError
-
-    if not readme.is_file():
-        raise TsPruneError(f"{readme} not found: readme takes the file whose findings block to update",
-                           options=("readme",))
-    text = readme.read_text(encoding="utf-8")
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise TsPruneError(f"{readme} has no findings block: add a line {README_START} and, below it, a line "
-                           f"{README_END}")
-    return text, start, end
-
-
-def update_readme(readme: Path, out_dir: Path) -> None:
-    """Replace the block between :data:`README_START` and :data:`README_END` in ``readme`` with the findings
-    ``build_report`` wrote to ``out_dir``; the rest of the file is kept byte for byte."""
-    text, start, end = readme_block(readme)
-    block = (out_dir / FINDINGS_FILE).read_text(encoding="utf-8")
-    updated = f"{text[:start + len(README_START)]}\n{block}{text[end:]}"
-    atomic_write(readme, updated)
 
 
 def frontier_table(data: pd.DataFrame, costs: pd.DataFrame | None) -> Table:

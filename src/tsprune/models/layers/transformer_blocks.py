@@ -14,6 +14,7 @@ from torch import nn
 
 from tsprune.config import ModelConfig
 from tsprune.models.base import Forecaster
+from tsprune.models.layers.attention import AttentionLayer, FullAttention
 from tsprune.models.layers.feedforward import FeedForward
 from tsprune.models.layers.embed import CircularConv1d, DataEmbedding
 
@@ -84,6 +85,15 @@ class Encoder(nn.Module):
             if self.distil_layers is not None and i < len(self.distil_layers):
                 x = self.distil_layers[i](x)
         return self.norm(x) if self.norm is not None else x
+
+
+def full_attention_encoder(config: ModelConfig, norm: nn.Module) -> Encoder:
+    """``config.e_layers`` post-norm layers of full (non-causal) self-attention and a feed-forward, then ``norm``:
+    the encoder of the encoder-only forecasters (PatchTST over patches, iTransformer over variates)."""
+    c = config
+    layers = [EncoderLayer(AttentionLayer(FullAttention(causal=False, dropout=c.dropout), c.d_model, c.n_heads),
+                           c.d_model, c.d_ff, c.dropout, c.activation) for _ in range(c.e_layers)]
+    return Encoder(layers, norm=norm)
 
 
 class DecoderLayer(nn.Module):
