@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, cast
 
@@ -44,23 +45,33 @@ def evaluate(run: Run | str | Path, split: str = "test", device: str = "auto", b
         run.model.cpu()
 
 
-def prune(source: Run | str | Path, method: str = "magnitude", density: float = 0.5, out: str | Path | None = None,
-          *, overwrite: bool = False, progress: bool = False, baseline: dict[str, Any] | None = None,
-          **options: Any) -> Run:
-    """Prune a trained run with ``method`` (a record of ``tsprune.prune.methods``) to ``density``, optionally
-    fine-tune it (``finetune_epochs=N``), and measure it against the dense model in the same process.
+def prune(source: Run | str | Path, method: str | None = None, density: float = 0.5, out: str | Path | None = None,
+          *, recipe: str | None = None, overwrite: bool = False, progress: bool = False,
+          baseline: dict[str, Any] | None = None, **options: Any) -> Run:
+    """Prune a trained run with ``method`` (a record of ``tsprune.prune.methods``; default magnitude) to ``density``,
+    optionally fine-tune it (``finetune_epochs=N``), and measure it against the dense model in the same process.
 
-    ``options`` are :class:`tsprune.config.PruneConfig` fields. The returned run's ``metrics`` hold test MSE/MAE,
-    densities, FLOPs, latency and speedup; with ``out`` it is also written as a run directory. ``baseline``
-    (``tsprune.prune.pipeline.dense_baseline``) reuses one dense measurement across several calls.
+    ``recipe`` (a record of ``tsprune.prune.recipes``) sets the method, the fine-tuning schedule, distillation and
+    the budget in one name; a ``method`` given beside it must be the recipe's, and ``finetune_epochs`` lengthens
+    its budget. ``options`` are :class:`tsprune.config.PruneConfig` fields. The returned run's ``metrics`` hold
+    test MSE/MAE, densities, FLOPs, latency and speedup; with ``out`` it is also written as a run directory.
+    ``baseline`` (``tsprune.prune.pipeline.dense_baseline``) reuses one dense measurement across several calls.
     ``engine="sparse"`` also compiles the pruned model for sparse kernels (see :func:`compile_run`) and times that.
     """
     from tsprune.config import PruneConfig
+    from tsprune.prune import recipes
     from tsprune.prune.pipeline import prune_run
 
     if "batch_sizes" in options and options["batch_sizes"] is not None:
         options["batch_sizes"] = tuple(int(b) for b in options["batch_sizes"])
-    config = replace_known(PruneConfig(method=method, density=density), options)
+    config = replace_known(PruneConfig(density=density), options)
+    if recipe is not None:
+        wanted = recipes.get_recipe(recipe).method
+        if method is not None and method != wanted:
+            raise TsPruneError(f"recipe {recipe} prunes with {wanted}, not {method}: drop the method or the recipe")
+        config = recipes.apply(config, recipe)
+    elif method is not None:
+        config = dataclasses.replace(config, method=method)
     return prune_run(source, config, out, overwrite=overwrite, progress=progress, baseline=baseline)
 
 

@@ -173,6 +173,11 @@ IMPORTANCES = ("l2", "taylor", "hessian")
 COMPARISONS = ("row", "layer", "global")
 
 
+# How an unstructured pruning's masks come about while fine-tuning (PruneConfig.schedule; ``prune.recipes``): fixed
+# before it ("oneshot"), or raised from dense to the target during it along Zhu & Gupta's cubic schedule ("gradual").
+SCHEDULES = ("oneshot", "gradual")
+
+
 # PruneConfig fields that change only how a pruned model is timed or run, never its weights: engine twins (the same
 # pruning on the dense and the sparse engine) share one pruning, fine-tuning and evaluation.
 TIMING_ONLY_FIELDS = ("latency_repeats", "engine", "timed")
@@ -195,7 +200,8 @@ class PruneConfig:
     global or uniform per layer, ``heads`` keeps equal dims per head or removes whole heads); ``wanda``,
     ``sparsegpt`` and ``lamp`` are one-shot unstructured methods (``prune.oneshot``). ``density`` is the fraction
     of prunable weights kept (unstructured) or of parameters kept (depgraph). The one record per method
-    (``prune.methods``) says which fields each method reads.
+    (``prune.methods``) says which fields each method reads. ``distill`` and ``schedule`` shape the fine-tuning;
+    a recipe (``prune.recipes``) names a combination of method, schedule, distillation and budget.
     """
 
     method: str = "magnitude"
@@ -214,6 +220,11 @@ class PruneConfig:
     finetune_epochs: int = 0
     finetune_lr: float | None = None  # default: the run's training lr
     finetune_max_steps: int | None = None
+    # Fine-tuning loss = MSE to the target + distill * MSE to the dense parent's forecast (0: no teacher).
+    distill: float = 0.0
+    schedule: str = "oneshot"  # oneshot: masks fixed before fine-tuning; gradual: raised during it (SCHEDULES)
+    gradual_every: int = 10  # gradual: optimiser steps between two mask updates
+    gradual_ramp: float = 0.75  # gradual: share of the fine-tuning steps over which density falls to the target
     batch_sizes: tuple[int, ...] = (1, 32)  # latency is measured at each
     latency_repeats: int = 20
     timed: bool = True  # False: no latency timing at all (accuracy-only grids such as seeds-etth1); FLOPs still counted
@@ -251,6 +262,15 @@ class PruneConfig:
             raise TsPruneError(f"damping must be positive, got {self.damping}")
         if self.round_to is not None and self.round_to < 1:
             raise TsPruneError(f"round_to must be at least 1, got {self.round_to}")
+        if not self.distill >= 0:
+            raise TsPruneError(f"distill must be 0 or more (the weight of the dense parent's forecast), got "
+                               f"{self.distill}")
+        if self.schedule not in SCHEDULES:
+            raise TsPruneError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if self.gradual_every < 1:
+            raise TsPruneError(f"gradual_every must be at least 1, got {self.gradual_every}")
+        if not 0.0 < self.gradual_ramp <= 1.0:
+            raise TsPruneError(f"gradual_ramp must be in (0, 1], got {self.gradual_ramp}")
 
 
 # Named training presets. ``study-text`` is the learning rate the study's paper reports; the default

@@ -5,6 +5,7 @@ No torch here: specs and plans read densities without loading any model.
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Iterable, Sequence
@@ -57,3 +58,35 @@ def _parse_density_text(text: str) -> list[float]:
         return [float(part) for part in text.split(",")]
     except ValueError:
         raise TsPruneError(f"cannot read densities from {text!r}: {hint}") from None
+
+
+# ---------------------------------------------------------------------------------------------- gradual pruning
+
+
+def gradual_end(total_steps: int, ramp: float) -> int:
+    """The optimiser step at which a gradual schedule over ``total_steps`` reaches its target: ``ramp`` of the
+    steps, rounded up, at least 1 (the rest of the budget fine-tunes the final mask)."""
+    return max(1, math.ceil(ramp * total_steps))
+
+
+def gradual_prunes_at(step: int, end: int, every: int) -> bool:
+    """Whether the masks are recomputed after optimiser step ``step`` (1-based): every ``every`` steps up to ``end``,
+    and at ``end`` itself, so the target is met there whatever ``every`` is."""
+    return 1 <= step <= end and (step % every == 0 or step == end)
+
+
+def gradual_density(step: int, end: int, every: int, target: float) -> float:
+    """Density after optimiser step ``step`` on Zhu & Gupta's cubic schedule ("To prune, or not to prune", 2017).
+
+    Sparsity ``s = s_f * (1 - (1 - t / end)^3)`` at each pruning step ``t`` (:func:`gradual_prunes_at`), from the
+    dense parent (initial sparsity 0) to ``s_f = 1 - target`` at ``end``, held between pruning steps and after
+    ``end``. The cube prunes fast while many weights are redundant and slowly as the target nears, leaving the
+    network time to recover from each cut. Step 0 is the dense model.
+    """
+    check_density(target)
+    if step >= end:
+        return target
+    last = step - step % every  # the last pruning step so far (0: none yet)
+    if last < 1:
+        return 1.0
+    return 1.0 - (1.0 - target) * (1.0 - (1.0 - last / end) ** 3)

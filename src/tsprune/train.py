@@ -21,7 +21,7 @@ from torch import nn
 
 from tsprune.checkpoint import load_training_state, save_training_state, training_state_dir
 from tsprune.config import RunConfig, TrainConfig
-from tsprune.data.dataset import ForecastData
+from tsprune.data.dataset import Batch, ForecastData
 from tsprune.errors import TsPruneError
 from tsprune.runtime import configure_threads, resolve_device, seed_everything, seeded_inference
 
@@ -99,12 +99,25 @@ def epoch_line(entry: dict[str, float]) -> str:
             f"lr {entry['lr']:.2e}, {entry['seconds']:.0f}s elapsed")
 
 
+def steps_per_epoch(data: ForecastData, config: TrainConfig) -> int:
+    """Optimiser steps in one epoch of :func:`fit`: full training batches, at most ``config.max_steps``."""
+    steps = data.n_batches("train", config.batch_size, drop_last=True)
+    return min(steps, config.max_steps) if config.max_steps is not None else steps
+
+
+# A training loss: (forecast [batch, pred_len, c_out], the batch it is for) -> scalar.
+Objective = Callable[[torch.Tensor, Batch], torch.Tensor]
+
+
 def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch.device,
         after_step: Callable[[nn.Module], None] | None = None, progress: bool = True,
-        state_dir: Path | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+        state_dir: Path | None = None, log: Callable[[str], None] | None = None,
+        objective: Objective | None = None) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
     ``after_step`` runs after every optimiser step (fine-tuning re-applies pruning masks there).
+    ``objective`` replaces the MSE to the target as the training loss (distillation adds a teacher's forecast);
+    validation and early stopping read the validation MSE whatever it is.
     ``state_dir`` saves the training state after every epoch and resumes from it when one is there.
     ``log`` receives a line per finished epoch (and one on resuming) when no progress bar prints them, e.g. for
     background runs whose output goes to a file.
@@ -115,9 +128,7 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
     loss_fn = nn.MSELoss()
     result = TrainResult()
     best_val, best_state, bad_epochs = math.inf, None, 0
-    steps_per_epoch = data.n_batches("train", config.batch_size, drop_last=True)
-    if config.max_steps is not None:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    steps = steps_per_epoch(data, config)
     first_epoch, elapsed_before, resumed, finished = 0, 0.0, None, False
     if state_dir is not None:
         restored = load_training_state(state_dir, model, optimizer, generator)
@@ -141,15 +152,16 @@ def fit(model: nn.Module, data: ForecastData, config: TrainConfig, device: torch
             lr = learning_rate(config, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch, loss=float("nan"))
+            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps, loss=float("nan"))
             model.train()
             losses = []
             for step, batch in enumerate(data.batches("train", config.batch_size, shuffle=True, drop_last=True,
                                                       generator=generator, device=device)):
-                if step >= steps_per_epoch:
+                if step >= steps:
                     break
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(*batch.inputs()), batch.y)
+                pred = model(*batch.inputs())
+                loss = objective(pred, batch) if objective is not None else loss_fn(pred, batch.y)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step "
                                            f"{step + 1}; lower the learning rate (lr)", options=("lr",))

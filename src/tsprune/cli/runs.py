@@ -13,7 +13,7 @@ from rich.table import Table
 
 from tsprune.config import COMPARISONS, IMPORTANCES, SCOPES
 from tsprune.errors import TsPruneError
-from tsprune.prune import methods
+from tsprune.prune import methods, recipes
 
 from tsprune.cli.app import DATA, MODEL, TRAIN, method_help, app, console, err_console, print_metrics, user_errors
 
@@ -164,7 +164,12 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 def prune(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
     out: Annotated[Path, typer.Option(help="Directory for the pruned run.")],
-    method: Annotated[str, typer.Option(help=methods.describe() + ".", rich_help_panel=PRUNE)] = methods.MAGNITUDE,
+    method: Annotated[Optional[str], typer.Option(help=methods.describe() + ". Default: magnitude, or the recipe's.",
+                                                  rich_help_panel=PRUNE)] = None,
+    recipe: Annotated[Optional[str], typer.Option(help="A named recipe sets the method and how it fine-tunes, at a "
+                                                       "budget of one epoch (--finetune-epochs lengthens it): "
+                                                       + recipes.describe() + ".",
+                                                  rich_help_panel=PRUNE)] = None,
     density: Annotated[float, typer.Option(help="Fraction kept: " + "; ".join(
         f"{', '.join(m.name for m in methods.METHODS if m.density_of == what)}: of the {what}"
         for what in dict.fromkeys(m.density_of for m in methods.METHODS)) + ".", rich_help_panel=PRUNE)] = 0.5,
@@ -197,6 +202,16 @@ def prune(
     finetune_epochs: Annotated[int, typer.Option(rich_help_panel=FINETUNE)] = 0,
     finetune_lr: Annotated[Optional[float], typer.Option(rich_help_panel=FINETUNE)] = None,
     finetune_max_steps: Annotated[Optional[int], typer.Option(rich_help_panel=FINETUNE)] = None,
+    distill: Annotated[float, typer.Option(help="Fine-tuning loss = MSE to the target + this x MSE to the dense "
+                                                "model's forecast (0: no teacher).", rich_help_panel=FINETUNE)] = 0.0,
+    schedule: Annotated[str, typer.Option(help="oneshot: the method's masks, fixed while fine-tuning; gradual: "
+                                               "magnitude sparsity raised from dense to --density during "
+                                               "fine-tuning (Zhu & Gupta's cubic schedule).",
+                                          rich_help_panel=FINETUNE)] = "oneshot",
+    gradual_every: Annotated[int, typer.Option(help="gradual: optimiser steps between two cuts.",
+                                               rich_help_panel=FINETUNE)] = 10,
+    gradual_ramp: Annotated[float, typer.Option(help="gradual: share of the fine-tuning steps after which the "
+                                                     "target density is reached.", rich_help_panel=FINETUNE)] = 0.75,
     batch_sizes: Annotated[str, typer.Option(help="Latency batch sizes.", rich_help_panel=MEASURE)] = "1,32",
     repeats: Annotated[int, typer.Option(help="Timed passes per batch size.", rich_help_panel=MEASURE)] = 20,
     threads: Annotated[Optional[int], typer.Option(rich_help_panel=MEASURE)] = None,
@@ -210,20 +225,23 @@ def prune(
     """Prune a trained run, optionally fine-tune it, and measure it against the dense model."""
     from tsprune import api
 
-    run = api.prune(run_dir, method, density, out, overwrite=overwrite, progress=not as_json,
+    options: dict[str, Any] = {"distill": distill or None, "schedule": None if schedule == "oneshot" else schedule,
+                               "gradual_every": gradual_every, "gradual_ramp": gradual_ramp}
+    run = api.prune(run_dir, method, density, out, recipe=recipe, overwrite=overwrite, progress=not as_json,
                     iterative=iterative, include_embeddings=include_embeddings, include_fourier=include_fourier,
                     scope=scope, heads=heads, round_to=round_to, timeout_s=timeout, importance=importance,
                     calibration_windows=calibration_windows, comparison=comparison, damping=damping,
                     finetune_epochs=finetune_epochs,
                     finetune_lr=finetune_lr, finetune_max_steps=finetune_max_steps,
                     batch_sizes=_batch_sizes(batch_sizes), latency_repeats=repeats, threads=threads, device=device,
-                    engine=engine)
+                    engine=engine, **options)
     m = run.metrics
     if as_json:
         hidden = ("latency", "latency_dense", "latency_masked")
         typer.echo(json.dumps({k: v for k, v in m.items() if k not in hidden}, indent=2))
         return
-    table = Table("metric", "pruned", "dense", title=f"{run.config.model.name} {method} {density} -> {out}")
+    how = m["recipe"] or m["method"]
+    table = Table("metric", "pruned", "dense", title=f"{run.config.model.name} {how} {density} -> {out}")
     table.add_row("test mse", f"{m['mse']:.4f}", f"{m['dense_mse']:.4f}")
     table.add_row("test mae", f"{m['mae']:.4f}", f"{m['dense_mae']:.4f}")
     table.add_row("params", f"{m['params']:,}", f"{m['params_dense']:,}")

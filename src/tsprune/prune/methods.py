@@ -55,6 +55,7 @@ class PruneMethod:
     options: tuple[str, ...] = ()  # PruneConfig fields only this method reads
     marker: str = "o"  # matplotlib marker in the report's figures
     search_passes: int = 0  # cost model: forward + backward passes its search adds (in training steps)
+    gradual_scope: str | None = None  # the magnitude scope a gradual schedule re-ranks with (None: no gradual form)
 
     @property
     def sparse_engine(self) -> bool:
@@ -75,11 +76,11 @@ METHODS: tuple[PruneMethod, ...] = (
     PruneMethod(MAGNITUDE, "tsprune.prune.unstructured:prune_global",
                 "the study's method: one global threshold on |w| over every prunable weight",
                 structured=False, density_of="prunable weights", iterative=True,
-                options=("include_embeddings", "include_fourier", "iterative"), marker="o"),
+                options=("include_embeddings", "include_fourier", "iterative"), marker="o", gradual_scope="global"),
     PruneMethod("magnitude-layerwise", "tsprune.prune.unstructured:prune_layerwise",
                 "every prunable weight tensor keeps the same share of its largest |w|",
                 structured=False, density_of="prunable weights", iterative=True,
-                options=("include_embeddings", "include_fourier", "iterative"), marker="s"),
+                options=("include_embeddings", "include_fourier", "iterative"), marker="s", gradual_scope="uniform"),
     PruneMethod(DEPGRAPH, "tsprune.prune.structured:prune_dependency_graph",
                 "Torch-Pruning's dependency graph removes whole channels and head dimensions (L2, Taylor or "
                 "Hessian importance)",

@@ -25,11 +25,12 @@ from tsprune.errors import TsPruneError
 from tsprune.measure import compare_latency, example_inputs, measure
 from tsprune.models.registry import get_spec
 from tsprune.models.base import Forecaster
-from tsprune.prune import methods, unstructured
+from tsprune.prune import methods, recipes, unstructured
+from tsprune.prune.finetune import finetune_pruned
 from tsprune.prune.methods import TargetUnreachable  # noqa: F401 - raised through here
 from tsprune.sparse.engine import compile_sparse, plan_summary
 from tsprune.run import Run, environment, load_run, save_run
-from tsprune.train import evaluate, fit
+from tsprune.train import evaluate
 from tsprune.runtime import atomic_dir, configure_threads, resolve_device, seed_everything
 
 
@@ -119,10 +120,13 @@ def prune_model(run: Run, config: PruneConfig, data: ForecastData | None = None,
     model = pruned.model
     fit_result = None
     if config.finetune_epochs:
-        if pruned.masks is not None:
-            fit_result = unstructured.finetune(model, pruned.masks, data, train, device, progress=progress)
-        else:
-            fit_result = fit(model, data, train, device, progress=progress)
+        teacher = run.model if config.distill > 0 else None
+        try:
+            fit_result, pruned.masks, facts = finetune_pruned(model, pruned.masks, data, train, config, device,
+                                                              teacher, progress=progress)
+        finally:
+            run.model.cpu()  # the teacher, where it was
+        pruned.facts = {**pruned.facts, **facts}
     if (baseline is not None and baseline.get("batch_sizes") == list(config.batch_sizes)
             and not config.finetune_epochs and same_weights(model, run.model)):
         metrics, cost = dict(baseline["metrics"]), dict(baseline["cost"])
@@ -143,6 +147,9 @@ def prune_again(run: Run, config: PruneConfig, data: ForecastData | None = None)
     with masks kept changes neither. The measuring pass times it when the run's own weights are gone
     (:mod:`tsprune.sweep.remeasure`): latency depends on the structure and the mask, not on the values. The caller
     compares the counts with the record's, which is what shows that the model is the recorded one."""
+    if config.schedule == recipes.GRADUAL:
+        raise TsPruneError("a gradual schedule's mask comes out of its fine-tuning, which pruning again cannot "
+                           "repeat: keep the run directory (keep_pruned) to time it")
     config = dataclasses.replace(config, device="cpu")  # the pass times on the CPU
     configure_threads(config.threads)
     data = data if data is not None else run.data()
@@ -156,10 +163,13 @@ def _apply_method(run: Run, config: PruneConfig, data: ForecastData, device: tor
     from the seed), and the training settings a fine-tuning would use."""
     train = _finetune_config(run, config)
     method = methods.check(config)
+    recipes.check(config)
     if method.structured and not get_spec(run.config.model.name).channels:
         raise TsPruneError(f"{run.config.model.name} has no channels for {config.method} to remove (its weights map "
                            "time steps to forecast steps): use an unstructured method such as magnitude")
     seed_everything(train.seed)
+    if config.schedule == recipes.GRADUAL:  # the masks come about while fine-tuning, from the dense parent
+        return methods.Pruned(copy.deepcopy(run.model).to(device), None, {"schedule": config.schedule}), train
     return method.run()(copy.deepcopy(run.model).to(device), data, config, train, device), train
 
 
@@ -184,6 +194,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     """
     config.validate()
     method = methods.check(config)
+    recipes.check(config)
     engine = config.engine
     deferred = not timed and config.timed  # left to a measuring pass; config.timed False: never timed
     timed = timed and config.timed
@@ -248,6 +259,7 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
         **({"compile_deferred": True} if engine == "sparse" and deferred else {}),
         "speedup_batch_size": int(largest),
         "finetuned": bool(config.finetune_epochs),
+        "recipe": recipes.recipe_of(dataclasses.asdict(config)),
         "finetune_epochs": config.finetune_epochs,
         "finetune_history": pruned.fit_history,
         "dense_mse": dense_metrics["mse"],

@@ -24,7 +24,7 @@ from tsprune.errors import TsPruneError
 from tsprune.schedule import STUDY_SCHEDULE, check_density, parse_densities  # noqa: F401 - this module's API too
 from tsprune.models.layers.fourier import FourierBlock, FourierCrossAttention
 from tsprune.prune.methods import Pruned
-from tsprune.train import TrainResult, fit
+from tsprune.train import Objective, TrainResult, fit
 
 def _under(name: str, prefixes: Sequence[str]) -> bool:
     """Whether module ``name`` is one of ``prefixes`` or lies inside one (a prefix may name a parent module)."""
@@ -189,10 +189,11 @@ def masks_from_zeros(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def finetune(model: nn.Module, masks: Mapping[str, Tensor], data: ForecastData, train_config: TrainConfig,
-             device: torch.device | str, progress: bool = False) -> TrainResult:
+             device: torch.device | str, progress: bool = False, objective: Objective | None = None) -> TrainResult:
     """Fine-tune a pruned ``model`` in place with ``fit``; pruned weights stay exactly zero throughout.
 
     The model is moved to ``device``; gradient hooks are removed afterwards, also when training fails.
+    ``objective`` is ``fit``'s (None: the MSE to the target).
     """
     device = torch.device(device)
     model.to(device)
@@ -200,7 +201,7 @@ def finetune(model: nn.Module, masks: Mapping[str, Tensor], data: ForecastData, 
     enforcer(model)  # start from exactly masked weights, whatever the caller did
     enforcer.hook_gradients(model)
     try:
-        return fit(model, data, train_config, device, after_step=enforcer, progress=progress)
+        return fit(model, data, train_config, device, after_step=enforcer, progress=progress, objective=objective)
     finally:
         enforcer.remove_hooks()
 

@@ -22,6 +22,7 @@ from tsprune.config import PruneConfig, RunConfig
 from tsprune.errors import TsPruneError
 from tsprune.models.registry import get_spec
 from tsprune.prune.methods import get_method
+from tsprune.prune.recipes import get_recipe, recipe_of
 from tsprune.sweep.spec import DatasetEntry, SweepSpec
 
 
@@ -40,6 +41,7 @@ class Labels:
     finetune_epochs: int = 0
     engine: str = "dense"
     variant: str = ""  # the method options a grid sets away from their defaults, e.g. "importance=taylor"
+    recipe: str = ""  # the recipe the pruning is (prune.recipes.recipe_of), "" for none
 
     def describe(self) -> str:
         head = f"{self.model} {self.dataset}/{self.pred_len} seed {self.seed} {self.size} frac {self.train_fraction:g}"
@@ -48,7 +50,8 @@ class Labels:
         finetune = f" +ft{self.finetune_epochs}" if self.finetune_epochs else ""
         engine = f" [{self.engine}]" if self.engine != "dense" else ""
         variant = f" ({self.variant})" if self.variant else ""
-        return f"{head} {self.method}{variant} {self.target_density:.3g}{finetune}{engine}"
+        recipe = f" <{self.recipe}>" if self.recipe else ""
+        return f"{head} {self.method}{variant} {self.target_density:.3g}{finetune}{recipe}{engine}"
 
 
 @dataclass(frozen=True)
@@ -203,16 +206,25 @@ def _plan_grid(spec: SweepSpec) -> Plan:
 
 
 def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
-    """The prune runs of one dense run; engine twins side by side, so a worker prunes and fine-tunes them once."""
-    runs = []
+    """The prune runs of one dense run, the methods' then the recipes'; engine twins side by side, so a worker
+    prunes and fine-tunes them once. A recipe run that is one of the methods' runs (``magnitude-ft`` is magnitude
+    fine-tuned for an epoch) is planned once."""
+    runs: dict[str, PruneRun] = {}
     channels = get_spec(dense.labels.model).channels
-    for method, densities in spec.methods.items():
+    # (method, densities, fine-tuning budgets, fine-tuning settings): the methods', then each recipe's
+    planned: list[tuple[str, list[float], list[int], dict[str, Any]]] = [
+        (method, densities, spec.finetune_epochs, {}) for method, densities in spec.methods.items()]
+    for name, densities in spec.recipes.items():
+        recipe = get_recipe(name)
+        planned.append((recipe.method, densities, [recipe.epochs], {"schedule": recipe.schedule,
+                                                                     "distill": recipe.distill}))
+    for method, densities, budgets, finetuning in planned:
         if get_method(method).structured and not channels:
             continue  # nothing to remove (DLinear): the model's record says so, and `tsprune prune` refuses it
         variant = _variant(spec, method)
         for density in densities:
-            for epochs in spec.finetune_epochs:
-                if epochs and not spec.finetunes_at(density):
+            for epochs in budgets:
+                if epochs and not finetuning and not spec.finetunes_at(density):
                     continue
                 for engine in spec.engines:
                     if engine == "sparse" and not get_method(method).sparse_engine:
@@ -221,11 +233,13 @@ def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
                                          batch_sizes=spec.measure.batch_sizes, latency_repeats=spec.measure.repeats,
                                          threads=spec.measure.threads, timed=spec.measure.timed,
                                          device=spec.device, engine=engine,
-                                         **spec.prune)
+                                         **{**spec.prune, **finetuning})
                     labels = dataclasses.replace(dense.labels, method=method, target_density=density,
-                                                 finetune_epochs=epochs, engine=engine, variant=variant)
-                    runs.append(PruneRun(dense, labels, config))
-    return runs
+                                                 finetune_epochs=epochs, engine=engine, variant=variant,
+                                                 recipe=recipe_of(dataclasses.asdict(config)) or "")
+                    run = PruneRun(dense, labels, config)
+                    runs.setdefault(run.run_id, run)
+    return list(runs.values())
 
 
 def _variant(spec: SweepSpec, method: str) -> str:

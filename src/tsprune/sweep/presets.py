@@ -6,6 +6,7 @@ from typing import Any
 
 from tsprune.models.registry import SMALL, model_names, study_models
 from tsprune.prune.methods import DEPGRAPH, MAGNITUDE
+from tsprune.prune.recipes import recipe_names
 
 # The demo's model size: small enough to train all five models to early stopping in minutes, large enough to come
 # within 25% of the full-size runs' MSE on ETTh1/96.
@@ -18,6 +19,8 @@ ONESHOT_DENSITIES = [0.5, 0.25, 0.8**10]
 EXTRA_SEEDS = (2022, 2023)
 # Issue 32's size ladder of the small transformers, below their published widths (512 and 256).
 SMALL_WIDTHS = (16, 32, 64, 128)
+# Issue 33: the recipes at 0.8^10 (the study's headline 90% sparsity) and at 5%.
+RECIPE_DENSITIES = [0.8**10, 0.05]
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The study's full grid: every model, the seven shipped benchmarks at their usual horizons (ILI with its short
@@ -129,6 +132,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "methods": {**{method: ONESHOT_DENSITIES for method in ONESHOT_METHODS}, DEPGRAPH: [0.5, 0.25]},
         "measure": {"batch_sizes": [1], "repeats": 3, "threads": 1},
         "studies": [{"methods": {DEPGRAPH: [0.5, 0.25]}, "prune": {"importance": "taylor"}}],
+    },
+    # Issue 33's screening: every recipe (one epoch of fine-tuning each) on the demo's converged d_model-64 models
+    # (`--reuse-dense` on a `make demo` sweep trains nothing), at 0.107 and 0.05, accuracy only.
+    "recipes-mini": {
+        "description": "every recipe at a one-epoch budget on the demo's models (ETTh1/96, d_model 64 / d_ff 256, "
+                       "seed 2021, trained to early stopping) at densities 0.107 and 0.05; no timing",
+        "models": study_models(),
+        "datasets": ["ETTh1"],
+        "pred_lens": [96],
+        "seeds": [2021],
+        "model_sizes": DEMO_SIZES,
+        "methods": {},
+        "recipes": {name: RECIPE_DENSITIES for name in recipe_names()},
+        "measure": {"timed": False, "threads": 1},
     },
     # The demo's accuracy part (`tsprune demo`): the study in miniature with true numbers. The five models at
     # d_model 64 / d_ff 256, trained with the study's protocol until early stopping or their epoch limit (no step

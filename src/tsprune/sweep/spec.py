@@ -64,6 +64,7 @@ class SweepSpec:
     datasets: list[DatasetEntry]
     pred_lens: list[int] = field(default_factory=lambda: [96])
     methods: dict[str, list[float]] = field(default_factory=dict)  # method -> its densities
+    recipes: dict[str, list[float]] = field(default_factory=dict)  # recipe -> its densities (prune.recipes)
     finetune_epochs: list[int] = field(default_factory=lambda: [0])
     finetune_densities: list[float] | None = None
     seeds: list[int] = field(default_factory=lambda: [0])

@@ -21,6 +21,7 @@ from tsprune.config import (
 )
 from tsprune.errors import TsPruneError
 from tsprune.prune.methods import MAGNITUDE, get_method
+from tsprune.prune.recipes import GRADUAL, get_recipe
 from tsprune.schedule import STUDY_SCHEDULE, parse_densities
 from tsprune.sweep.spec import DatasetEntry, MeasureSpec, SweepSpec
 
@@ -28,7 +29,8 @@ from tsprune.sweep.spec import DatasetEntry, MeasureSpec, SweepSpec
 DATA_FIELDS = ("seq_len", "label_len", "target", "features", "freq")
 # PruneConfig fields a spec may fix; method, density, fine-tuning epochs and measurement settings are axes/keys.
 PRUNE_FIELDS = ("include_embeddings", "include_fourier", "iterative", "scope", "heads", "round_to", "timeout_s",
-                "importance", "calibration_windows", "comparison", "damping", "finetune_lr", "finetune_max_steps")
+                "importance", "calibration_windows", "comparison", "damping", "finetune_lr", "finetune_max_steps",
+                "gradual_every", "gradual_ramp")
 TRAIN_AXES = ("seed", "threads", "device")  # set by the seeds axis, the worker's thread budget, the device key
 
 def load_spec(source: str | Path) -> SweepSpec:
@@ -65,8 +67,8 @@ def parse_spec(raw: Any, base_dir: Path | None = None, source: str = "<dict>") -
         except TsPruneError as exc:
             raise TsPruneError(f"{key}: {exc}") from None
     densities = values.pop("densities")
-    values["methods"] = {name: list(own) if own is not None else list(densities)
-                         for name, own in values["methods"].items()}
+    for axis in ("methods", "recipes"):
+        values[axis] = {name: list(own) if own is not None else list(densities) for name, own in values[axis].items()}
     spec = SweepSpec(**values, studies=studies, source=source)
     _check_combinations(spec)
     return spec
@@ -191,6 +193,20 @@ def _methods(value: Any, _: Path) -> dict[str, list[float] | None]:
     return methods
 
 
+def _recipes(value: Any, _: Path) -> dict[str, list[float] | None]:
+    """Like ``methods``: names (each at ``densities``) or name -> its own densities; none by default. Each recipe
+    brings its method, fine-tuning schedule, distillation and budget (``tsprune.prune.recipes``)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        recipes = {str(name): None if own is None else _unique(parse_densities(own)) for name, own in value.items()}
+    else:
+        recipes = {str(name): None for name in _unique(_as_list(value, "recipe"))}
+    for name in recipes:
+        get_recipe(name)
+    return recipes
+
+
 def _finetune_densities(value: Any, _: Path) -> list[float] | None:
     return None if value is None else parse_densities(value)
 
@@ -294,6 +310,7 @@ _KEYS: dict[str, Callable[[Any, Path], Any]] = {
     "datasets": _datasets,
     "pred_lens": _ints(1, "pred_len", [96]),
     "methods": _methods,
+    "recipes": _recipes,
     "densities": _densities,
     "finetune_epochs": _ints(0, "finetune_epochs value", [0]),
     "finetune_densities": _finetune_densities,
@@ -323,6 +340,10 @@ def _check_combinations(spec: SweepSpec) -> None:
                 default_config(model, **overrides)
             except TsPruneError as exc:
                 raise TsPruneError(f"model_sizes: size {size!r} does not fit {model}: {exc}") from None
+    gradual = [name for name in spec.recipes if get_recipe(name).schedule == GRADUAL]
+    if spec.prune.get("iterative") and gradual:
+        raise TsPruneError(f"prune: iterative pruning and the gradual schedule of {', '.join(gradual)} are two ways "
+                           "to walk down to the target: drop one")
     one_shot = [name for name in spec.methods if not get_method(name).iterative]
     if spec.prune.get("iterative") and one_shot:
         raise TsPruneError(f"prune: iterative pruning is not for {', '.join(one_shot)} (one-shot): drop it or "
@@ -331,7 +352,8 @@ def _check_combinations(spec: SweepSpec) -> None:
     if finetuning and spec.finetune_densities is not None and not any(
             spec.finetunes_at(d) for densities in spec.methods.values() for d in densities):
         raise TsPruneError("finetune_densities: none of them is among the methods' densities")
-    if "sparse" in spec.engines and spec.methods and not any(get_method(m).sparse_engine for m in spec.methods):
+    used = [*spec.methods, *(get_recipe(name).method for name in spec.recipes)]
+    if "sparse" in spec.engines and used and not any(get_method(m).sparse_engine for m in used):
         raise TsPruneError("engines: the sparse engine runs models with zeros (unstructured methods); add one or "
                            "drop 'sparse'")
     if "sparse" in spec.engines and not spec.measure.timed:

@@ -45,7 +45,7 @@ COLUMNS: dict[str, str] = {
     "run_id": "str", "parent_id": "str", "kind": "str", "status": "str", "error": "str", "failure": "str",
     "model": "str", "dataset": "str", "pred_len": "Int64", "seed": "Int64", "size": "str",
     "train_fraction": "float64", "method": "str", "target_density": "float64", "finetune_epochs": "Int64",
-    "engine": "str", "variant": "str",
+    "engine": "str", "variant": "str", "recipe": "str",
     "mse": "float64", "mae": "float64", "mse_raw": "float64", "mae_raw": "float64", "dense_mse": "float64",
     "dense_mae": "float64", "params": "Int64", "nonzero_params": "Int64", "params_dense": "Int64",
     "density_prunable": "float64", "density_total": "float64", "flops": "Int64", "flops_dense": "Int64",
@@ -260,6 +260,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row.update({key: metrics.get(key) for key in METRICS})
     row["failure"] = failure_of(record)  # older records: from their error text
     row["config_json"] = json.dumps(record.get("config"), sort_keys=True)
+    row["recipe"] = _recipe(record.get("config"))
     # where the timing comes from: the measuring pass (a quiet machine; on the run's pruning made again when its
     # weights were gone) or the sweep itself (whatever else ran)
     timing_pass = metrics.get("latency_pass") or {}
@@ -271,6 +272,14 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
                    nonzero_params=row["params"], density_prunable=1.0, density_total=1.0, flops_ratio=1.0,
                    flops_effective_ratio=1.0, speedup=1.0)
     return row
+
+
+def _recipe(config: Any) -> str | None:
+    """The recipe (``prune.recipes``) of a record's configuration: derived, so records older than recipes have one."""
+    from tsprune.prune.recipes import recipe_of
+
+    prune = config.get("prune") if isinstance(config, dict) else None
+    return recipe_of(prune) if isinstance(prune, dict) else None
 
 
 def _fill_dense_costs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -334,6 +343,9 @@ def read_results(source: str | Path, warn: Warn | None = None) -> pd.DataFrame:
     missing = [column for column in ("run_id", "kind", "status", "model", "mse") if column not in frame]
     if missing:
         raise TsPruneError(f"{path} is not a tsprune results table (no {', '.join(missing)} column)")
+    if "recipe" not in frame and "config_json" in frame:  # exported before recipes: derived as a sweep does
+        frame["recipe"] = [_recipe(json.loads(text)) if isinstance(text, str) else None
+                           for text in frame["config_json"]]
     return frame
 
 
