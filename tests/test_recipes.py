@@ -262,3 +262,81 @@ def test_the_sweep_spec_plans_recipes_once_and_costs_the_teacher():
         parse_spec({"recipes": ["slow"]})
     with pytest.raises(TsPruneError, match="two ways"):
         parse_spec({"recipes": ["gradual"], "prune": {"iterative": True}})
+
+
+# ---------------------------------------------------------------------------------------------------- the report
+
+
+def results(changes: dict[str, dict[str, float]], seeds: tuple[int, ...] = (2021, 2022, 2023)) -> pd.DataFrame:
+    """A prepared results table: the five study models dense on ``seeds`` (MSE 0.40 + 0.01 x seed index, a spread
+    of 0.02 with three seeds) and each recipe of ``changes`` at 0.107, its paired change per model."""
+    from tsprune.models.registry import study_models
+    from tsprune.report import tables
+
+    rows = []
+    for model in study_models():
+        for i, seed in enumerate(seeds):
+            dense = 0.40 + 0.01 * i
+            base = {"model": model, "dataset": "ETTh1", "pred_len": 96, "seed": seed, "size": "default",
+                    "train_fraction": 1.0, "status": "done", "engine": "dense"}
+            rows.append({**base, "run_id": f"{model}{seed}", "kind": "dense", "method": "dense", "mse": dense})
+            for recipe, change in changes.items():
+                record = recipes.get_recipe(recipe)
+                rows.append({**base, "run_id": f"{model}{seed}{recipe}", "kind": "prune", "method": record.method,
+                             "recipe": recipe, "variant": recipes.variant(recipe), "target_density": 0.8**10,
+                             "finetune_epochs": 1, "mse": dense + change[model], "prune_seconds": 120.0})
+    return tables.prepare(pd.DataFrame(rows))
+
+
+def finding(frame: pd.DataFrame) -> pd.Series:
+    from tsprune.report.findings import findings
+
+    table = findings(frame)
+    return table[table["claim"].str.startswith("90% sparsity")].iloc[0]
+
+
+def test_the_best_recipe_decides_the_ninety_percent_finding_against_the_seed_spread():
+    from tsprune.models.registry import study_models
+    from tsprune.report import recipes as recipe_report
+
+    models = study_models()
+    close = {model: 0.01 for model in models}  # within the 0.02 spread
+    far = {model: 0.10 for model in models}
+    frame = results({"magnitude-ft": far, "gradual-distill": close})
+    table = recipe_report.summary(frame)
+    assert [name for name, _ in recipe_report.ranking(table, "default", 0.8**10)] == ["gradual-distill",
+                                                                                      "magnitude-ft"]
+    row = table[(table["recipe"] == "gradual-distill")].iloc[0]
+    assert row["seeds"] == 3 and row["change"] == pytest.approx(0.01) and row["minutes"] == pytest.approx(2.0)
+    assert finding(frame)["verdict"] == "confirmed"
+    one_off = {**close, models[0]: 0.05}
+    verdict = finding(results({"magnitude-ft": far, "gradual-distill": one_off}))
+    assert verdict["verdict"] == "partly" and f"{models[0]} +0.050 (spread 0.020) missed" in verdict["evidence"]
+    assert finding(results({"magnitude-ft": far}))["verdict"] == "refuted"
+    single = finding(results({"gradual-distill": close}, seeds=(2021,)))
+    assert single["verdict"] == "open" and "seed spread not measured" in single["evidence"]
+
+
+def test_recipe_runs_are_their_own_series_and_stay_out_of_the_studys_claims():
+    from tsprune.report.findings import finetuning_needed
+
+    frame = results({"magnitude-distill": {m: -0.3 for m in ("Transformer", "Informer", "Autoformer", "FEDformer",
+                                                            "Crossformer")}})
+    assert set(frame.loc[frame["kind"] == "prune", "series"]) == {"magnitude (magnitude-distill)"}
+    # the study's fine-tuning claim reads plain magnitude fine-tuning only: a distilled run is not one
+    assert all(row.verdict == "open" and row.runs == 0 for row in finetuning_needed(frame, ["Transformer"]))
+
+
+def test_a_record_gets_its_recipe_and_variant_from_its_configuration():
+    from tsprune.sweep.store import flatten
+
+    def row(**prune) -> dict:
+        return flatten({"kind": "prune", "status": "done", "labels": {"method": prune["method"], "variant": ""},
+                        "config": {"kind": "prune", "prune": prune}, "metrics": {}})
+
+    gradual = row(method="magnitude", finetune_epochs=1, schedule="gradual", distill=0.0)
+    assert (gradual["recipe"], gradual["variant"]) == ("gradual", "recipe=gradual")
+    study = row(method="magnitude", finetune_epochs=1)  # a record from before recipes: the study's fine-tuning
+    assert (study["recipe"], study["variant"]) == ("magnitude-ft", "")
+    untuned = row(method="wanda", finetune_epochs=0)
+    assert (untuned["recipe"], untuned["variant"]) == (None, "")

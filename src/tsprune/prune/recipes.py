@@ -117,6 +117,29 @@ def recipe_of(prune: Mapping[str, Any]) -> str | None:
     return None
 
 
+def plain(name: str | None) -> bool:
+    """Whether recipe ``name`` is its method fine-tuned as the study fine-tunes (masks fixed, no teacher): such a
+    run *is* the method's fine-tuned run, in the same series of every table. Other recipes are variants of their
+    method (:func:`variant`)."""
+    if name is None:
+        return True
+    recipe = get_recipe(name)
+    return recipe.schedule == ONESHOT and not recipe.teacher
+
+
+def variant(name: str | None) -> str:
+    """The ``variant`` label (``sweep.plan.Labels``) a recipe adds to its method's: ``recipe=NAME``, or "" when
+    it is :func:`plain`. Tables then keep, e.g., magnitude with distillation apart from the study's magnitude."""
+    return "" if plain(name) else f"recipe={name}"
+
+
+def with_recipe(variant_: str, recipe: str | None) -> str:
+    """A run's ``variant`` label with its recipe's part (:func:`variant`) added once."""
+    parts = [part for part in variant_.split(",") if part]
+    extra = variant(recipe)
+    return ",".join([*parts, extra] if extra and extra not in parts else parts)
+
+
 def check(config: PruneConfig) -> None:
     """The checks of the fine-tuning settings that depend on the method (``methods.check`` runs the others)."""
     during = [what for what, on in (("distillation", config.distill > 0), ("gradual pruning",

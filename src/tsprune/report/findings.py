@@ -24,6 +24,7 @@ import pandas as pd
 from tsprune.models.registry import study_models
 from tsprune.prune.methods import DEPGRAPH, MAGNITUDE
 from tsprune.report import frontier, tables
+from tsprune.report import recipes as recipe_report
 from tsprune.report.seeds import SINGLE_SEED_STAND_IN, at_density, paired, seed_noise
 
 SEED_SPREAD = SINGLE_SEED_STAND_IN  # test MSE, only for a model with one seed; see the module doc
@@ -266,8 +267,39 @@ def size_grows_with_data(frame: pd.DataFrame) -> list[Finding]:
     return findings
 
 
+def sparsity_at_dense_accuracy(grid: pd.DataFrame, planned: list[str]) -> list[Finding]:
+    """Issue 33: the study's headline ("pruned to 90% sparsity while maintaining performance"), judged on the best
+    recipe (``report.recipes``) at the one-epoch budget, against each model's measured seed spread."""
+    claim = "90% sparsity at dense accuracy (the best recipe, one epoch of fine-tuning)"
+    table = recipe_report.summary(grid)
+    table = table[table["model"].isin(planned) & (table["finetune_epochs"] == recipe_report.BUDGET_EPOCHS)]
+    size = str(grid["size"].iloc[0]) if len(grid) else "default"  # the main grid has one size
+    density = recipe_report.DENSITIES[0]
+    name = recipe_report.best(table[table["size"] == size], size, density)
+    test = (f"under the recipe with the lowest mean relative MSE change at {_pct(density)} density, every model's "
+            f"paired change (seed mean of pruned minus dense) is within its measured seed spread")
+    if name is None:
+        return [Finding(claim, test, "open", "no recipe has every model at this density yet", 0)]
+    noise = seed_noise(grid)
+    rows = table[(table["size"] == size) & (table["recipe"] == name)
+                 & np.isclose(table["target_density"], round(density, 3))]
+    changes = {str(row["model"]): float(row["change"]) for row in rows.to_dict("records")}
+    misses = [f"{model} {change:+.3f} (spread {noise.threshold(model):.3f})" for model, change in changes.items()
+              if change > noise.threshold(model)]
+    within = [f"{model} {change:+.3f}" for model, change in changes.items() if change <= noise.threshold(model)]
+    evidence = f"{name}: " + "; ".join([*(f"{m} missed" for m in misses), *(f"{w} within" for w in within)])
+    evidence += f" ({_seeds(rows)})"
+    runs = int(rows["seeds"].sum())
+    unmeasured = [model for model in changes if not noise.measured(model)]
+    if set(rows["model"]) != set(planned) or unmeasured:
+        why = f"seed spread not measured for {', '.join(unmeasured)}; " if unmeasured else "not every model; "
+        return [Finding(claim, test, "open", why + evidence, runs)]
+    verdict = "confirmed" if not misses else "refuted" if not within else "partly"
+    return [Finding(claim, test, verdict, evidence, runs)]
+
+
 CLAIMS: list[Callable[..., list[Finding]]] = [magnitude_keeps_accuracy, structured_inconsistent, flops_without_time,
-                                              finetuning_needed]
+                                              finetuning_needed, sparsity_at_dense_accuracy]
 
 
 def pruning_beats_small(frame: pd.DataFrame, costs: pd.DataFrame | None) -> list[Finding]:

@@ -19,6 +19,7 @@ from typing import Any
 import matplotlib
 import pandas as pd
 
+from tsprune.report import recipes as recipe_report
 from tsprune.report import tables
 from tsprune.report.figures import FIGURES, frontier
 from tsprune.models.registry import model_names, study_models
@@ -206,6 +207,27 @@ def frontier_table(data: pd.DataFrame, costs: pd.DataFrame | None) -> Table:
         frame, "No frontier points.")
 
 
+def recipes_table(data: pd.DataFrame) -> Table:
+    """Issue 33: every recipe at 10.7% and 5% density, per model and size, paired with the dense runs."""
+    frame = recipe_report.summary(data)
+    frame = frame.assign(spread=frame["hi"] - frame["lo"])
+    ranked = [f"{size}: " + ", ".join(f"{name} {score:+.1%}" for name, score in recipe_report.ranking(
+        frame, size, recipe_report.DENSITIES[0])) for size in frame["size"].unique()]
+    return Table(
+        "Recipes at high sparsity",
+        "Each recipe (tsprune/prune/recipes.py) at 10.7% and 5% density: test MSE as the seed mean with its "
+        "min–max spread over seeds, the dense MSE of the same seeds, the paired change (mean over seeds of pruned "
+        "minus dense) and the machine minutes of one run (its prune_seconds: pruning, fine-tuning, evaluation and any "
+        "timing taken in the run). Recipes ranked at "
+        "10.7% by the mean relative change over models, one-epoch budget: " + ("; ".join(ranked) or "none yet") + ".",
+        [Column("size", "size", text), Column("model", "model", text), Column("recipe", "recipe", text),
+         Column("target_density", "density", number(3)), Column("finetune_epochs", "epochs", text),
+         Column("seeds", "seeds", count), Column("mse", "MSE", number()), Column("spread", "spread", number(3)),
+         Column("dense_mse", "dense MSE", number()), Column("change", "change", number(3)),
+         Column("minutes", "minutes", fixed(1)), Column("run_ids", "runs", text)],
+        frame, "No recipe runs.")
+
+
 FRONT_NAMES = {"params": "nonzero_params", "FLOPs": "flops_effective", "b1": "latency_b1_ms", "b32": "latency_b32_ms"}
 
 
@@ -262,7 +284,8 @@ def build_tables(data: pd.DataFrame, timing: pd.DataFrame | None = None,
                          for table in (best, summary))
     small = data["model"].isin(model_names("small")).any()
     front = [frontier_table(data, costs)] if small else []
-    return [findings_table(data, timing, costs), *speed, *front, best, summary, spent, failed]
+    recipe = [recipes_table(data)] if data["recipe"].notna().any() else []
+    return [findings_table(data, timing, costs), *speed, *front, *recipe, best, summary, spent, failed]
 
 
 def cells(table: Table) -> list[list[str]]:

@@ -32,7 +32,8 @@ NUMERIC_COLUMNS = (
     "latency_dense_ms", "speedup", "train_seconds", "prune_seconds", "wall_seconds", "epochs_run", "threads",
 )
 TEXT_COLUMNS = (
-    "run_id", "parent_id", "kind", "status", "error", "model", "dataset", "size", "method", "variant", "engine",
+    "run_id", "parent_id", "kind", "status", "error", "model", "dataset", "size", "method", "variant", "recipe",
+    "engine",
     "torch", "device", "git_rev", "tsprune_version",
 )
 ENVIRONMENT = ("torch", "threads", "device", "git_rev", "tsprune_version")

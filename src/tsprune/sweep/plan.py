@@ -22,7 +22,7 @@ from tsprune.config import PruneConfig, RunConfig
 from tsprune.errors import TsPruneError
 from tsprune.models.registry import get_spec
 from tsprune.prune.methods import get_method
-from tsprune.prune.recipes import get_recipe, recipe_of
+from tsprune.prune.recipes import get_recipe, recipe_of, with_recipe
 from tsprune.sweep.spec import DatasetEntry, SweepSpec
 
 
@@ -234,9 +234,10 @@ def _prune_runs(spec: SweepSpec, dense: DenseRun) -> list[PruneRun]:
                                          threads=spec.measure.threads, timed=spec.measure.timed,
                                          device=spec.device, engine=engine,
                                          **{**spec.prune, **finetuning})
+                    named = recipe_of(dataclasses.asdict(config))
                     labels = dataclasses.replace(dense.labels, method=method, target_density=density,
-                                                 finetune_epochs=epochs, engine=engine, variant=variant,
-                                                 recipe=recipe_of(dataclasses.asdict(config)) or "")
+                                                 finetune_epochs=epochs, engine=engine,
+                                                 variant=with_recipe(variant, named), recipe=named or "")
                     run = PruneRun(dense, labels, config)
                     runs.setdefault(run.run_id, run)
     return list(runs.values())

@@ -261,6 +261,10 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row["failure"] = failure_of(record)  # older records: from their error text
     row["config_json"] = json.dumps(record.get("config"), sort_keys=True)
     row["recipe"] = _recipe(record.get("config"))
+    if record.get("kind") == "prune":  # records written before recipes were labelled get their recipe variant here
+        from tsprune.prune.recipes import with_recipe
+
+        row["variant"] = with_recipe(row["variant"] or "", row["recipe"])
     # where the timing comes from: the measuring pass (a quiet machine; on the run's pruning made again when its
     # weights were gone) or the sweep itself (whatever else ran)
     timing_pass = metrics.get("latency_pass") or {}
