@@ -86,6 +86,10 @@ def test_every_model_dense_and_depgraph_exports_and_matches_pytorch(runs, tmp_pa
     run_dir = runs[model] / f"{model}{variant}"
     exported = export_run(run_dir, tmp_path / "model.onnx")
     assert exported.max_rel_diff <= 1e-4 and exported.windows > 0
+    import onnx
+
+    operators = {node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node}
+    assert "AveragePool" not in operators  # moving averages export as matrices (ONNX Runtime pools slowly)
     sidecar = read_sidecar(tmp_path / "model.onnx")
     assert [item["name"] for item in sidecar["inputs"]] == [name for name, _, _ in INPUTS]
     assert sidecar["batch_size"] is None and sidecar["columns"] == ["a", "b", "OT"]

@@ -15,6 +15,7 @@ import torch
 from conftest import TINY, random_inputs
 from tsprune.errors import TsPruneError
 from tsprune.models.base import MODEL_INPUTS, MODEL_OUTPUT
+from tsprune.models.layers.decomposition import MovingAverage, use_averaging_matrix
 from tsprune.models.layers.fourier import FourierCrossAttention
 from tsprune.models.layers.prob_attention import ProbAttention, freeze_sampling, unfreeze_sampling
 from tsprune.models.layers.real_dft import irfft, rfft, use_real_dft
@@ -46,6 +47,18 @@ def _seeded(model: torch.nn.Module, inputs, seed: int = 0) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- DFT helpers
+
+
+@pytest.mark.parametrize("kernel", [25, 24, 5])
+@pytest.mark.parametrize("length", [96, 144, 7])
+def test_the_averaging_matrix_is_the_moving_average(kernel, length):
+    average = MovingAverage(kernel)
+    x = torch.randn(3, length, 4, generator=torch.Generator().manual_seed(kernel + length))
+    pooled = average(x)
+    assert use_averaging_matrix(torch.nn.Sequential(average)) == 1 and average.as_matrix
+    torch.testing.assert_close(average(x), pooled, rtol=0, atol=1e-6)
+    use_averaging_matrix(average, enabled=False)
+    assert torch.equal(average(x), pooled)
 
 
 @pytest.mark.parametrize("length", [15, 16])
@@ -164,6 +177,7 @@ def exported(request, tmp_path_factory, one_thread):
     trace = random_inputs(model.config, batch=2)
     exportable = copy.deepcopy(model)
     use_real_dft(exportable)
+    use_averaging_matrix(exportable)
     freeze_sampling(exportable, trace, CPU)
     batch = torch.export.Dim("batch", min=1)
     path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
