@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_version", "_commit", "_lazy", "errors", "config", "schedule", "runtime"),
     ("data", "models", "checkpoint", "configure", "sparse"),
     ("train", "measure", "run"),
-    ("prune", "forecast", "plots", "speed", "export"),
+    ("prune", "forecast", "plots", "speed", "export", "export_pt2"),
     ("sweep", "report"),
     ("api", "demo"),
     ("cli",),

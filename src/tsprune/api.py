@@ -75,13 +75,21 @@ def prune(source: Run | str | Path, method: str | None = None, density: float = 
     return prune_run(source, config, out, overwrite=overwrite, progress=progress, baseline=baseline)
 
 
-def export(run: Run | str | Path, path: str | Path, batch_size: int | None = None) -> Any:
-    """Export a run (dense, magnitude- or DepGraph-pruned) to the ONNX file ``path``, checked in ONNX Runtime
-    against PyTorch on real test windows, with a JSON sidecar ``path + '.json'`` (``tsprune.export``).
-    ``batch_size`` None: any batch size. Returns what was written and the measured difference."""
-    from tsprune.export import export_run
+def export(run: Run | str | Path, path: str | Path, batch_size: int | None = None, format: str = "onnx") -> Any:
+    """Export a run and check the file against PyTorch on real test windows before keeping it, with a JSON sidecar
+    ``path + '.json'``. ``format`` ``onnx`` (``tsprune.export``): a dense, magnitude- or DepGraph-pruned run to an
+    ONNX file for ONNX Runtime; ``pt2`` (``tsprune.export_pt2``): those or a sparse-compiled run to a
+    ``torch.export``/AOTInductor package, its op library beside it. ``batch_size`` None: any batch size. Returns
+    what was written and the measured difference."""
+    if format == "onnx":
+        from tsprune.export import export_run
 
-    return export_run(run, path, batch_size=batch_size)
+        return export_run(run, path, batch_size=batch_size)
+    if format == "pt2":
+        from tsprune.export_pt2 import export_pt2
+
+        return export_pt2(run, path, batch_size=batch_size)
+    raise TsPruneError(f"unknown export format {format!r}: use onnx or pt2", options=("format",))
 
 
 def measure(run: Run | str | Path, batch_sizes: tuple[int, ...] = (1, 32), device: str = "auto",
@@ -171,20 +179,23 @@ def predict(run: Run | str | Path, history: Any = None, *, dataset: str | None =
 
     ``history`` is a DataFrame with a date column and the run's columns; without it, ``data_path`` or a built-in
     ``dataset``, else the run's own data. ``engine`` runs the forecast ``dense`` (a compiled run is densified),
-    ``sparse`` (a pruned run is compiled for batch 1 first) or ``onnx`` (the run's exported file ``onnx``, default
-    ``RUN_DIR/model.onnx``, in ONNX Runtime); None keeps the run as it was saved.
+    ``sparse`` (a pruned run is compiled for batch 1 first), ``onnx`` (the run's exported file ``onnx``, default
+    ``RUN_DIR/model.onnx``, in ONNX Runtime) or ``pt2`` (its PyTorch 2 package, default ``RUN_DIR/model.pt2``,
+    with the op library beside it); None keeps the run as it was saved.
     """
     from tsprune.forecast import predict as forecast_after, read_history
 
-    if engine not in (None, "dense", "sparse", "onnx"):
-        raise TsPruneError(f"unknown engine {engine!r}: use dense, sparse or onnx", options=("engine",))
+    if engine not in (None, "dense", "sparse", "onnx", "pt2"):
+        raise TsPruneError(f"unknown engine {engine!r}: use dense, sparse, onnx or pt2", options=("engine",))
     run = load(run) if not isinstance(run, Run) else run
-    if engine == "onnx":
+    if engine in ("onnx", "pt2"):
         from tsprune.export import onnx_forecaster
+        from tsprune.export_pt2 import Pt2Forecaster
 
         if onnx is None and run.path is None:
             raise TsPruneError("give the exported file (onnx) for a run that has no directory", options=("onnx",))
-        forecaster = onnx_forecaster(onnx if onnx is not None else Path(run.path or ".") / "model.onnx")
+        file = onnx if onnx is not None else Path(run.path or ".") / f"model.{engine}"
+        forecaster = onnx_forecaster(file) if engine == "onnx" else Pt2Forecaster(file)
         forecaster.check_run(run)
         if history is None:
             history = read_history(run, dataset, data_path)

@@ -337,11 +337,12 @@ def predict(
     plot: Annotated[Optional[Path], typer.Option(help="Also draw history and forecast to this image.")] = None,
     channels: Annotated[Optional[str], typer.Option(help="Comma-separated channels to plot (default: target).")]
     = None,
-    engine: Annotated[Optional[str], typer.Option(help="dense, sparse or onnx (default: as the run was saved; "
+    engine: Annotated[Optional[str], typer.Option(help="dense, sparse, onnx or pt2 (default: as the run was saved; "
                                                        "sparse compiles a pruned run for batch 1 first; onnx runs "
-                                                       "the exported file in ONNX Runtime).")] = None,
-    onnx: Annotated[Optional[Path], typer.Option(help="--engine onnx: the file `tsprune export` wrote (default: "
-                                                      "RUN_DIR/model.onnx).")] = None,
+                                                       "the exported file in ONNX Runtime, pt2 the exported "
+                                                       "PyTorch 2 package).")] = None,
+    onnx: Annotated[Optional[Path], typer.Option(help="--engine onnx or pt2: the file `tsprune export` wrote "
+                                                      "(default: RUN_DIR/model.onnx or RUN_DIR/model.pt2).")] = None,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
     """Forecast the pred_len steps after the end of the data, in original units, with continuing timestamps."""

@@ -13,6 +13,11 @@ ahead of time (for ``make``/CI) and returns the seconds it took.
 No compiler, ``TSPRUNE_NO_KERNEL_BUILD=1`` (as if there were none; an already built library still loads) or a
 failed build: :func:`available` is ``False``, one warning says why, and callers keep using torch's sparse kernels.
 Inference only: no autograd.
+
+The op is ``torch.ops.tsprune.sparse_linear``, a CPU kernel with a fake (meta) implementation registered here once
+the library loads, so models that call it run under FakeTensor, ``torch.compile`` (inductor calls the C++ kernel
+from the compiled graph) and ``torch.export``; ``torch.library.opcheck`` checks the schema and the fake against the
+kernel (tests/test_compile.py).
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["PackedWeight", "available", "build", "cache_dir", "isa", "linear", "pack", "panel_width", "reason"]
+__all__ = ["PackedWeight", "available", "build", "cache_dir", "isa", "library_file", "linear", "pack", "panel_width",
+           "reason"]
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = ("sparse_linear.cpp",)
 HEADERS = ("sparse_linear_isa.h",)
 NAME = "tsprune_sparse_linear"
+OP = "tsprune::sparse_linear"  # the custom op the library defines (TORCH_LIBRARY in csrc/sparse_linear.cpp)
 CFLAGS = ("-O3", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
 NO_BUILD_ENV = "TSPRUNE_NO_KERNEL_BUILD"
@@ -48,7 +55,8 @@ ROW_PANEL_NNZ = 16  # target nonzeros of one row in one panel (appendix D.3)
 L1_BYTES = 24 * 1024  # smallest transposed panel [panel, tile]: 3/4 of a 32 KiB L1d
 L2_BYTES = 192 * 1024  # largest: 3/8 of a 512 KiB L2, the rest for partial sums and the weight stream
 
-_state: dict[str, object] = {"loaded": None, "reason": None}  # per process: the library loads at most once
+# per process: the library loads at most once, its fake kernel is registered at most once
+_state: dict[str, object] = {"loaded": None, "reason": None, "fake": False}
 
 
 class KernelUnavailable(RuntimeError):
@@ -135,6 +143,7 @@ def _load(retry: bool = False) -> bool:
                 except Exception as exc:
                     failed.write_text(f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}\n")
                     raise
+            _register_fake()
             _state.update(loaded=True, reason=None)
         except Exception as exc:  # a compiler error, a missing header, a corrupt library: all mean "fall back"
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
@@ -142,6 +151,49 @@ def _load(retry: bool = False) -> bool:
             warnings.warn(f"tsprune: the C++ sparse kernel is unavailable ({_state['reason']}); callers fall back "
                           "to torch's sparse kernels", RuntimeWarning, stacklevel=3)
     return bool(_state["loaded"])
+
+
+def _sparse_linear_fake(x: Tensor, ptr: Tensor, cols: Tensor, vals: Tensor, row_nnz: Tensor, out_features: int,
+                        panel: int, bias: Tensor | None, isa: int = -1, tile: int = 0) -> Tensor:
+    """What ``tsprune::sparse_linear`` returns, from metadata alone (FakeTensor, ``torch.compile``,
+    ``torch.export``): a new contiguous ``[tokens, out_features]`` tensor of ``x``'s dtype and device, as the C++
+    ``at::empty({T, N}, x.options())``. The C++ argument checks that need no data are repeated here, so a bad call
+    fails when it is traced, not when the compiled graph runs. ``x [tokens, in]``, ``ptr [panels * out + 1]``,
+    ``cols``/``vals [nnz]``, ``row_nnz [out + 1]``, ``bias [out]`` or ``None``."""
+    def check(ok: bool | torch.SymBool, what: str) -> None:
+        torch._check(ok, lambda: f"tsprune sparse kernel: {what}")
+
+    check(x.dim() == 2 and x.dtype == torch.float32 and x.device.type == "cpu",
+          f"x must be a 2-D float32 CPU tensor [tokens, in], got {tuple(x.shape)} {x.dtype} on {x.device}")
+    check(out_features >= 0 and panel >= 1, "out_features >= 0 and panel >= 1 needed")
+    check(ptr.dtype == torch.int64, "ptr must be int64")
+    check(ptr.numel() == torch.sym_max(1, -(-x.shape[1] // panel)) * out_features + 1, "ptr must be [panels * out + 1]")
+    check(cols.dtype == torch.int32 and vals.dtype == torch.float32, "cols must be int32 and vals float32")
+    check(cols.numel() == vals.numel(), "cols and vals must be of one length")
+    check(row_nnz.dtype == torch.int64, "row_nnz must be int64")
+    check(row_nnz.numel() == out_features + 1, "row_nnz must be [out + 1]")
+    if bias is not None:
+        check(bias.dtype == torch.float32, "bias must be float32")
+        check(bias.numel() == out_features, "bias must be [out]")
+    return x.new_empty(x.shape[0], out_features)
+
+
+def _register_fake() -> None:
+    """Register :func:`_sparse_linear_fake` for the op once the library has defined it (once per process). Called
+    from this module, as the C++ ``set_python_module("tsprune.sparse.kernel")`` says; importing this module does it
+    too when the library is already loaded (``torch.ops.load_library`` of a copy, as a deployed package does)."""
+    if _state["fake"] or torch._C._dispatch_has_kernel_for_dispatch_key(OP, "CompositeImplicitAutograd"):
+        return  # done, or a library built before the op had a CPU kernel (it runs eagerly only, and takes no fake)
+    torch.library.register_fake(OP, _sparse_linear_fake)
+    _state["fake"] = True
+
+
+def library_file() -> Path:
+    """The op library (``.so``) the kernel runs from, built if needed: ``torch.ops.load_library`` of it (or of a
+    copy) gives another process ``torch.ops.tsprune.sparse_linear`` without tsprune's build. Raises
+    :class:`KernelUnavailable` where the kernel cannot be built."""
+    _require()
+    return cache_dir() / f"{NAME}.so"
 
 
 def available() -> bool:
@@ -286,6 +338,9 @@ def linear(x: Tensor, packed: PackedWeight, bias: Tensor | None = None, *, isa: 
                                         packed.out_features, packed.panel, b, code, tile)
     return y.reshape(*x.shape[:-1], packed.out_features)
 
+
+if hasattr(torch.ops.tsprune, "sparse_linear"):  # loaded before this module was imported: give it its fake
+    _register_fake()
 
 if __name__ == "__main__":  # `python -m tsprune.sparse.kernel`: build ahead of time (make install); never fails
     began = time.perf_counter()

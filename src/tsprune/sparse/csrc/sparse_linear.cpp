@@ -165,11 +165,17 @@ struct Aligned {  // a 64-byte aligned scratch buffer per thread
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& cols, const at::Tensor& vals,
-                         const at::Tensor& row_nnz, int64_t out_features, int64_t panel,
-                         const std::optional<at::Tensor>& bias, int64_t isa, int64_t tile) {
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous(),
-              "tsprune sparse kernel: x must be a contiguous 2-D float32 CPU tensor [tokens, in]");
+at::Tensor sparse_linear(const at::Tensor& x_in, const at::Tensor& ptr, const at::Tensor& cols,
+                         const at::Tensor& vals, const at::Tensor& row_nnz, int64_t out_features, int64_t panel,
+                         const std::optional<at::Tensor>& bias_in, int64_t isa, int64_t tile) {
+  TORCH_CHECK(x_in.device().is_cpu() && x_in.scalar_type() == at::kFloat && x_in.dim() == 2,
+              "tsprune sparse kernel: x must be a 2-D float32 CPU tensor [tokens, in]");
+  // Row-major x and bias, copied only if they are not: a traced graph run op by op (an exported program's
+  // module()) can hand a view whose strides differ from those it was traced with, after the trace dropped the
+  // caller's .contiguous() as a no-op. Compiled graphs get contiguous inputs (the op's needs_contiguous_strides tag).
+  const at::Tensor x = x_in.contiguous();
+  const std::optional<at::Tensor> bias =
+      bias_in.has_value() && bias_in->defined() ? std::optional<at::Tensor>(bias_in->contiguous()) : std::nullopt;
   const int64_t T = x.size(0), K = x.size(1), N = out_features;
   TORCH_CHECK(N >= 0 && panel >= 1, "tsprune sparse kernel: out_features >= 0 and panel >= 1 needed");
   const int64_t P = std::max<int64_t>(1, ceil_div(K, panel));
@@ -182,8 +188,8 @@ at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& ptr, const at::T
               "tsprune sparse kernel: row_nnz must be contiguous int64 [out + 1]");
   const float* b = nullptr;
   if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->is_contiguous() && bias->numel() == N,
-                "tsprune sparse kernel: bias must be contiguous float32 [out]");
+    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == N,
+                "tsprune sparse kernel: bias must be float32 [out]");
     b = bias->data_ptr<float>();
   }
   at::Tensor y = at::empty({T, N}, x.options());
@@ -260,10 +266,19 @@ at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& ptr, const at::T
 }  // namespace
 }  // namespace tsprune
 
+// sparse_linear is a CPU kernel (not a composite one: it reads the data), so FakeTensor, torch.compile and
+// torch.export need its fake: kernel.py registers it (register_fake) from the module named here, which torch
+// imports by itself when it meets the op without one. It wants contiguous inputs (the tag: inductor provides them;
+// x and bias are copied otherwise, the weight arrays are checked), reads them and writes only its new output (no
+// mutation, no aliasing): torch.library.opcheck checks this schema against the kernel (tests/test_compile.py).
+// kernel_isa and tile_tokens take no tensors: composite.
 TORCH_LIBRARY(tsprune, m) {
+  m.set_python_module("tsprune.sparse.kernel");
   m.def("sparse_linear(Tensor x, Tensor ptr, Tensor cols, Tensor vals, Tensor row_nnz, int out_features, "
         "int panel, Tensor? bias, int isa=-1, int tile=0) -> Tensor",
-        &tsprune::sparse_linear);
+        {at::Tag::needs_contiguous_strides, at::Tag::pt2_compliant_tag});
   m.def("kernel_isa(int request=-1) -> int", &tsprune::resolve_isa);
   m.def("tile_tokens(int isa=-1) -> int", &tsprune::tile_tokens);
 }
+
+TORCH_LIBRARY_IMPL(tsprune, CPU, m) { m.impl("sparse_linear", &tsprune::sparse_linear); }
