@@ -18,7 +18,7 @@ import typer
 from tsprune.errors import TsPruneError
 from tsprune.report.tables import series_labels
 from tsprune.runtime import atomic_write
-from tsprune.sweep.store import load_results
+from tsprune.sweep.results import load_results
 
 cli = typer.Typer(add_completion=False)
 

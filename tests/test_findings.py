@@ -177,7 +177,7 @@ def test_report_writes_the_findings_into_the_readme_block(tmp_path):
     from tsprune.cli import app
 
     runner = CliRunner()
-    from tsprune.sweep.store import write_table
+    from tsprune.sweep.results import write_table
 
     results = write_table(study_table(), tmp_path / "results.parquet")
     # the obvious way to read a results table works: pandas has a parquet engine (pyarrow is a dependency)
@@ -208,7 +208,7 @@ def test_readme_findings_are_those_of_the_committed_study_results():
     from pathlib import Path
 
     from tsprune.report.render import README_END, README_START, findings_markdown, findings_table
-    from tsprune.sweep.store import read_results
+    from tsprune.sweep.results import read_results
 
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     paths = [results / name / "results.parquet" for name in ("study-etth1", "seeds-etth1", "small-etth1")]

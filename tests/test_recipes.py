@@ -328,7 +328,7 @@ def test_recipe_runs_are_their_own_series_and_stay_out_of_the_studys_claims():
 
 
 def test_a_record_gets_its_recipe_and_variant_from_its_configuration():
-    from tsprune.sweep.store import flatten
+    from tsprune.sweep.results import flatten
 
     def row(**prune) -> dict:
         return flatten({"kind": "prune", "status": "done", "labels": {"method": prune["method"], "variant": ""},

@@ -226,6 +226,7 @@ def test_no_space_while_writing_weights_then_a_rerun_completes(csv, tmp_path, mo
 def test_no_space_while_writing_a_record_stops_the_sweep_then_a_rerun_completes(csv, tmp_path, monkeypatch):
     """ENOSPC half-way through the second record: the sweep stops at once with one line, exit 3, nothing
     half-written; the same command with space again completes (without --retry-failed)."""
+    from tsprune.runtime import atomic_path
     from tsprune.sweep import store as store_module
 
     spec_path, sweep = write_spec(tmp_path, kept_spec(csv)), tmp_path / "sweep"
@@ -235,7 +236,7 @@ def test_no_space_while_writing_a_record_stops_the_sweep_then_a_rerun_completes(
         calls.append(path)
         if len(calls) < 2:
             return real(path, payload)
-        with store_module.atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             tmp.write_text(payload[:20])
             raise OSError(errno.ENOSPC, NO_SPACE, str(tmp))
 
@@ -346,7 +347,7 @@ def test_a_kill_while_results_parquet_is_written_leaves_the_old_file(healthy, tm
                   if json.loads(path.read_text())["kind"] == "prune")
     victim.unlink()  # the table written now would have 2 rows
     script = ("import os, signal, sys\n"
-              "from tsprune.sweep.store import write_results\n"
+              "from tsprune.sweep.results import write_results\n"
               "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # the kill, before the rename\n"
               "write_results(sys.argv[1])\n")
     killed = subprocess.run([sys.executable, "-c", script, str(sweep)], capture_output=True, text=True, timeout=120)

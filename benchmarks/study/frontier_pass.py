@@ -49,7 +49,7 @@ from tsprune.prune.pipeline import prune_again
 from tsprune.report import tables
 from tsprune.report.frontier import POINT_KEYS, points
 from tsprune.runtime import atomic_write, configure_threads, cpu_name
-from tsprune.sweep.store import read_results
+from tsprune.sweep.results import read_results
 
 KEYS = [key for key in POINT_KEYS if key != "finetune_epochs"]
 ENGINES = ("eager", "onnxruntime", "sparse")

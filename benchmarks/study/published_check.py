@@ -18,7 +18,7 @@ import pandas as pd
 import typer
 
 from tsprune.report import tables
-from tsprune.sweep.store import read_results
+from tsprune.sweep.results import read_results
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "published_mse.csv"
 cli = typer.Typer(add_completion=False)

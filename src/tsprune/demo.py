@@ -27,7 +27,8 @@ from tsprune.report import build_report
 from tsprune.report.findings import SEED_SPREAD
 from tsprune.sweep import load_spec, plan_sweep, run_sweep
 from tsprune.sweep.plan import DenseRun
-from tsprune.sweep.store import RUN_FILES, SweepStore, load_results, read_results, run_dir_complete, write_table
+from tsprune.sweep.store import RUN_FILES, SweepStore, run_dir_complete
+from tsprune.sweep.results import load_results, read_results, write_table
 
 SPEC = "paper-mini"
 SHIPPED = Path(__file__).resolve().parent / "data" / "demo"

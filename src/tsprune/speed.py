@@ -9,7 +9,7 @@ zeros fall, and are never trained or evaluated. Per model:
 * the study's structured method (DepGraph) at ``structured_density``: channels removed, a smaller dense model.
 
 All four run in one alternating loop (``measure.compare_latency``) at each batch size, so every ratio is a
-same-conditions ratio. The rows have the columns of a sweep's results table (``sweep.store.COLUMNS``) that the
+same-conditions ratio. The rows have the columns of a sweep's results table (``sweep.results.COLUMNS``) that the
 report's speed figure reads, with ``mse`` left blank.
 """
 

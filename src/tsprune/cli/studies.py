@@ -58,7 +58,7 @@ def report(
 
     from tsprune.report import build_report
     from tsprune.report.render import readme_block, update_readme
-    from tsprune.sweep.store import read_results
+    from tsprune.sweep.results import read_results
 
     frames = [read_results(sweep_dir, warn=note) for sweep_dir in sweep_dirs]
     frame = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
@@ -268,8 +268,8 @@ def results(
     export: Annotated[Optional[Path], typer.Option(help="Write the table to a .parquet or .csv file.")] = None,
 ) -> None:
     """Summarise a sweep's results, query them with SQL, or export them."""
-    from tsprune.sweep.store import export as export_results
-    from tsprune.sweep.store import load_results, query
+    from tsprune.sweep.results import export as export_results
+    from tsprune.sweep.results import load_results, query
     from tsprune.sweep.tables import frame_text, summary_table
 
     if export is not None:

@@ -24,7 +24,8 @@ from tsprune.errors import TsPruneError
 from tsprune.sweep.failures import DETERMINISTIC, ENVIRONMENTAL, ENVIRONMENTAL_ATTEMPTS, failure_of, retried_by_itself
 from tsprune.sweep.plan import DenseRun, PruneRun, plan_sweep
 from tsprune.sweep.spec import SweepSpec, spec_from_dict
-from tsprune.sweep.store import WEIGHTS, SweepStore, file_digest, records_frame, run_dir_complete
+from tsprune.sweep.store import WEIGHTS, SweepStore, file_digest, run_dir_complete
+from tsprune.sweep.results import records_frame
 
 RERUN = "will be rerun by `sweep run`"
 

@@ -43,7 +43,8 @@ from typing import Any, cast
 from tsprune.config import pruning_settings
 from tsprune.errors import TsPruneError
 from tsprune.runtime import atomic_dir
-from tsprune.sweep.store import SweepStore, run_dir_complete, write_results
+from tsprune.sweep.store import SweepStore, run_dir_complete
+from tsprune.sweep.results import write_results
 from tsprune.sweep.tasks import now_utc
 
 # What a sweep run with ``defer_timing`` left to this pass; gone from a record once the pass has done it.

@@ -42,7 +42,8 @@ from tsprune.sweep.work import Work
 from tsprune.sweep.plan import DenseRun, Plan, PruneRun, plan_sweep
 from tsprune.sweep.progress import SweepProgress
 from tsprune.sweep.spec import SweepSpec
-from tsprune.sweep.store import StoreWriteError, SweepStore, run_dir_complete, write_results
+from tsprune.sweep.store import StoreWriteError, SweepStore, run_dir_complete
+from tsprune.sweep.results import write_results
 from tsprune.sweep.tasks import parent_failed
 
 

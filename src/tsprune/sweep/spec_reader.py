@@ -179,32 +179,28 @@ def _densities(value: Any, _: Path) -> list[float]:
     return _unique(parse_densities(value if value is not None else list(STUDY_SCHEDULE)))
 
 
+def _named_densities(value: Any, what: str, known: Callable[[str], object]) -> dict[str, list[float] | None]:
+    """A list of names (each at ``densities``: None) or a mapping name -> its own densities (null: ``densities``),
+    each name checked by ``known`` (which raises for an unknown one)."""
+    if isinstance(value, dict):
+        named = {str(name): None if own is None else _unique(parse_densities(own)) for name, own in value.items()}
+    else:
+        named = {str(name): None for name in _unique(_as_list(value, what))}
+    for name in named:
+        known(name)
+    return named
+
+
 def _methods(value: Any, _: Path) -> dict[str, list[float] | None]:
     """A list of names (each uses ``densities``) or a mapping name -> its own densities (null: ``densities``); an
     empty one (``{}`` or ``[]``) plans the dense runs only."""
-    if value is None:
-        value = [MAGNITUDE]
-    if isinstance(value, dict):
-        methods = {str(name): None if own is None else _unique(parse_densities(own)) for name, own in value.items()}
-    else:
-        methods = {str(name): None for name in _unique(_as_list(value, "method"))}
-    for name in methods:
-        get_method(name)
-    return methods
+    return _named_densities([MAGNITUDE] if value is None else value, "method", get_method)
 
 
 def _recipes(value: Any, _: Path) -> dict[str, list[float] | None]:
     """Like ``methods``: names (each at ``densities``) or name -> its own densities; none by default. Each recipe
     brings its method, fine-tuning schedule, distillation and budget (``tsprune.prune.recipes``)."""
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        recipes = {str(name): None if own is None else _unique(parse_densities(own)) for name, own in value.items()}
-    else:
-        recipes = {str(name): None for name in _unique(_as_list(value, "recipe"))}
-    for name in recipes:
-        get_recipe(name)
-    return recipes
+    return {} if value is None else _named_densities(value, "recipe", get_recipe)
 
 
 def _finetune_densities(value: Any, _: Path) -> list[float] | None:
