@@ -103,3 +103,13 @@ def test_a_package_needs_the_pt2_suffix_and_a_known_format(sparse_run, tmp_path)
     with pytest.raises(TsPruneError, match="not a tsprune tsprune-pt2/1 sidecar"):
         Pt2Forecaster(tmp_path / "m.pt2")
     assert not list(tmp_path.glob(".model.zip*"))  # nothing half-written left behind
+
+
+@pytest.mark.heavy
+def test_layers_on_torch_csr_kernels_run_on_tsprunes_kernel_in_the_package(sparse_run, tmp_path):
+    csr = api.compile_run(sparse_run / "pruned", batch_size=2, threads=1, force="csr", device="cpu")
+    layers = sum(entry["kernel"] == "csr" for entry in csr.sparse_plan["layers"].values())
+    assert layers > 0
+    exported = export_pt2(csr, tmp_path / "csr.pt2")
+    sidecar = json.loads((tmp_path / "csr.pt2.json").read_text())
+    assert sidecar["op_library"]["moved_from_torch_kernels"] == layers and exported.max_rel_diff <= 1e-4

@@ -6,7 +6,8 @@ smaller dense model) and a run compiled for the sparse engine (``tsprune compile
 plan put on tsprune's own kernel calls the custom op ``tsprune::sparse_linear``; the package calls it by name, so
 the op library (the C++ kernel ``tsprune.sparse.kernel`` built here) is copied beside the package
 (``<file>.ops.so``) and must be loaded before the package is (``torch.ops.load_library``). Layers the plan put on
-torch's own CSR/BSR kernels cannot be traced (torch.export has no sparse layouts) and are refused by name.
+torch's own CSR/BSR kernels cannot be traced (torch.export has no sparse layouts): they run on tsprune's kernel in
+the package (the sidecar counts them).
 
 Every export is checked before it is kept, as the ONNX export is (``tsprune.export``): the package's output on
 real test windows must equal the run's own (eager PyTorch, seeded as ``tsprune evaluate``) within
@@ -58,33 +59,39 @@ def library_path(path: str | Path) -> Path:
     return Path(str(path) + ".ops.so")
 
 
-def _deployable(run: Run, inputs: tuple[torch.Tensor, ...]) -> torch.nn.Module:
-    """A copy of the run's model in eval mode, its FFTs as real-valued DFTs and Informer's sampling frozen, after
-    refusing layers that cannot be traced. AOTInductor (torch 2.13) fails to generate the C++ call of FEDformer's
-    complex FFT fallbacks ("AssertionError: got <class 'float'>"); the real-valued DFTs of the ONNX export
-    (``models.layers.real_dft``) compile, and compute the same to float rounding."""
+def _deployable(run: Run, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.nn.Module, int]:
+    """A copy of the run's model in eval mode, its FFTs as real-valued DFTs and Informer's sampling frozen, and how
+    many of its layers were moved from torch's CSR/BSR kernels to tsprune's. AOTInductor (torch 2.13) fails to
+    generate the C++ call of FEDformer's complex FFT fallbacks ("AssertionError: got <class 'float'>"); the
+    real-valued DFTs of the ONNX export (``models.layers.real_dft``) compile, and compute the same to float
+    rounding. torch.export has no sparse layouts, so a layer the plan put on torch's CSR or BSR kernel (it measured
+    faster there at compile time) runs on tsprune's kernel in the package: the same weights, another format."""
     from tsprune.models.layers.prob_attention import freeze_sampling
     from tsprune.models.layers.real_dft import use_real_dft
-    from tsprune.sparse.layers import OWN_KERNEL, SparseWeight
+    from tsprune.sparse import kernel
+    from tsprune.sparse.layers import OWN_KERNEL, SparseWeight, densify, sparsify
 
     model = copy.deepcopy(run.model).cpu().eval()
     use_real_dft(model)
-    untraceable = [name for name, module in model.named_modules()
-                   if isinstance(module, SparseWeight) and module.layout != OWN_KERNEL]
-    if untraceable:
-        raise TsPruneError(f"{len(untraceable)} layer(s) of this compiled run use torch's CSR/BSR kernels, which "
-                           f"torch.export cannot trace (first: {untraceable[0]}): compile the run again with "
-                           "tsprune's kernel available, or export the run it was compiled from")
+    torch_layouts = [(name, module) for name, module in model.named_modules()
+                     if isinstance(module, SparseWeight) and module.layout != OWN_KERNEL]
+    if torch_layouts and not kernel.available():
+        raise TsPruneError(f"{len(torch_layouts)} layer(s) of this compiled run use torch's CSR/BSR kernels, which "
+                           f"torch.export cannot trace (first: {torch_layouts[0][0]}), and tsprune's kernel, which "
+                           f"would replace them, cannot be built here ({kernel.reason()}): export where it builds")
+    for name, module in torch_layouts:
+        parent, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attribute, sparsify(densify(module), OWN_KERNEL))
     freeze_sampling(model, inputs, torch.device("cpu"))
-    return model
+    return model, len(torch_layouts)
 
 
 def _op_library(run: Run) -> Path | None:
     """The op library a sparse-compiled run's package calls (None for a run without tsprune kernels)."""
     from tsprune.sparse import kernel
-    from tsprune.sparse.layers import OWN_KERNEL, SparseWeight
+    from tsprune.sparse.layers import SparseWeight
 
-    if not any(isinstance(m, SparseWeight) and m.layout == OWN_KERNEL for m in run.model.modules()):
+    if not any(isinstance(m, SparseWeight) for m in run.model.modules()):
         return None
     if not kernel.available():
         raise TsPruneError(f"this run runs on tsprune's sparse kernel, which cannot be built here "
@@ -108,7 +115,7 @@ def export_pt2(source: Run | str | Path, path: str | Path, batch_size: int | Non
     started = time.perf_counter()
     trace = example_inputs(data, 2 if batch_size is None else batch_size)
     library = _op_library(run)
-    model = _deployable(run, trace)
+    model, relaid = _deployable(run, trace)
     dynamic = None
     if batch_size is None:
         batch = torch.export.Dim("batch", min=1)
@@ -142,7 +149,7 @@ def export_pt2(source: Run | str | Path, path: str | Path, batch_size: int | Non
         package.replace(out)  # same file system: atomic, and the package appears only once checked
     check_facts = {"windows": count, "split": "test", "max_rel_diff": difference, "tolerance": TOLERANCE}
     ops = None if library is None else {"file": library_path(out).name, "op": "tsprune::sparse_linear",
-                                        "sha256": _sha256_file(library_path(out))}
+                                        "sha256": _sha256_file(library_path(out)), "moved_from_torch_kernels": relaid}
     payload = {**sidecar_payload(run, batch_size, check_facts, opset=0), "format": PT2_FORMAT,
                "torch": torch.__version__, "op_library": ops}
     payload.pop("opset", None)  # an ONNX notion

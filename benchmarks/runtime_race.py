@@ -1,0 +1,233 @@
+"""The runtime race: every way tsprune can run a forecaster, dense and sparse, timed in one alternating loop.
+
+    python benchmarks/runtime_race.py [--models Transformer,Informer,Autoformer,FEDformer,Crossformer]
+        [--density 0.107] [--batch-sizes 1,32] [--threads 2] [--repeats 20] [--train-steps 1]
+        [--masks magnitude,magnitude-layerwise] [--engines ...] [--json OUT.json]
+
+Per model (default size, ETTh1, pred_len 96, weights after ``--train-steps`` optimiser steps) and batch size, up to
+nine engines run the same real test windows in alternation (``tsprune.measure.compare_latency``: pass 1 of each,
+pass 2 of each, the order reversed every other pass), so a load change on the machine moves all of them alike:
+
+- dense: ``eager`` (PyTorch), ``inductor`` (``torch.compile``), ``ort`` (``tsprune export``, ONNX Runtime);
+- per mask method at ``--density`` (``magnitude``: one global threshold, the study's; ``magnitude-layerwise``: every
+  tensor at the density, so no layer is emptied): ``sparse`` (``tsprune compile`` at that batch size, eager),
+  ``sparse-inductor`` (that model under ``torch.compile``, the kernel a custom op) and ``pt2`` (``tsprune export
+  --format pt2`` of the compiled run at that batch size, AOTInductor, no Python model code).
+
+Prints one markdown table: milliseconds per engine (median), the fastest dense and the fastest sparse engine per
+mask, and their ratio. Measures only, asserts nothing about time. Every export is checked against PyTorch on test
+windows before it is timed (the exports' own check). With ``--json``, rows are written after every model, so an
+interrupted race keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import torch
+import typer
+from torch import nn
+
+from tsprune import api
+from tsprune.errors import TsPruneError, exception_line
+from tsprune.export import OnnxForecaster, export_run
+from tsprune.export_pt2 import Pt2Forecaster, export_pt2
+from tsprune.measure import compare_latency, example_inputs
+from tsprune.prune.unstructured import prune_magnitude
+from tsprune.run import Run
+from tsprune.runtime import configure_threads
+
+cli = typer.Typer(add_completion=False)
+
+MODELS = ("Transformer", "Informer", "Autoformer", "FEDformer", "Crossformer")
+MASKS = {"magnitude": "global", "magnitude-layerwise": "uniform"}  # mask method -> prune_magnitude's scope
+DENSE = ("eager", "inductor", "ort")
+SPARSE = ("sparse", "sparse-inductor", "pt2")
+
+
+class ArrayModule(nn.Module):
+    """A deployed artifact (ONNX Runtime session, AOTInductor package) behind the module interface
+    ``compare_latency`` times: tensors in, a tensor out."""
+
+    def __init__(self, forecaster: Callable[..., Any]) -> None:
+        super().__init__()
+        self.forecaster = forecaster
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.forecaster(*inputs))
+
+
+def trained(name: str, steps: int, hyper: dict[str, Any]) -> Run:
+    """The model on ETTh1/96 at its default size (``hyper``: overrides) after ``steps`` optimiser steps."""
+    config = api.make_config(name, data={"dataset": "ETTh1", "pred_len": 96},
+                             train={"epochs": 1, "max_steps": steps}, **hyper)
+    return api.train(config, progress=False)
+
+
+def masked(run: Run, method: str, density: float) -> Run:
+    """A copy of ``run`` with magnitude masks at ``density`` (``method`` names the scope: see :data:`MASKS`)."""
+    model = copy.deepcopy(run.model)
+    _, report = prune_magnitude(model, density, MASKS[method])
+    return dataclasses.replace(run, model=model, metrics={"density_total": report["density_total"]})
+
+
+def inductor(model: nn.Module) -> nn.Module:
+    """``model`` under ``torch.compile`` (inductor, static shapes: one graph per batch size, compiled at warm-up)."""
+    return torch.compile(copy.deepcopy(model).eval(), dynamic=False)  # type: ignore[return-value]
+
+
+def engines(run: Run, size: int, masks: list[str], density: float, threads: int, wanted: set[str],
+            folder: Path) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """The engines of one model at batch size ``size``: name -> module, and facts (plans, export checks, build
+    seconds) per engine."""
+    name = run.config.model.name
+    built: dict[str, nn.Module] = {}
+    facts: dict[str, Any] = {}
+
+    def add(key: str, make: Callable[[], nn.Module]) -> None:
+        if key.split("/")[-1] not in wanted:
+            return
+        start = time.perf_counter()
+        try:
+            built[key] = make()
+            facts[key] = {**facts.get(key, {}), "build_s": time.perf_counter() - start}
+        except (TsPruneError, RuntimeError, AssertionError) as exc:
+            facts[key] = {"failed": exception_line(exc)[:200]}
+            typer.echo(f"  {name} b{size} {key}: failed: {facts[key]['failed']}", err=True)
+
+    add("eager", lambda: run.model.eval())
+    add("inductor", lambda: inductor(run.model))
+
+    def ort() -> nn.Module:
+        exported = export_run(run, folder / f"{name}-dense.onnx")  # dynamic batch: one file for every size
+        facts["ort"] = {"max_rel_diff": exported.max_rel_diff}
+        return ArrayModule(OnnxForecaster(exported.path, threads=threads))
+
+    if size == 1 or not (folder / f"{name}-dense.onnx").exists():
+        add("ort", ort)
+    else:
+        add("ort", lambda: ArrayModule(OnnxForecaster(folder / f"{name}-dense.onnx", threads=threads)))
+    for method in masks:
+        pruned = masked(run, method, density)
+        compiled = api.compile_run(pruned, batch_size=size, threads=threads, device="cpu")
+        facts[f"{method}/sparse"] = {"density_total": pruned.metrics["density_total"],
+                                     "layers": {k: v for k, v in compiled.metrics.items() if k.startswith("n_")}}
+        add(f"{method}/sparse", lambda: compiled.model.eval())
+        add(f"{method}/sparse-inductor", lambda: inductor(compiled.model))
+
+        def pt2(method: str = method, compiled: Run = compiled) -> nn.Module:
+            exported = export_pt2(compiled, folder / f"{name}-{method}-b{size}.pt2", batch_size=size)
+            facts[f"{method}/pt2"] = {"max_rel_diff": exported.max_rel_diff}
+            return ArrayModule(Pt2Forecaster(exported.path))
+
+        add(f"{method}/pt2", pt2)
+    return built, facts
+
+
+def race(run: Run, size: int, masks: list[str], density: float, threads: int, repeats: int, wanted: set[str],
+         folder: Path) -> dict[str, Any]:
+    """One model at one batch size: every engine timed in one alternating loop."""
+    models, facts = engines(run, size, masks, density, threads, wanted, folder)
+    inputs = example_inputs(run.data(), size)
+    timings = compare_latency(models, inputs, repeats=repeats, threads=threads)
+    ms = {key: timing["median_ms"] for key, timing in timings.items()}
+    row: dict[str, Any] = {"model": run.config.model.name, "batch_size": size, "threads": threads,
+                           "density": density, "ms": ms, "iqr_ms": {k: t["iqr_ms"] for k, t in timings.items()},
+                           "facts": facts}
+    dense = {key: ms[key] for key in DENSE if key in ms}
+    if dense:
+        row["fastest_dense"] = min(dense, key=dense.__getitem__)
+    for method in masks:
+        sparse = {key: ms[f"{method}/{key}"] for key in SPARSE if f"{method}/{key}" in ms}
+        if sparse and dense:
+            best = min(sparse, key=sparse.__getitem__)
+            row[f"{method}/fastest"] = best
+            row[f"{method}/ratio"] = dense[row["fastest_dense"]] / sparse[best]
+            if "pt2" in sparse:
+                row[f"{method}/pt2_vs_fastest"] = sparse["pt2"] / sparse[best]
+    return row
+
+
+def table(rows: list[dict[str, Any]], masks: list[str]) -> str:
+    """Markdown: per model and batch, ms per engine, the fastest dense and sparse, and their ratio."""
+    keys = [key for key in DENSE if any(key in row["ms"] for row in rows)]
+    sparse = [f"{m}/{k}" for m in masks for k in SPARSE if any(f"{m}/{k}" in row["ms"] for row in rows)]
+    head = ["model", "batch", *keys, *sparse, "fastest dense",
+            *[f"{m}: fastest sparse" for m in masks], *[f"{m}: sparse vs fastest dense" for m in masks]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["model"], str(row["batch_size"])]
+        cells += [f"{row['ms'][k]:.1f}" if k in row["ms"] else "fails" for k in [*keys, *sparse]]
+        cells.append(row.get("fastest_dense", "-"))
+        cells += [row.get(f"{m}/fastest", "-") for m in masks]
+        cells += [f"{row[f'{m}/ratio']:.2f}x" if f"{m}/ratio" in row else "-" for m in masks]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from tsprune.sparse import kernel
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, kernel ISA {kernel.isa()}"
+
+
+@cli.command()
+def main(
+    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = ",".join(MODELS),
+    density: Annotated[float, typer.Option(help="Density of the sparse variants.")] = 0.107,
+    batch_sizes: Annotated[str, typer.Option()] = "1,32",
+    threads: Annotated[int, typer.Option()] = 2,
+    repeats: Annotated[int, typer.Option(help="Timed passes per engine.")] = 20,
+    train_steps: Annotated[int, typer.Option(help="Optimiser steps before timing (weights' provenance).")] = 1,
+    masks: Annotated[str, typer.Option(help="Mask methods: magnitude, magnitude-layerwise.")] =
+    "magnitude,magnitude-layerwise",
+    engine_names: Annotated[str, typer.Option("--engines", help="Engines to race.")] = ",".join(DENSE + SPARSE),
+    overrides: Annotated[str, typer.Option("--set", help="Model overrides as JSON (tests: a tiny size).")] = "",
+    json_out: Annotated[Optional[Path], typer.Option("--json")] = None,
+) -> None:
+    mask_list = [m for m in masks.split(",") if m]
+    wanted = {e for e in engine_names.split(",") if e}
+    unknown = [m for m in mask_list if m not in MASKS] + sorted(wanted - set(DENSE + SPARSE))
+    if unknown:
+        typer.echo(f"error: unknown mask or engine {unknown[0]!r}: use masks from {', '.join(MASKS)} and engines "
+                   f"from {', '.join(DENSE + SPARSE)}", err=True)
+        raise typer.Exit(2)
+    sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+    configure_threads(threads)
+    torch._inductor.config.fallback_random = True  # Informer's sampling draws as eager does under compile
+    hyper = json.loads(overrides) if overrides else {}
+    rows: list[dict[str, Any]] = []
+    typer.echo(f"machine: {machine()}", err=True)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            for name in [m for m in models.split(",") if m]:
+                run = trained(name, train_steps, hyper)
+                for size in sizes:
+                    rows.append(race(run, size, mask_list, density, threads, repeats, wanted, Path(scratch)))
+                    typer.echo(json.dumps({k: v for k, v in rows[-1].items() if k != "facts"}), err=True)
+                if json_out is not None:
+                    json_out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1) + "\n")
+    except TsPruneError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{machine()}; density {density:g}, median ms of {repeats} alternating passes\n")
+    typer.echo(table(rows, mask_list))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
