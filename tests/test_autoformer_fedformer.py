@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import copy
 
 import pytest
 import torch
@@ -201,3 +202,33 @@ def test_complex_tanh_matches_torch_including_large_real_parts_and_gradients():
     torch.view_as_real(complex_tanh(mine)).sum().backward()
     torch.view_as_real(torch.tanh(theirs)).sum().backward()
     torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", ["self", "cross"])
+def test_inference_reuses_the_relaid_fourier_weight_until_the_weight_changes(block):
+    """The mixing weight relaid for inference (``fourier.modes_first``) gives the training path's numbers bit for bit,
+    and follows in-place edits (pruning masks), copies and new tensors."""
+    torch.manual_seed(0)
+    module = FourierBlock(64, 8, 96, 32) if block == "self" else FourierCrossAttention(64, 8, 96, 96, 32)
+    inputs = [torch.randn(3, 96, 8, 8) for _ in range(1 if block == "self" else 2)]
+
+    def both() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            inference = module(*inputs)
+        with torch.no_grad():
+            no_grad = module(*inputs)
+        return module(*inputs).detach(), no_grad, inference
+
+    trained, *inferred = both()
+    assert all(torch.equal(trained, other) for other in inferred)
+    with torch.no_grad():
+        module.weight.mul_(torch.rand_like(module.weight.real) > 0.5)  # a mask applied in place
+    masked, *inferred = both()
+    assert not torch.equal(masked, trained) and all(torch.equal(masked, other) for other in inferred)
+    twin = copy.deepcopy(module)
+    with torch.no_grad():
+        twin.weight.zero_()
+        assert torch.equal(module(*inputs), masked) and not twin(*inputs).any()
+    module.weight = torch.nn.Parameter(torch.ones_like(module.weight))  # a new tensor
+    fresh, *inferred = both()
+    assert not torch.equal(fresh, masked) and all(torch.equal(fresh, other) for other in inferred)

@@ -2,7 +2,8 @@
 one CPU each, every node a set of processes on this machine talking over loopback, each with its own scratch
 folder): runs spread over the nodes within their thread budgets, a worker node lost mid-sweep, the driver killed
 and restarted, no shared filesystem, GPU requests as data, and ``sweep plan --executor ray``. Every sweep's metrics
-are compared with a local-executor run of the same spec."""
+are compared with a local-executor run of the same spec. Every test on the cluster runs in `make test-heavy` (CI),
+not in the 10-minute `make test`: the cluster alone takes ~30 s to start."""
 
 from __future__ import annotations
 
@@ -232,6 +233,7 @@ def test_plan_command_errors(data_csv, tmp_path):
 # --- on the simulated cluster -------------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy  # the cluster takes ~30 s to start: every test on it runs in make test-heavy (CI)
 def test_sweep_spreads_over_nodes_within_their_budgets_without_a_shared_filesystem(cluster, data_csv,
                                                                                    local_reference, tmp_path):
     spec = cluster_spec(data_csv)
@@ -258,6 +260,7 @@ def test_sweep_spreads_over_nodes_within_their_budgets_without_a_shared_filesyst
           f"{sorted(sum(r['node'] == n for r in records.values()) for n in nodes)}")
 
 
+@pytest.mark.heavy  # the cluster takes ~30 s to start: every test on it runs in make test-heavy (CI)
 def test_engine_twins_are_one_task_on_the_cluster(cluster, data_csv, tmp_path):
     """A masked run and its sparse-engine twin go to one task, so one worker prunes and fine-tunes them once."""
     spec = cluster_spec(data_csv, seeds=[0], methods={"magnitude": [0.5]}, finetune_epochs=[0, 1],
@@ -274,6 +277,7 @@ def test_engine_twins_are_one_task_on_the_cluster(cluster, data_csv, tmp_path):
         assert dense_engine["metrics"]["mse"] == sparse_engine["metrics"]["mse"]
 
 
+@pytest.mark.heavy  # the cluster takes ~30 s to start: every test on it runs in make test-heavy (CI)
 def test_plan_shows_the_cluster_and_run_refuses_what_no_node_fits(cluster, data_csv, tmp_path):
     result = runner.invoke(app, ["sweep", "plan", str(write_spec(tmp_path, cluster_spec(data_csv))), "--executor",
                                  "ray", "--address", cluster.address])

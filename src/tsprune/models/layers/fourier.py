@@ -56,6 +56,38 @@ def select_frequencies(spectrum: torch.Tensor, index: torch.Tensor) -> torch.Ten
     return spectrum[:, index]
 
 
+def modes_first(module: nn.Module) -> torch.Tensor:
+    """``module.weight [H, E_in, E_out, M]`` laid out ``[M, H, E_in, E_out]``: the mixing is one complex matrix
+    product per (mode, head), and a batched product reads each batch's matrix contiguously.
+
+    The parameter keeps the reference's layout (checkpoints, pruning and the state dict see that). Relaying it
+    copies every weight (``E * E * M`` complex numbers per head: 16.8 MB per block at the default size), which
+    ``einsum`` did on every forward pass: at batch 1 that copy took longer than the product itself. With autograd
+    off (inference), the relaid copy is kept on the module and made again only when the weight changes (a new
+    tensor, another device, or an in-place edit, which bumps the tensor's version counter); with autograd on
+    (training) and while tracing (``torch.compile``, ``torch.export``), the permuted view goes into the product
+    as before. Both compute the same numbers."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return weight.permute(3, 0, 1, 2)
+    # the parameter object itself is part of the key (held, so its address cannot be reused by another tensor);
+    # its storage address changes with .to() and .data = ..., its version with every in-place edit
+    key = (weight.data_ptr(), weight._version, torch.is_inference_mode_enabled())
+    cached = module.__dict__.get("_modes_first")
+    if cached is None or cached[0] is not weight or cached[1] != key:
+        cached = (weight, key, weight.detach().permute(3, 0, 1, 2).contiguous())
+        module.__dict__["_modes_first"] = cached  # not state: a copy made from the parameter
+    return cached[2]
+
+
+def mix_modes(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x [B, M, H, E_in] x weight [M, H, E_in, E_out] -> [B, M, H, E_out]``: per mode and head, ``x``'s rows times
+    that mode's and head's matrix, as one batched product (``einsum("bmhi,mhio->bmho")``, spelled as the matmul
+    it is so that no operand is relaid behind our back)."""
+    return torch.matmul(x.permute(1, 2, 0, 3), weight).permute(2, 0, 1, 3)  # [M, H, B, E_out] -> [B, M, H, E_out]
+
+
 class FourierBlock(nn.Module):
     """Frequency-enhanced block (self-attention replacement): FFT of ``q``, a per-head complex linear map on the
     kept modes, inverse FFT. ``k`` and ``v`` are ignored, as in the reference.
@@ -91,7 +123,7 @@ class FourierBlock(nn.Module):
             return self._real_forward(q)
         length = q.shape[1]
         selected = self.mixing_input(q)  # [B, M, H, E]
-        mixed = torch.einsum("bmhi,hiom->bmho", selected, self.weight)  # all modes in one product
+        mixed = mix_modes(selected, modes_first(self))  # [B, M, H, E]: all modes in one product
         # As the official code does, the product of the m-th *kept* mode is written into output frequency slot m
         # (``out_ft[..., wi] = ...`` in its loop), not back at frequency index[m]: the output lives on the lowest
         # M frequencies. irfft zero-fills the slots above M.
@@ -188,7 +220,7 @@ class FourierCrossAttention(nn.Module):
             return self._real_forward(q, k)
         batch, length, heads, _ = q.shape
         attended = self.mixing_input(q, k)  # [B, Mq, H, E]
-        mixed = torch.einsum("bxhi,hiox->bxho", attended, self.weight)  # [B, Mq, H, E]
+        mixed = mix_modes(attended, modes_first(self))  # [B, Mq, H, E]
         # Unlike FourierBlock, the reference puts each result back at its own frequency index_q[m].
         spectrum = mixed.new_zeros(batch, length // 2 + 1, heads, mixed.shape[-1]).index_copy(1, self.index_q, mixed)
         out = torch.fft.irfft(spectrum / self.norm, n=length, dim=1)  # [B, L, H, E]
