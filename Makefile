@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-heavy lint bench reproduce study-results clean
+.PHONY: install demo test test-heavy lint bench reproduce study-results docs clean
 
 # The tests and the demo start many Python processes (CLI subprocesses, sweep workers, Ray nodes). Where the
 # environment sets PYTHONDONTWRITEBYTECODE, each would compile torch and tsprune from source again (~4 s apiece):
@@ -46,9 +46,10 @@ bench: install
 reproduce: install
 	$(BIN)/python benchmarks/reproduce.py --runs runs/reproduce
 
-# The study at real scale (preset study-etth1): export the sweep's table, write its report and the README's
-# findings from that table. SWEEP is the sweep directory (`tsprune sweep run study-etth1 --dir ...`); without it,
-# only the report and the findings are rebuilt from the committed table. The report reads the study's extra seeds
+# The study at real scale (preset study-etth1): export the sweep's table, write its report, the findings of its
+# results page (docs/results/study-etth1.md) and the README's headline table from that table. SWEEP is the sweep
+# directory (`tsprune sweep run study-etth1 --dir ...`); without it, only the report, the findings and the headline
+# are rebuilt from the committed table. The report reads the study's extra seeds
 # (seeds-etth1) and the small models (small-etth1) with it, and the frontier's costs, where they are committed
 # (tests/test_findings.py reads the same tables).
 STUDY := benchmarks/results/study-etth1
@@ -59,7 +60,18 @@ study-results: install
 	@if [ -n "$(SWEEP)" ]; then $(BIN)/tsprune results $(SWEEP) --export $(STUDY)/results.parquet && \
 	  $(BIN)/tsprune results $(SWEEP) --export $(STUDY)/results.csv; fi
 	$(BIN)/tsprune report $(STUDY_TABLES) --out $(STUDY)/report --title "The study on ETTh1/96 in tsprune" \
-	  --readme README.md $(if $(FRONTIER_COSTS),--costs $(FRONTIER_COSTS))
+	  --readme docs/results/study-etth1.md $(if $(FRONTIER_COSTS),--costs $(FRONTIER_COSTS))
+	$(BIN)/python docs/hooks/headline.py README.md
+
+# The manual (mkdocs.yml, docs/): `mkdocs build --strict` into site/ (open site/index.html). The docs extra is
+# installed into .venv on first use, so a fresh clone needs nothing else.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml requirements.lock
+	$(BIN)/pip install --quiet --no-compile -c requirements.lock -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 clean:
-	rm -rf $(VENV) demo build dist src/*.egg-info
+	rm -rf $(VENV) demo build dist site src/*.egg-info

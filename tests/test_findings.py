@@ -202,7 +202,8 @@ def test_report_writes_the_findings_into_the_readme_block(tmp_path):
 
 
 def test_readme_findings_are_those_of_the_committed_study_results():
-    """The README's findings block is generated from the committed tables `make study-results` reads:
+    """The findings block of the study's results page (docs/results/study-etth1.md; the README was their home before
+    the manual) is generated from the committed tables `make study-results` reads:
     benchmarks/results/study-etth1/results.parquet, with seeds-etth1's, small-etth1's and the frontier's costs where
     they are committed."""
     from pathlib import Path
@@ -216,10 +217,10 @@ def test_readme_findings_are_those_of_the_committed_study_results():
     frame = pd.concat([read_results(path) for path in paths], ignore_index=True).drop_duplicates("run_id")
     costs_path = results / "frontier" / "costs.csv"
     costs = pd.read_csv(costs_path) if costs_path.is_file() else None
-    readme = (results.parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (results.parents[1] / "docs" / "results" / "study-etth1.md").read_text(encoding="utf-8")
     block = readme[readme.index(README_START) + len(README_START):readme.index(README_END)].strip("\n")
     expected = findings_markdown(findings_table(tables.prepare(frame), costs=costs)).strip("\n")
-    assert block == expected, "README findings are stale: run `make study-results`"
+    assert block == expected, "docs/results/study-etth1.md findings are stale: run `make study-results`"
 
 
 # --- seeds: the paired criterion against each model's measured spread -------------------------------------------------

@@ -1,5 +1,6 @@
-"""The README's findings block: the findings a report wrote, put between two marker lines of a file, the rest of
-the file kept byte for byte (``tsprune report --readme``)."""
+"""A findings block: the findings a report wrote, put between two marker lines of a markdown file, the rest of
+the file kept byte for byte (``tsprune report --readme FILE``; `make study-results` writes the study's into
+docs/results/study-etth1.md, which the README once held)."""
 
 from __future__ import annotations
 
