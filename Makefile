@@ -35,7 +35,7 @@ test-heavy: install
 	$(CACHED) $(BIN)/python -m pytest tests -m heavy
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/mypy
 
 bench: install

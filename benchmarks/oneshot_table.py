@@ -1,7 +1,7 @@
 """Issue 19's comparison table from a sweep's results table: test MSE without fine-tuning per model, method and
 density, with each run's pruning time and how many prunable layers it emptied.
 
-    python benchmarks/oneshot_table.py RESULTS.parquet [--readme README.md --block oneshot-mini]
+    python benchmarks/oneshot_table.py RESULTS.parquet [--readme docs/results/oneshot.md --block oneshot-mini]
 
 Reads only the results table (``tsprune results DIR --export``), so the same table always gives the same text.
 ``--readme`` replaces the block between ``<!-- tsprune BLOCK start -->`` and ``<!-- tsprune BLOCK end -->``.

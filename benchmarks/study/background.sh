@@ -8,7 +8,7 @@
 # its runs stay one experiment). A machine's disk does not outlive a session: the records committed under
 # benchmarks/results/<preset>/records are copied into RUNS_DIR/<preset>/sweep/records first, so finished runs are
 # skipped; a dense run whose children are not all recorded is trained again (deterministic at 2 threads).
-# Commit the finished records before the session ends (see the README's "Three seeds" section).
+# Commit the finished records before the session ends (see docs/results/in-progress.md).
 set -u
 SMALL_REV=$1; SEEDS_REV=$2; RUNS=$(realpath -m "${3:-runs}")
 REPO=$(cd "$(dirname "$0")/../.." && pwd)

@@ -21,8 +21,8 @@ def export(
                          "its sparse kernels, whose op library is written beside it). Default: from --out's suffix.")]
     = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Fix the batch size (default: any batch size).")] = None,
-    dynamic_batch: Annotated[bool, typer.Option(help="Any batch size (the default; not with --batch-size).")]
-    = False,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Any batch size (the default; not with "
+                                                                  "--batch-size).")] = False,
 ) -> None:
     """Export a run to ONNX or a PyTorch 2 package, checked against PyTorch on real test windows."""
     from tsprune import api

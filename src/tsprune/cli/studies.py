@@ -47,8 +47,8 @@ def report(
              "them; several are read together (a study and its extra seeds, the small models), each run once.")],
     out: Annotated[Path, typer.Option(help="Report directory (report.md, report.html, figures/).")] = Path("report"),
     title: Annotated[str, typer.Option()] = "tsprune sweep report",
-    readme: Annotated[Optional[Path], typer.Option(help="Also write the findings into this file's findings block "
-                                                        "(the README's).")] = None,
+    readme: Annotated[Optional[Path], typer.Option(help="Also write the findings into this markdown file's findings "
+                                                        "block (the study's: docs/results/study-etth1.md).")] = None,
     costs: Annotated[Optional[Path], typer.Option(help="The frontier's costs table (CSV) written by "
                                                        "benchmarks/study/frontier_pass.py: latency of every point.")]
         = None,

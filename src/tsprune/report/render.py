@@ -182,7 +182,7 @@ def speed_table(timing: pd.DataFrame) -> Table:
 
 
 def findings_markdown(table: Table) -> str:
-    """The findings table as the README carries it (``tsprune report --readme``)."""
+    """The findings table as a results page carries it (``tsprune report --readme PAGE``)."""
     return f"{table.caption}\n\n{md_table(table)}\n"
 
 
