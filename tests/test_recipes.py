@@ -243,6 +243,35 @@ def test_the_cli_prunes_with_a_recipe_and_refuses_bad_ones(csv_path, tmp_path):
         result = runner.invoke(app, [*common, "--out", str(tmp_path / "x"), *extra])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x").exists()
+    # no method and no recipe: the documented default, the best recipe at high sparsity, plain magnitude above it
+    result = runner.invoke(app, [*common, "--out", str(tmp_path / "default"), "--json"])
+    said = " ".join(result.output.split())  # the note is wrapped to the terminal's width
+    assert result.exit_code == 0 and f"the recipe measured best there, {recipes.HIGH_SPARSITY}" in said
+    saved = json.loads((tmp_path / "default" / "config.json").read_text())["prune"]
+    assert recipes.recipe_of(saved) == recipes.HIGH_SPARSITY == recipes.default_for(DENSITY)
+    above = [arg if arg != str(DENSITY) else "0.5" for arg in common]
+    result = runner.invoke(app, [*above, "--out", str(tmp_path / "half"), "--json"])
+    assert result.exit_code == 0 and "measured best" not in result.output
+    saved = json.loads((tmp_path / "half" / "config.json").read_text())["prune"]
+    assert saved["method"] == "magnitude" and saved["finetune_epochs"] == 0 and recipes.default_for(0.5) is None
+
+
+def test_the_high_sparsity_default_is_the_best_recipe_measured():
+    """``prune.recipes.HIGH_SPARSITY`` is the recipe the committed results rank first at 10.7% (the confirmation at
+    the study's size where it is committed, else the screening on the demo's models)."""
+    from pathlib import Path
+
+    from tsprune.report import recipes as report
+    from tsprune.report.tables import prepare
+    from tsprune.sweep.results import read_results
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    table = next(results / name / "results.parquet" for name in ("recipes-etth1", "recipes-mini")
+                 if (results / name / "results.parquet").is_file())
+    summary = report.summary(prepare(read_results(table)))
+    sizes = list(dict.fromkeys(summary["size"]))
+    assert report.best(summary, sizes[0], DENSITY) == recipes.HIGH_SPARSITY, report.ranking(summary, sizes[0],
+                                                                                            DENSITY)
 
 
 def test_the_sweep_spec_plans_recipes_once_and_costs_the_teacher():

@@ -6,6 +6,11 @@
 # (--rebuild-dense: deterministic at 2 threads) and goes on.
 #
 #   benchmarks/study/seeds.sh CODE_DIR SWEEP_DIR MODEL:SEED [MODEL:SEED ...]
+#   PRESET=recipes-etth1 REUSE=runs/seeds-etth1/sweep benchmarks/study/seeds.sh CODE_DIR SWEEP_DIR MODEL:SEED ...
+#
+# PRESET (default seeds-etth1) names the preset whose (model, seed) families run; REUSE, a sweep directory whose
+# dense runs of the same configuration are copied instead of trained (issue 33's confirmation takes seeds 2022
+# and 2023 from seeds-etth1's).
 #
 # CODE_DIR is a frozen copy of tsprune (`git archive REV | tar -x -C CODE_DIR`); every record names that commit.
 # One worker at 2 threads (the preset's measure.threads, so pruning and fine-tuning run at 2 threads as in
@@ -19,13 +24,13 @@ mkdir -p "$S/specs"
 for PAIR in "$@"; do
   M=${PAIR%%:*}; SEED=${PAIR##*:}
   SPEC="$S/specs/$M-$SEED.yaml"
-  run "$HERE/make_spec.py" seeds-etth1 "$M" "$SEED" > "$SPEC"
+  run "$HERE/make_spec.py" "${PRESET:-seeds-etth1}" "$M" "$SEED" > "$SPEC"
   if run "$HERE/family_done.py" "$SPEC" "$S/sweep" --recorded 2>/dev/null; then
     echo "$(date -Is) $M seed $SEED: already done"; continue
   fi
   echo "$(date -Is) $M seed $SEED: start ($CODE)"
   run -m tsprune.cli sweep run "$SPEC" --dir "$S/sweep" --workers 1 --threads 2 --rebuild-dense \
-    --no-progress
+    ${REUSE:+--reuse-dense "$REUSE"} --no-progress
   if run "$HERE/family_done.py" "$SPEC" "$S/sweep" --recorded; then
     echo "$(date -Is) $M seed $SEED: done"
   else

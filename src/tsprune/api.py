@@ -48,8 +48,11 @@ def evaluate(run: Run | str | Path, split: str = "test", device: str = "auto", b
 def prune(source: Run | str | Path, method: str | None = None, density: float = 0.5, out: str | Path | None = None,
           *, recipe: str | None = None, overwrite: bool = False, progress: bool = False,
           baseline: dict[str, Any] | None = None, **options: Any) -> Run:
-    """Prune a trained run with ``method`` (a record of ``tsprune.prune.methods``; default magnitude) to ``density``,
-    optionally fine-tune it (``finetune_epochs=N``), and measure it against the dense model in the same process.
+    """Prune a trained run with ``method`` (a record of ``tsprune.prune.methods``) to ``density``, optionally
+    fine-tune it (``finetune_epochs=N``), and measure it against the dense model in the same process. Naming neither
+    ``method`` nor ``recipe`` prunes by global magnitude, or, at high sparsity (density at most
+    ``prune.recipes.HIGH_SPARSITY_DENSITY``), with the recipe measured best there (``prune.recipes.HIGH_SPARSITY``,
+    one epoch of fine-tuning), unless ``iterative``, ``distill`` or ``schedule`` compose a way of their own.
 
     ``recipe`` (a record of ``tsprune.prune.recipes``) sets the method, the fine-tuning schedule, distillation and
     the budget in one name; a ``method`` given beside it must be the recipe's, and ``finetune_epochs`` lengthens
@@ -65,6 +68,9 @@ def prune(source: Run | str | Path, method: str | None = None, density: float = 
     if "batch_sizes" in options and options["batch_sizes"] is not None:
         options["batch_sizes"] = tuple(int(b) for b in options["batch_sizes"])
     config = replace_known(PruneConfig(density=density), options)
+    own_recipe = options.get("iterative") or options.get("distill") or options.get("schedule") not in (None, "oneshot")
+    if recipe is None and method is None and not own_recipe:
+        recipe = recipes.default_for(density)  # high sparsity: the measured best recipe (prune.recipes)
     if recipe is not None:
         wanted = recipes.get_recipe(recipe).method
         if method is not None and method != wanted:

@@ -164,7 +164,9 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 def prune(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
     out: Annotated[Path, typer.Option(help="Directory for the pruned run.")],
-    method: Annotated[Optional[str], typer.Option(help=methods.describe() + ". Default: magnitude, or the recipe's.",
+    method: Annotated[Optional[str], typer.Option(help=methods.describe() + ". Default: magnitude, the recipe's, or "
+                                                  f"at a density of {recipes.HIGH_SPARSITY_DENSITY:g} or less the "
+                                                  f"recipe {recipes.HIGH_SPARSITY}'s.",
                                                   rich_help_panel=PRUNE)] = None,
     recipe: Annotated[Optional[str], typer.Option(help="A named recipe sets the method and how it fine-tunes, at a "
                                                        "budget of one epoch (--finetune-epochs lengthens it): "
@@ -236,6 +238,10 @@ def prune(
                     batch_sizes=_batch_sizes(batch_sizes), latency_repeats=repeats, threads=threads, device=device,
                     engine=engine, **options)
     m = run.metrics
+    if method is None and recipe is None and m.get("recipe") == recipes.HIGH_SPARSITY:
+        err_console.print(f"note: at density {density:g} (at most {recipes.HIGH_SPARSITY_DENSITY:g}) tsprune prunes "
+                          f"with the recipe measured best there, {recipes.HIGH_SPARSITY} (one epoch of fine-tuning); "
+                          "--method magnitude prunes as the study does")
     if as_json:
         hidden = ("latency", "latency_dense", "latency_masked")
         typer.echo(json.dumps({k: v for k, v in m.items() if k not in hidden}, indent=2))
