@@ -153,6 +153,19 @@ def test_oneshot_blocks_are_those_of_the_committed_tables():
         assert text == comparison(table), f"{block} is stale: run benchmarks/oneshot_table.py (docs/results/oneshot.md)"
 
 
+def test_the_recipe_screening_block_is_that_of_the_committed_table():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from recipes_table import recipes_markdown
+
+    from tsprune.sweep.results import read_results
+
+    page = (DOCS / "results" / "in-progress.md").read_text(encoding="utf-8")
+    start, end = "<!-- tsprune recipes-mini start -->", "<!-- tsprune recipes-mini end -->"
+    text = page[page.index(start) + len(start):page.index(end)].strip("\n") + "\n"
+    table = read_results(ROOT / "benchmarks" / "results" / "recipes-mini" / "results.parquet")
+    assert text == recipes_markdown(table), "recipes-mini is stale: run benchmarks/recipes_table.py (see the page)"
+
+
 def test_readme_is_a_front_page_with_a_generated_headline():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     lines = text.splitlines()
