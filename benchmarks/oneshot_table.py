@@ -10,7 +10,7 @@ Reads only the results table (``tsprune results DIR --export``), so the same tab
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import pandas as pd
 import typer
@@ -18,7 +18,7 @@ import typer
 from tsprune.errors import TsPruneError
 from tsprune.report.tables import series_labels
 from tsprune.runtime import atomic_write
-from tsprune.sweep.results import load_results
+from tsprune.sweep.results import load_results, read_results
 
 cli = typer.Typer(add_completion=False)
 
@@ -68,19 +68,24 @@ def replace_block(readme: Path, block: str, text: str) -> None:
     atomic_write(readme, f"{content[:first + len(start)]}\n{text}{content[last:]}")
 
 
-@cli.command()
-def main(results: Annotated[Path, typer.Argument(help="A results table (.parquet) or a sweep directory.")],
-         readme: Annotated[Optional[Path], typer.Option(help="Also write the table into this file's block.")] = None,
-         block: Annotated[str, typer.Option(help="The block's name in --readme.")] = "oneshot") -> None:
+def emit(results: Path, readme: Path | None, block: str, render: Callable[[pd.DataFrame], str]) -> None:
+    """Print ``render`` of the results table (a .parquet file or a sweep directory) and, with ``readme``, write it
+    into that page's ``block``; a bad table or page is one line and exit 2."""
     try:
-        frame = load_results(results) if results.is_dir() else pd.read_parquet(results)
-        text = comparison(frame)
+        text = render(load_results(results) if results.is_dir() else read_results(results))
         if readme is not None:
             replace_block(readme, block, text)
     except (TsPruneError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(text, nl=False)
+
+
+@cli.command()
+def main(results: Annotated[Path, typer.Argument(help="A results table (.parquet) or a sweep directory.")],
+         readme: Annotated[Optional[Path], typer.Option(help="Also write the table into this file's block.")] = None,
+         block: Annotated[str, typer.Option(help="The block's name in --readme.")] = "oneshot") -> None:
+    emit(results, readme, block, comparison)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ report's "Recipes at high sparsity" table (``tsprune.report.render.recipes_table
 
 Reads only the results table (``tsprune results DIR --export``), so the same table always gives the same text.
 ``--readme`` replaces the block between ``<!-- tsprune BLOCK start -->`` and ``<!-- tsprune BLOCK end -->``
-(``oneshot_table.replace_block``).
+(``oneshot_table.emit``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 
-from oneshot_table import replace_block
-from tsprune.errors import TsPruneError
+from oneshot_table import emit
 from tsprune.report.render import md_table, recipes_table
 from tsprune.report.tables import prepare
-from tsprune.sweep.results import load_results, read_results
 
 cli = typer.Typer(add_completion=False)
 
@@ -36,14 +34,7 @@ def recipes_markdown(frame: pd.DataFrame) -> str:
 def main(results: Annotated[Path, typer.Argument(help="A results table (.parquet) or a sweep directory.")],
          readme: Annotated[Optional[Path], typer.Option(help="Also write the table into this file's block.")] = None,
          block: Annotated[str, typer.Option(help="The block's name in --readme.")] = "recipes-mini") -> None:
-    try:
-        text = recipes_markdown(load_results(results) if results.is_dir() else read_results(results))
-        if readme is not None:
-            replace_block(readme, block, text)
-    except (TsPruneError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(text, nl=False)
+    emit(results, readme, block, recipes_markdown)
 
 
 if __name__ == "__main__":

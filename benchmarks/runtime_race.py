@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ import torch
 import typer
 from torch import nn
 
+from speedup import SCOPE_OF
 from tsprune import api
 from tsprune.errors import TsPruneError, exception_line
 from tsprune.export import OnnxForecaster, export_run
@@ -43,12 +43,12 @@ from tsprune.export_pt2 import Pt2Forecaster, export_pt2
 from tsprune.measure import compare_latency, example_inputs
 from tsprune.prune.unstructured import prune_magnitude
 from tsprune.run import Run
-from tsprune.runtime import configure_threads
+from tsprune.runtime import configure_threads, cpu_name
 
 cli = typer.Typer(add_completion=False)
 
 MODELS = ("Transformer", "Informer", "Autoformer", "FEDformer", "Crossformer")
-MASKS = {"magnitude": "global", "magnitude-layerwise": "uniform"}  # mask method -> prune_magnitude's scope
+MASKS = SCOPE_OF  # mask method -> prune_magnitude's scope, as benchmarks/speedup.py masks
 DENSE = ("eager", "inductor", "ort")
 SPARSE = ("sparse", "sparse-inductor", "pt2")
 
@@ -107,14 +107,12 @@ def engines(run: Run, size: int, masks: list[str], density: float, threads: int,
     add("inductor", lambda: inductor(run.model))
 
     def ort() -> nn.Module:
-        exported = export_run(run, folder / f"{name}-dense.onnx")  # dynamic batch: one file for every size
-        facts["ort"] = {"max_rel_diff": exported.max_rel_diff}
-        return ArrayModule(OnnxForecaster(exported.path, threads=threads))
+        onnx = folder / f"{name}-dense.onnx"
+        if not onnx.exists():  # dynamic batch: one checked export serves every batch size
+            facts["ort"] = {"max_rel_diff": export_run(run, onnx).max_rel_diff}
+        return ArrayModule(OnnxForecaster(onnx, threads=threads))
 
-    if size == 1 or not (folder / f"{name}-dense.onnx").exists():
-        add("ort", ort)
-    else:
-        add("ort", lambda: ArrayModule(OnnxForecaster(folder / f"{name}-dense.onnx", threads=threads)))
+    add("ort", ort)
     for method in masks:
         pruned = masked(run, method, density)
         compiled = api.compile_run(pruned, batch_size=size, threads=threads, device="cpu")
@@ -174,16 +172,8 @@ def table(rows: list[dict[str, Any]], masks: list[str]) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from tsprune.sparse import kernel
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, kernel ISA {kernel.isa()}"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, kernel ISA {kernel.isa()}"
 
 
 @cli.command()
@@ -212,7 +202,8 @@ def main(
     torch._inductor.config.fallback_random = True  # Informer's sampling draws as eager does under compile
     hyper = json.loads(overrides) if overrides else {}
     rows: list[dict[str, Any]] = []
-    typer.echo(f"machine: {machine()}", err=True)
+    where = machine()
+    typer.echo(f"machine: {where}", err=True)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             for name in [m for m in models.split(",") if m]:
@@ -221,11 +212,11 @@ def main(
                     rows.append(race(run, size, mask_list, density, threads, repeats, wanted, Path(scratch)))
                     typer.echo(json.dumps({k: v for k, v in rows[-1].items() if k != "facts"}), err=True)
                 if json_out is not None:
-                    json_out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1) + "\n")
+                    json_out.write_text(json.dumps({"machine": where, "rows": rows}, indent=1) + "\n")
     except TsPruneError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"{machine()}; density {density:g}, median ms of {repeats} alternating passes\n")
+    typer.echo(f"{where}; density {density:g}, median ms of {repeats} alternating passes\n")
     typer.echo(table(rows, mask_list))
 
 
