@@ -3,6 +3,7 @@
     python benchmarks/runtime_race.py [--models Transformer,Informer,Autoformer,FEDformer,Crossformer]
         [--density 0.107] [--batch-sizes 1,32] [--threads 2] [--repeats 20] [--train-steps 1]
         [--masks magnitude,magnitude-layerwise] [--engines ...] [--json OUT.json]
+    python benchmarks/runtime_race.py --from-json RACE.json [--readme docs/results/speed.md]
 
 Per model (default size, ETTh1, pred_len 96, weights after ``--train-steps`` optimiser steps) and batch size, up to
 nine engines run the same real test windows in alternation (``tsprune.measure.compare_latency``: pass 1 of each,
@@ -35,6 +36,7 @@ import torch
 import typer
 from torch import nn
 
+from oneshot_table import replace_block
 from speedup import SCOPE_OF
 from tsprune import api
 from tsprune.errors import TsPruneError, exception_line
@@ -171,6 +173,17 @@ def table(rows: list[dict[str, Any]], masks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def race_markdown(data: dict[str, Any]) -> str:
+    """Markdown of a race written by ``--json``: its machine, then :func:`table` of its rows (the mask methods in the
+    order the rows name them)."""
+    rows = data["rows"]
+    masks = [m for m in MASKS if any(f"{m}/ratio" in row for row in rows)]
+    passes = f" of {data['repeats']}" if "repeats" in data else ""
+    repeats = f"density {rows[0]['density']:g}, median ms{passes} alternating passes" if rows else "no rows"
+    note = f" ({data['note']})" if data.get("note") else ""
+    return f"{data['machine']}; {repeats}{note}:\n\n{table(rows, masks)}\n"
+
+
 def machine() -> str:
     from tsprune.sparse import kernel
     return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, kernel ISA {kernel.isa()}"
@@ -189,7 +202,21 @@ def main(
     engine_names: Annotated[str, typer.Option("--engines", help="Engines to race.")] = ",".join(DENSE + SPARSE),
     overrides: Annotated[str, typer.Option("--set", help="Model overrides as JSON (tests: a tiny size).")] = "",
     json_out: Annotated[Optional[Path], typer.Option("--json")] = None,
+    from_json: Annotated[Optional[Path], typer.Option(help="Race nothing: print the table of this --json file.")]
+    = None,
+    readme: Annotated[Optional[Path], typer.Option(help="With --from-json: also write the table into this page's "
+                                                        "runtime-race block.")] = None,
 ) -> None:
+    if from_json is not None:
+        try:
+            text = race_markdown(json.loads(from_json.read_text(encoding="utf-8")))
+            if readme is not None:
+                replace_block(readme, "runtime-race", text)
+        except (OSError, ValueError, KeyError, TsPruneError) as exc:
+            typer.echo(f"error: cannot render {from_json} ({exc}): give a file written by --json", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(text, nl=False)
+        return
     mask_list = [m for m in masks.split(",") if m]
     wanted = {e for e in engine_names.split(",") if e}
     unknown = [m for m in mask_list if m not in MASKS] + sorted(wanted - set(DENSE + SPARSE))
@@ -212,7 +239,8 @@ def main(
                     rows.append(race(run, size, mask_list, density, threads, repeats, wanted, Path(scratch)))
                     typer.echo(json.dumps({k: v for k, v in rows[-1].items() if k != "facts"}), err=True)
                 if json_out is not None:
-                    json_out.write_text(json.dumps({"machine": where, "rows": rows}, indent=1) + "\n")
+                    record = {"machine": where, "repeats": repeats, "rows": rows}
+                    json_out.write_text(json.dumps(record, indent=1) + "\n")
     except TsPruneError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -370,3 +370,40 @@ def test_the_published_check_compares_seed_means_with_the_published_values():
     assert out.loc["DLinear", "mse"] == pytest.approx(0.41) and out.loc["DLinear", "within"] == "yes"
     assert out.loc["DLinear", "ratio"] == pytest.approx(0.41 / 0.386)
     assert out.loc["iTransformer", "within"] == "no (fewer than 3 seeds)"  # 0.45 is 17% above 0.386
+
+
+def test_the_runtime_race_renders_a_committed_race_and_refuses_other_files(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports its sibling scripts
+    race = load("runtime_race")
+    committed = sorted((BENCHMARKS / "results" / "runtime-race").glob("*.json"))[0]
+    page = tmp_path / "page.md"
+    page.write_text("before\n<!-- tsprune runtime-race start -->\nold\n<!-- tsprune runtime-race end -->\nafter\n")
+    result = CliRunner().invoke(race.cli, ["--from-json", str(committed), "--readme", str(page)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(committed.read_text())["rows"]
+    written = page.read_text()
+    assert "old" not in written and written.startswith("before\n") and written.endswith("after\n")
+    for row in rows:  # one line per row, its ratio as measured
+        assert f"| {row['model']} | {row['batch_size']} |" in written
+        assert f"{row['magnitude/ratio']:.2f}x" in written
+    (tmp_path / "bad.json").write_text("{not json")
+    result = CliRunner().invoke(race.cli, ["--from-json", str(tmp_path / "bad.json")])
+    assert result.exit_code == 2 and "give a file written by --json" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.heavy
+def test_the_runtime_race_times_dense_and_sparse_engines_in_one_loop(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    race = load("runtime_race")
+    out = tmp_path / "race.json"
+    result = CliRunner().invoke(race.cli, [
+        "--models", "Transformer", "--batch-sizes", "2", "--threads", "1", "--repeats", "2", "--masks",
+        "magnitude", "--engines", "eager,ort,sparse", "--set",
+        json.dumps({"d_model": 16, "d_ff": 32, "n_heads": 2, "e_layers": 1, "d_layers": 1}), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text())["rows"][0]
+    assert set(row["ms"]) == {"eager", "ort", "magnitude/sparse"} and min(row["ms"].values()) > 0
+    assert row["fastest_dense"] in ("eager", "ort") and row["magnitude/fastest"] == "sparse"
+    assert row["magnitude/ratio"] == pytest.approx(row["ms"][row["fastest_dense"]] / row["ms"]["magnitude/sparse"])
+    assert row["facts"]["ort"]["max_rel_diff"] < 1e-4  # the export's own check ran before timing

@@ -11,6 +11,8 @@ site build itself is ``make docs`` (CI runs it).
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 import shutil
 import sys
@@ -164,6 +166,19 @@ def test_the_recipe_screening_block_is_that_of_the_committed_table():
     text = page[page.index(start) + len(start):page.index(end)].strip("\n") + "\n"
     table = read_results(ROOT / "benchmarks" / "results" / "recipes-mini" / "results.parquet")
     assert text == recipes_markdown(table), "recipes-mini is stale: run benchmarks/recipes_table.py (see the page)"
+
+
+def test_the_runtime_race_block_is_that_of_the_committed_race():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from runtime_race import race_markdown
+
+    page = (DOCS / "results" / "speed.md").read_text(encoding="utf-8")
+    source = re.search(r"--from-json (benchmarks/results/runtime-race/[\w.-]+\.json)", page)
+    assert source, "speed.md names no committed race (--from-json ...)"
+    start, end = "<!-- tsprune runtime-race start -->", "<!-- tsprune runtime-race end -->"
+    text = page[page.index(start) + len(start):page.index(end)].strip("\n") + "\n"
+    race = json.loads((ROOT / source.group(1)).read_text(encoding="utf-8"))
+    assert text == race_markdown(race), "runtime-race is stale: run the command on docs/results/speed.md"
 
 
 def test_readme_is_a_front_page_with_a_generated_headline():

@@ -17,7 +17,7 @@ model's FLOPs follow from the shapes it really runs. One multiply-add is 2 FLOPs
 
 Not counted, as in most FLOP tables: elementwise and reduction ops (activations, norms, softmax outside fused
 attention, residual adds, moving averages/pooling, ``topk``/``gather``), including elementwise *complex* products
-such as Autoformer's ``rfft(q) * conj(rfft(k))``.
+and their sums, such as Autoformer's channel sum of ``rfft(q) * conj(rfft(k))`` (a ``linalg.vecdot``).
 
 ``flops_effective`` discounts zeros in the weights of ``Linear``/``Conv1d`` modules: a module whose weight has
 density ``d`` is charged ``d`` times its counted FLOPs (what a sparse kernel would do). ``flops_dense_equivalent``

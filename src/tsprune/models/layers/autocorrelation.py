@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsprune.models.layers.real_dft import irfft as real_irfft, rfft as real_rfft
 
 
 def time_delay_aggregation(values: torch.Tensor, delays: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -55,8 +54,9 @@ class AutoCorrelation(nn.Module):
     batch (chosen on the batch mean, a batch-norm-like design), in evaluation per sample. Their correlations,
     softmax-normalised, weight the values rolled by each lag.
 
-    ``real_dft`` (an attribute, not state): compute the correlation with DFT matmuls and the aggregation with a
-    circulant matrix instead of complex FFTs, so the exporter can translate it; the same result to float rounding.
+    ``real_dft`` (an attribute, not state): compute the correlation with one batched product and a gather, and the
+    aggregation with a circulant matrix, instead of complex FFTs, so the exporter can translate it; the same result
+    to float rounding.
     """
 
     real_dft: bool = False
@@ -89,13 +89,7 @@ class AutoCorrelation(nn.Module):
         if self.real_dft:
             mean_corr = self._real_mean_correlation(q, k)
         else:
-            q_ft, k_ft = torch.fft.rfft(q, dim=1), torch.fft.rfft(k, dim=1)
-            # n=length keeps all L lags for odd L as well (the reference's default n drops one there).
-            corr = torch.fft.irfft(q_ft * torch.conj(k_ft), n=length, dim=1)  # [B, L, H, E]
-            if self.channels is None:
-                mean_corr = corr.mean(dim=(2, 3))  # [B, L]: one score per sample and lag
-            else:
-                mean_corr = corr.sum(dim=(2, 3)) / self.channels
+            mean_corr = self._fft_mean_correlation(q, k)
 
         top_k = self.top_k(length)
         if self.training:
@@ -108,18 +102,41 @@ class AutoCorrelation(nn.Module):
         aggregate = circulant_delay_aggregation if self.real_dft else time_delay_aggregation
         return aggregate(v.float() if low_precision else v, delays, weights).to(v.dtype)
 
-    def _real_mean_correlation(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """The channel-averaged correlation ``[B, L]`` of ``q, k [B, L, H, E]`` with real DFT matmuls.
+    def _divisor(self, q: torch.Tensor) -> int:
+        # the channel average's divisor: the current width (the reference's mean) or the trained width (structured)
+        return q.shape[2] * q.shape[3] if self.channels is None else self.channels
 
-        ``irfft`` is linear, so the spectra ``q_ft * conj(k_ft)`` are summed over heads and channels first and only
-        ``[B, L // 2 + 1]`` is transformed back (the FFT path averages after its inverse: same value, rounding aside).
+    def _fft_mean_correlation(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The channel-averaged circular cross-correlation ``[B, L]`` of ``q, k [B, L, H, E]`` by FFT.
+
+        The reference transforms ``q_ft * conj(k_ft)`` back per channel and then averages. ``irfft`` is linear, so
+        the spectra are summed over heads and channels first (one complex dot product per sample and frequency,
+        ``linalg.vecdot``, which conjugates its first argument) and only ``[B, L // 2 + 1]`` is transformed back:
+        the same value up to the order of the sums, without materialising the conjugate and the product of the
+        ``[B, L // 2 + 1, H * E]`` spectra, two complex passes that PyTorch's CPU kernels run unvectorised
+        (Autoformer at batch 32: 31 -> 16 ms per decoder-length call on 2 threads, AMD EPYC Zen 3).
         """
         length = q.shape[1]
-        q_re, q_im = real_rfft(q, dim=1)  # [B, L // 2 + 1, H, E] each
-        k_re, k_im = real_rfft(k, dim=1)
-        # (a + ib) * conj(c + id) = (ac + bd) + i(bc - ad)
-        cross_re = (q_re * k_re + q_im * k_im).sum(dim=(2, 3))  # [B, L // 2 + 1]
-        cross_im = (q_im * k_re - q_re * k_im).sum(dim=(2, 3))
-        corr_sum = real_irfft(cross_re, cross_im, n=length, dim=1)  # [B, L]
-        channels = q.shape[2] * q.shape[3] if self.channels is None else self.channels
-        return corr_sum / channels
+        q_ft = torch.fft.rfft(q, dim=1).flatten(2)  # [B, L // 2 + 1, H * E]
+        k_ft = torch.fft.rfft(k, dim=1).flatten(2)
+        cross = torch.linalg.vecdot(k_ft, q_ft, dim=-1)  # [B, L // 2 + 1]: sum over channels of q_ft * conj(k_ft)
+        # n=length keeps all L lags for odd L as well (the reference's default n drops one there).
+        return torch.fft.irfft(cross, n=length, dim=1) / self._divisor(q)  # [B, L]: one score per sample and lag
+
+    def _real_mean_correlation(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The channel-averaged circular cross-correlation ``[B, L]`` of ``q, k [B, L, H, E]`` in real arithmetic:
+        ``corr[b, tau] = sum_t sum_c q[b, (t + tau) mod L, c] k[b, t, c] / channels``.
+
+        One batched product gives every pair of steps, ``G[b, s, t] = q[b, s] . k[b, t]`` (``[B, L, L]``), and lag
+        ``tau`` is the sum of G's wrapped diagonal ``s = (t + tau) mod L`` (one gather). That is ``2 L^2 C`` flops
+        per sample, against ``8 L (L / 2 + 1) C`` for the forward DFTs of ``q`` and ``k`` as cos/sin matmuls (the
+        form this replaced): ~4x less arithmetic, and at batch 32 it measured 9 ms instead of 47 at the decoder's
+        144 steps and 4 instead of 12 at the encoder's 96 (eager, 2 threads, AMD EPYC Zen 3), which is what ONNX
+        Runtime and the pt2 package run. Exact up to the order of the sums.
+        """
+        batch, length = q.shape[:2]
+        gram = torch.bmm(q.flatten(2), k.flatten(2).transpose(1, 2))  # [B, L (s), L (t)]
+        t = torch.arange(length, device=q.device)
+        wrapped = ((t[None, :] + t[:, None]) % length) * length + t[None, :]  # [L (tau), L (t)]: flat index of (s, t)
+        corr_sum = gram.flatten(1)[:, wrapped.flatten()].view(batch, length, length).sum(dim=-1)  # [B, L]
+        return corr_sum / self._divisor(q)

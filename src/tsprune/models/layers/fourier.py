@@ -81,6 +81,37 @@ def modes_first(module: nn.Module) -> torch.Tensor:
     return cached[2]
 
 
+def modes_first_parts(module: nn.Module) -> Spectrum:
+    """The real and imaginary parts of :func:`modes_first`, each ``[M, H, E_in, E_out]`` float32 (the real path's
+    weights). In inference they are contiguous copies kept on the module as :func:`modes_first` keeps its copy (a
+    strided ``.real`` view would be copied inside every product); with autograd on or while tracing they are the
+    parameter's permuted parts, so gradients and exported graphs see the parameter itself."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return weight.real.permute(3, 0, 1, 2), weight.imag.permute(3, 0, 1, 2)
+    key = (weight.data_ptr(), weight._version, torch.is_inference_mode_enabled())
+    cached = module.__dict__.get("_modes_first_parts")
+    if cached is None or cached[0] is not weight or cached[1] != key:
+        relaid = weight.detach().permute(3, 0, 1, 2)
+        cached = (weight, key, (relaid.real.contiguous(), relaid.imag.contiguous()))
+        module.__dict__["_modes_first_parts"] = cached  # not state: copies made from the parameter
+    return cached[2]
+
+
+def mix_modes_real(x: Spectrum, weight: Spectrum) -> Spectrum:
+    """:func:`mix_modes` in real arithmetic: ``x`` (real, imag) ``[B, M, H, E_in]`` each, ``weight`` (real, imag)
+    ``[M, H, E_in, E_out]`` each -> (real, imag) ``[B, M, H, E_out]``.
+
+    ``(xr + i xi)(wr + i wi) = (xr wr - xi wi) + i (xr wi + xi wr)``: both parts of ``x`` are stacked along the
+    batch and multiplied by ``wr`` and by ``wi``, two batched products that each read their weight once (at batch 1
+    the weights' bytes are the cost: four separate products, as ``complex_einsum`` would do, read each twice)."""
+    batch = x[0].shape[0]
+    both = torch.cat(x, dim=0)  # [2B, M, H, E_in]: real parts, then imaginary parts
+    by_real, by_imag = mix_modes(both, weight[0]), mix_modes(both, weight[1])  # [2B, M, H, E_out] each
+    return by_real[:batch] - by_imag[batch:], by_imag[:batch] + by_real[batch:]
+
+
 def mix_modes(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x [B, M, H, E_in] x weight [M, H, E_in, E_out] -> [B, M, H, E_out]``: per mode and head, ``x``'s rows times
     that mode's and head's matrix, as one batched product (``einsum("bmhi,mhio->bmho")``, spelled as the matmul
@@ -140,8 +171,7 @@ class FourierBlock(nn.Module):
         """
         length = q.shape[1]
         selected = real_rfft(q.float(), dim=1, freqs=self.index)  # [B, M, H, E] each
-        weight = (self.weight.real, self.weight.imag)
-        real, imag = complex_einsum("bmhi,hiom->bmho", selected, weight)
+        real, imag = mix_modes_real(selected, modes_first_parts(self))  # [B, M, H, E] each
         return real_irfft(real, imag, n=length, dim=1).to(q.dtype)  # [B, L, H, E]
 
 
@@ -243,7 +273,7 @@ class FourierCrossAttention(nn.Module):
             weights = torch.softmax(torch.sqrt(scores[0] * scores[0] + scores[1] * scores[1]), dim=-1)
             attended = (torch.einsum("bhxy,byhe->bxhe", weights, k_ft[0]),
                         torch.einsum("bhxy,byhe->bxhe", weights, k_ft[1]))
-        real, imag = complex_einsum("bxhi,hiox->bxho", attended, (self.weight.real, self.weight.imag))
+        real, imag = mix_modes_real(attended, modes_first_parts(self))  # [B, Mq, H, E] each
         out = real_irfft(real / self.norm, imag / self.norm, n=length, dim=1, freqs=self.index_q)
         return out.to(q.dtype)  # [B, L, H, E]
 
