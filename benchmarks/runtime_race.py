@@ -3,7 +3,7 @@
     python benchmarks/runtime_race.py [--models Transformer,Informer,Autoformer,FEDformer,Crossformer]
         [--density 0.107] [--batch-sizes 1,32] [--threads 2] [--repeats 20] [--train-steps 1]
         [--masks magnitude,magnitude-layerwise] [--engines ...] [--json OUT.json]
-    python benchmarks/runtime_race.py --from-json RACE.json [--readme docs/results/speed.md]
+    python benchmarks/runtime_race.py --from-json RACE.json [--readme docs/results/speed.md] [--summary README.md]
 
 Per model (default size, ETTh1, pred_len 96, weights after ``--train-steps`` optimiser steps) and batch size, up to
 nine engines run the same real test windows in alternation (``tsprune.measure.compare_latency``: pass 1 of each,
@@ -184,6 +184,23 @@ def race_markdown(data: dict[str, Any]) -> str:
     return f"{data['machine']}; {repeats}{note}:\n\n{table(rows, masks)}\n"
 
 
+def race_summary(data: dict[str, Any]) -> str:
+    """Markdown for a front page: per model and batch, the fastest dense engine and, per mask method, the fastest
+    sparse artifact, each with its median ms, and their ratio; then one line naming the machine."""
+    rows = data["rows"]
+    masks = [m for m in MASKS if any(f"{m}/ratio" in row for row in rows)]
+    head = ["model", "batch", "fastest dense", *[f"{m}: fastest sparse (ratio)" for m in masks]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        dense = row.get("fastest_dense")
+        cells = [row["model"], str(row["batch_size"]), f"{dense} {row['ms'][dense]:.1f} ms" if dense else "-"]
+        for m in masks:
+            best = row.get(f"{m}/fastest")
+            cells.append(f"{best} {row['ms'][f'{m}/{best}']:.1f} ms ({row[f'{m}/ratio']:.2f}x)" if best else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{data['machine']}, density {rows[0]['density']:g} (`benchmarks/runtime_race.py`).\n"
+
+
 def machine() -> str:
     from tsprune.sparse import kernel
     return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, kernel ISA {kernel.isa()}"
@@ -206,12 +223,18 @@ def main(
     = None,
     readme: Annotated[Optional[Path], typer.Option(help="With --from-json: also write the table into this page's "
                                                         "runtime-race block.")] = None,
+    summary: Annotated[Optional[Path], typer.Option(help="With --from-json: also write the short table (fastest "
+                                                         "engines and ratios) into this page's "
+                                                         "runtime-race-summary block.")] = None,
 ) -> None:
     if from_json is not None:
         try:
             text = race_markdown(json.loads(from_json.read_text(encoding="utf-8")))
             if readme is not None:
                 replace_block(readme, "runtime-race", text)
+            if summary is not None:
+                replace_block(summary, "runtime-race-summary",
+                              race_summary(json.loads(from_json.read_text(encoding="utf-8"))))
         except (OSError, ValueError, KeyError, TsPruneError) as exc:
             typer.echo(f"error: cannot render {from_json} ({exc}): give a file written by --json", err=True)
             raise typer.Exit(2) from None

@@ -170,7 +170,7 @@ def test_the_recipe_screening_block_is_that_of_the_committed_table():
 
 def test_the_runtime_race_block_is_that_of_the_committed_race():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from runtime_race import race_markdown
+    from runtime_race import race_markdown, race_summary
 
     page = (DOCS / "results" / "speed.md").read_text(encoding="utf-8")
     source = re.search(r"--from-json (benchmarks/results/runtime-race/[\w.-]+\.json)", page)
@@ -179,6 +179,10 @@ def test_the_runtime_race_block_is_that_of_the_committed_race():
     text = page[page.index(start) + len(start):page.index(end)].strip("\n") + "\n"
     race = json.loads((ROOT / source.group(1)).read_text(encoding="utf-8"))
     assert text == race_markdown(race), "runtime-race is stale: run the command on docs/results/speed.md"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- tsprune runtime-race-summary start -->", "<!-- tsprune runtime-race-summary end -->"
+    short = readme[readme.index(start) + len(start):readme.index(end)].strip("\n") + "\n"
+    assert short == race_summary(race), "the README's runtime-race-summary is stale: run the command in speed.md"
 
 
 def test_readme_is_a_front_page_with_a_generated_headline():

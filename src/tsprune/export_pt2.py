@@ -66,6 +66,7 @@ def _deployable(run: Run, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.nn.Mo
     real-valued DFTs of the ONNX export (``models.layers.real_dft``) compile, and compute the same to float
     rounding. torch.export has no sparse layouts, so a layer the plan put on torch's CSR or BSR kernel (it measured
     faster there at compile time) runs on tsprune's kernel in the package: the same weights, another format."""
+    from tsprune.models.layers.fourier import freeze_mode_layout
     from tsprune.models.layers.prob_attention import freeze_sampling
     from tsprune.models.layers.real_dft import use_real_dft
     from tsprune.sparse import kernel
@@ -73,6 +74,7 @@ def _deployable(run: Run, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.nn.Mo
 
     model = copy.deepcopy(run.model).cpu().eval()
     use_real_dft(model)
+    freeze_mode_layout(model)  # FEDformer: the Fourier weights' relaid parts become the package's constants
     torch_layouts = [(name, module) for name, module in model.named_modules()
                      if isinstance(module, SparseWeight) and module.layout != OWN_KERNEL]
     if torch_layouts and not kernel.available():

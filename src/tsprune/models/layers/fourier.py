@@ -86,6 +86,8 @@ def modes_first_parts(module: nn.Module) -> Spectrum:
     weights). In inference they are contiguous copies kept on the module as :func:`modes_first` keeps its copy (a
     strided ``.real`` view would be copied inside every product); with autograd on or while tracing they are the
     parameter's permuted parts, so gradients and exported graphs see the parameter itself."""
+    if hasattr(module, "frozen_real"):  # an exported copy (freeze_mode_layout): the relaid parts are constants
+        return module.frozen_real, module.frozen_imag
     weight = module.weight
     assert isinstance(weight, torch.Tensor)
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
@@ -97,6 +99,23 @@ def modes_first_parts(module: nn.Module) -> Spectrum:
         cached = (weight, key, (relaid.real.contiguous(), relaid.imag.contiguous()))
         module.__dict__["_modes_first_parts"] = cached  # not state: copies made from the parameter
     return cached[2]
+
+
+def freeze_mode_layout(model: nn.Module) -> int:
+    """Give every Fourier block of ``model`` its weight's real and imaginary parts laid out ``[M, H, E_in, E_out]``
+    as non-persistent buffers, which :func:`modes_first_parts` then reads, also while tracing; returns how many
+    blocks. For a copy about to be exported (``tsprune.export_pt2``): traced, the real path would otherwise
+    permute the complex parameter in every call of the package (AOTInductor keeps that copy in the program), 50 MB
+    of copies per forward at FEDformer's default size. The buffers are copies: edit the weight afterwards and they
+    are stale, so freeze only a model that is done changing. The state dict is unchanged (non-persistent)."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, (FourierBlock, FourierCrossAttention)):
+            relaid = module.weight.detach().permute(3, 0, 1, 2)
+            module.register_buffer("frozen_real", relaid.real.contiguous(), persistent=False)
+            module.register_buffer("frozen_imag", relaid.imag.contiguous(), persistent=False)
+            count += 1
+    return count
 
 
 def mix_modes_real(x: Spectrum, weight: Spectrum) -> Spectrum:
