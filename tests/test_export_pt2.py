@@ -113,3 +113,18 @@ def test_layers_on_torch_csr_kernels_run_on_tsprunes_kernel_in_the_package(spars
     exported = export_pt2(csr, tmp_path / "csr.pt2")
     sidecar = json.loads((tmp_path / "csr.pt2.json").read_text())
     assert sidecar["op_library"]["moved_from_torch_kernels"] == layers and exported.max_rel_diff <= 1e-4
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", ["Autoformer", "FEDformer"])
+def test_the_frequency_models_package_and_match_pytorch(name, sparse_run, tmp_path):
+    """Autoformer and FEDformer run their real-arithmetic paths in a package (FEDformer's Fourier weights as relaid
+    constants, ``fourier.freeze_mode_layout``); the export's own check compares the package with PyTorch."""
+    config = api.make_config(name, data={"data_path": str(sparse_run / "data.csv"), "seq_len": 24, "label_len": 12,
+                                         "pred_len": 12},
+                             train={"epochs": 1, "max_steps": 2, "device": "cpu"}, **{**TINY, "modes": 8})
+    api.train(config, out=tmp_path / "dense", progress=False)
+    exported = export_pt2(tmp_path / "dense", tmp_path / "model.pt2", batch_size=2)
+    assert exported.max_rel_diff < 1e-4
+    package = Pt2Forecaster(tmp_path / "model.pt2")
+    assert package.sidecar["format"] == PT2_FORMAT

@@ -86,8 +86,9 @@ def modes_first_parts(module: nn.Module) -> Spectrum:
     weights). In inference they are contiguous copies kept on the module as :func:`modes_first` keeps its copy (a
     strided ``.real`` view would be copied inside every product); with autograd on or while tracing they are the
     parameter's permuted parts, so gradients and exported graphs see the parameter itself."""
-    if hasattr(module, "frozen_real"):  # an exported copy (freeze_mode_layout): the relaid parts are constants
-        return module.frozen_real, module.frozen_imag
+    frozen = module._buffers.get("frozen_real"), module._buffers.get("frozen_imag")
+    if frozen[0] is not None and frozen[1] is not None:  # an exported copy (freeze_mode_layout): constants
+        return frozen[0], frozen[1]
     weight = module.weight
     assert isinstance(weight, torch.Tensor)
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
