@@ -173,11 +173,15 @@ def table(rows: list[dict[str, Any]], masks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def raced_masks(rows: list[dict[str, Any]]) -> list[str]:
+    """The mask methods that ``rows`` have ratios for, in :data:`MASKS` order."""
+    return [m for m in MASKS if any(f"{m}/ratio" in row for row in rows)]
+
+
 def race_markdown(data: dict[str, Any]) -> str:
-    """Markdown of a race written by ``--json``: its machine, then :func:`table` of its rows (the mask methods in the
-    order the rows name them)."""
+    """Markdown of a race written by ``--json``: its machine, then :func:`table` of its rows."""
     rows = data["rows"]
-    masks = [m for m in MASKS if any(f"{m}/ratio" in row for row in rows)]
+    masks = raced_masks(rows)
     passes = f" of {data['repeats']}" if "repeats" in data else ""
     repeats = f"density {rows[0]['density']:g}, median ms{passes} alternating passes" if rows else "no rows"
     note = f" ({data['note']})" if data.get("note") else ""
@@ -188,7 +192,7 @@ def race_summary(data: dict[str, Any]) -> str:
     """Markdown for a front page: per model and batch, the fastest dense engine and, per mask method, the fastest
     sparse artifact, each with its median ms, and their ratio; then one line naming the machine."""
     rows = data["rows"]
-    masks = [m for m in MASKS if any(f"{m}/ratio" in row for row in rows)]
+    masks = raced_masks(rows)
     head = ["model", "batch", "fastest dense", *[f"{m}: fastest sparse (ratio)" for m in masks]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -229,12 +233,12 @@ def main(
 ) -> None:
     if from_json is not None:
         try:
-            text = race_markdown(json.loads(from_json.read_text(encoding="utf-8")))
+            data = json.loads(from_json.read_text(encoding="utf-8"))
+            text, short = race_markdown(data), race_summary(data)
             if readme is not None:
                 replace_block(readme, "runtime-race", text)
             if summary is not None:
-                replace_block(summary, "runtime-race-summary",
-                              race_summary(json.loads(from_json.read_text(encoding="utf-8"))))
+                replace_block(summary, "runtime-race-summary", short)
         except (OSError, ValueError, KeyError, TsPruneError) as exc:
             typer.echo(f"error: cannot render {from_json} ({exc}): give a file written by --json", err=True)
             raise typer.Exit(2) from None

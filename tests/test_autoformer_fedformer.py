@@ -204,12 +204,15 @@ def test_complex_tanh_matches_torch_including_large_real_parts_and_gradients():
     torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("real_dft", [False, True])
 @pytest.mark.parametrize("block", ["self", "cross"])
-def test_inference_reuses_the_relaid_fourier_weight_until_the_weight_changes(block):
-    """The mixing weight relaid for inference (``fourier.modes_first``) gives the training path's numbers bit for bit,
-    and follows in-place edits (pruning masks), copies and new tensors."""
+def test_inference_reuses_the_relaid_fourier_weight_until_the_weight_changes(block, real_dft):
+    """The mixing weight relaid for inference (``fourier.modes_first``; its real and imaginary parts on the real
+    path, ``modes_first_parts``) gives the training path's numbers bit for bit, and follows in-place edits (pruning
+    masks), copies and new tensors."""
     torch.manual_seed(0)
     module = FourierBlock(64, 8, 96, 32) if block == "self" else FourierCrossAttention(64, 8, 96, 96, 32)
+    module.real_dft = real_dft
     inputs = [torch.randn(3, 96, 8, 8) for _ in range(1 if block == "self" else 2)]
 
     def both() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -232,3 +235,26 @@ def test_inference_reuses_the_relaid_fourier_weight_until_the_weight_changes(blo
     module.weight = torch.nn.Parameter(torch.ones_like(module.weight))  # a new tensor
     fresh, *inferred = both()
     assert not torch.equal(fresh, masked) and all(torch.equal(fresh, other) for other in inferred)
+
+
+def test_a_frozen_mode_layout_computes_the_same_and_leaves_the_state_alone():
+    """``freeze_mode_layout`` (exports) gives the real path constant relaid weights: the same numbers, traced or not,
+    and the same state dict."""
+    from tsprune.models.layers.fourier import freeze_mode_layout
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleList([FourierBlock(64, 8, 96, 32), FourierCrossAttention(64, 8, 96, 96, 32)]).eval()
+    for block in model:
+        block.real_dft = True
+    q, k = torch.randn(2, 96, 8, 8), torch.randn(2, 96, 8, 8)
+    with torch.no_grad():
+        before = [model[0](q), model[1](q, k)]
+    keys = set(model.state_dict())
+    assert freeze_mode_layout(model) == 2 and set(model.state_dict()) == keys
+    with torch.no_grad():
+        assert torch.equal(model[0](q), before[0]) and torch.equal(model[1](q, k), before[1])
+        compiled = torch.compile(model[1], backend="eager", fullgraph=True)  # traced: reads the buffers
+        torch.testing.assert_close(compiled(q, k), before[1])
+        model[1].frozen_real.zero_()  # the buffers, not the parameter, are what the frozen copy multiplies by
+        model[1].frozen_imag.zero_()
+        assert not model[1](q, k).any() and not torch.compile(model[1], backend="eager")(q, k).any()

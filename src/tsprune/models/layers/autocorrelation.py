@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 def time_delay_aggregation(values: torch.Tensor, delays: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``out[b, t] = sum_i weights[b, i] * values[b, (t + delays[b, i]) mod L]``, all delays at once.
 

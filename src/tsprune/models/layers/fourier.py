@@ -11,6 +11,8 @@ DFTs become cos/sin matmuls over the kept modes only, spectra are ``(real, imag)
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import torch
 from torch import nn
 
@@ -18,6 +20,7 @@ from tsprune.models.layers.attention import AttentionLayer
 from tsprune.models.layers.real_dft import Spectrum, complex_einsum, irfft as real_irfft, rfft as real_rfft
 
 MODE_SELECTS = ("random", "low")
+T = TypeVar("T")
 
 
 def select_modes(seq_len: int, modes: int, mode_select: str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -71,34 +74,38 @@ def modes_first(module: nn.Module) -> torch.Tensor:
     assert isinstance(weight, torch.Tensor)
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return weight.permute(3, 0, 1, 2)
-    # the parameter object itself is part of the key (held, so its address cannot be reused by another tensor);
-    # its storage address changes with .to() and .data = ..., its version with every in-place edit
-    key = (weight.data_ptr(), weight._version, torch.is_inference_mode_enabled())
-    cached = module.__dict__.get("_modes_first")
-    if cached is None or cached[0] is not weight or cached[1] != key:
-        cached = (weight, key, weight.detach().permute(3, 0, 1, 2).contiguous())
-        module.__dict__["_modes_first"] = cached  # not state: a copy made from the parameter
-    return cached[2]
+    return _inference_copy(module, "_modes_first", lambda w: w.permute(3, 0, 1, 2).contiguous())
 
 
 def modes_first_parts(module: nn.Module) -> Spectrum:
     """The real and imaginary parts of :func:`modes_first`, each ``[M, H, E_in, E_out]`` float32 (the real path's
     weights). In inference they are contiguous copies kept on the module as :func:`modes_first` keeps its copy (a
     strided ``.real`` view would be copied inside every product); with autograd on or while tracing they are the
-    parameter's permuted parts, so gradients and exported graphs see the parameter itself."""
+    parameter's permuted parts, so gradients and exported graphs see the parameter itself, unless
+    :func:`freeze_mode_layout` made them constants of an exported copy."""
     frozen = module._buffers.get("frozen_real"), module._buffers.get("frozen_imag")
-    if frozen[0] is not None and frozen[1] is not None:  # an exported copy (freeze_mode_layout): constants
+    if frozen[0] is not None and frozen[1] is not None:
         return frozen[0], frozen[1]
     weight = module.weight
     assert isinstance(weight, torch.Tensor)
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return weight.real.permute(3, 0, 1, 2), weight.imag.permute(3, 0, 1, 2)
+    return _inference_copy(module, "_modes_first_parts", lambda w: (w.real.permute(3, 0, 1, 2).contiguous(),
+                                                                    w.imag.permute(3, 0, 1, 2).contiguous()))
+
+
+def _inference_copy(module: nn.Module, slot: str, make: Callable[[torch.Tensor], T]) -> T:
+    """``make(module.weight.detach())``, kept in ``module.__dict__[slot]`` (not state) and made again only when the
+    weight changes: a new tensor, another device, or an in-place edit (which bumps its version counter)."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    # the parameter object itself is part of the key (held, so its address cannot be reused by another tensor);
+    # its storage address changes with .to() and .data = ..., its version with every in-place edit
     key = (weight.data_ptr(), weight._version, torch.is_inference_mode_enabled())
-    cached = module.__dict__.get("_modes_first_parts")
+    cached = module.__dict__.get(slot)
     if cached is None or cached[0] is not weight or cached[1] != key:
-        relaid = weight.detach().permute(3, 0, 1, 2)
-        cached = (weight, key, (relaid.real.contiguous(), relaid.imag.contiguous()))
-        module.__dict__["_modes_first_parts"] = cached  # not state: copies made from the parameter
+        cached = (weight, key, make(weight.detach()))
+        module.__dict__[slot] = cached
     return cached[2]
 
 
