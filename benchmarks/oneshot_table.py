@@ -20,8 +20,6 @@ from tsprune.report.tables import series_labels
 from tsprune.runtime import atomic_write
 from tsprune.sweep.results import load_results, read_results
 
-cli = typer.Typer(add_completion=False)
-
 METHOD_ORDER = ("magnitude", "lamp", "wanda", "sparsegpt", "depgraph")
 
 
@@ -81,11 +79,21 @@ def emit(results: Path, readme: Path | None, block: str, render: Callable[[pd.Da
     typer.echo(text, nl=False)
 
 
-@cli.command()
-def main(results: Annotated[Path, typer.Argument(help="A results table (.parquet) or a sweep directory.")],
-         readme: Annotated[Optional[Path], typer.Option(help="Also write the table into this file's block.")] = None,
-         block: Annotated[str, typer.Option(help="The block's name in --readme.")] = "oneshot") -> None:
-    emit(results, readme, block, comparison)
+def table_cli(render: Callable[[pd.DataFrame], str], default_block: str) -> typer.Typer:
+    """The command line of a table script: a results table in, ``render``'s markdown out (see :func:`emit`)."""
+    app = typer.Typer(add_completion=False)
+
+    @app.command()
+    def main(results: Annotated[Path, typer.Argument(help="A results table (.parquet) or a sweep directory.")],
+             readme: Annotated[Optional[Path], typer.Option(help="Also write the table into this file's block.")]
+             = None,
+             block: Annotated[str, typer.Option(help="The block's name in --readme.")] = default_block) -> None:
+        emit(results, readme, block, render)
+
+    return app
+
+
+cli = table_cli(comparison, "oneshot")
 
 
 if __name__ == "__main__":

@@ -6,22 +6,16 @@ report's "Recipes at high sparsity" table (``tsprune.report.render.recipes_table
 
 Reads only the results table (``tsprune results DIR --export``), so the same table always gives the same text.
 ``--readme`` replaces the block between ``<!-- tsprune BLOCK start -->`` and ``<!-- tsprune BLOCK end -->``
-(``oneshot_table.emit``).
+(``oneshot_table.table_cli``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
-
 import pandas as pd
-import typer
 
-from oneshot_table import emit
+from oneshot_table import table_cli
 from tsprune.report.render import md_table, recipes_table
 from tsprune.report.tables import prepare
-
-cli = typer.Typer(add_completion=False)
 
 
 def recipes_markdown(frame: pd.DataFrame) -> str:
@@ -30,11 +24,7 @@ def recipes_markdown(frame: pd.DataFrame) -> str:
     return f"{table.caption}\n\n{md_table(table)}\n"
 
 
-@cli.command()
-def main(results: Annotated[Path, typer.Argument(help="A results table (.parquet) or a sweep directory.")],
-         readme: Annotated[Optional[Path], typer.Option(help="Also write the table into this file's block.")] = None,
-         block: Annotated[str, typer.Option(help="The block's name in --readme.")] = "recipes-mini") -> None:
-    emit(results, readme, block, recipes_markdown)
+cli = table_cli(recipes_markdown, "recipes-mini")
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ def race_summary(data: dict[str, Any]) -> str:
             best = row.get(f"{m}/fastest")
             cells.append(f"{best} {row['ms'][f'{m}/{best}']:.1f} ms ({row[f'{m}/ratio']:.2f}x)" if best else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\n{data['machine']}, density {rows[0]['density']:g} (`benchmarks/runtime_race.py`).\n"
+    density = f", density {rows[0]['density']:g}" if rows else ""
+    return "\n".join(lines) + f"\n\n{data['machine']}{density} (`benchmarks/runtime_race.py`).\n"
 
 
 def machine() -> str:

@@ -143,14 +143,19 @@ def test_spec_reference_covers_every_key_and_columns_every_column():
 # --- generated blocks: what the committed tables give -----------------------------------------------------------
 
 
+def generated_block(page: str, name: str) -> str:
+    """The text between ``<!-- tsprune NAME start -->`` and its end line, as the generators write it."""
+    start, end = f"<!-- tsprune {name} start -->", f"<!-- tsprune {name} end -->"
+    return page[page.index(start) + len(start):page.index(end)].strip("\n") + "\n"
+
+
 def test_oneshot_blocks_are_those_of_the_committed_tables():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from oneshot_table import comparison
 
     page = (DOCS / "results" / "oneshot.md").read_text(encoding="utf-8")
     for block in ("oneshot-mini", "oneshot-etth1"):
-        start, end = f"<!-- tsprune {block} start -->", f"<!-- tsprune {block} end -->"
-        text = page[page.index(start) + len(start):page.index(end)].strip("\n") + "\n"
+        text = generated_block(page, block)
         table = pd.read_parquet(ROOT / "benchmarks" / "results" / block / "results.parquet")
         assert text == comparison(table), f"{block} is stale: run benchmarks/oneshot_table.py (docs/results/oneshot.md)"
 
@@ -162,8 +167,7 @@ def test_the_recipe_screening_block_is_that_of_the_committed_table():
     from tsprune.sweep.results import read_results
 
     page = (DOCS / "results" / "in-progress.md").read_text(encoding="utf-8")
-    start, end = "<!-- tsprune recipes-mini start -->", "<!-- tsprune recipes-mini end -->"
-    text = page[page.index(start) + len(start):page.index(end)].strip("\n") + "\n"
+    text = generated_block(page, "recipes-mini")
     table = read_results(ROOT / "benchmarks" / "results" / "recipes-mini" / "results.parquet")
     assert text == recipes_markdown(table), "recipes-mini is stale: run benchmarks/recipes_table.py (see the page)"
 
@@ -175,13 +179,11 @@ def test_the_runtime_race_block_is_that_of_the_committed_race():
     page = (DOCS / "results" / "speed.md").read_text(encoding="utf-8")
     source = re.search(r"--from-json (benchmarks/results/runtime-race/[\w.-]+\.json)", page)
     assert source, "speed.md names no committed race (--from-json ...)"
-    start, end = "<!-- tsprune runtime-race start -->", "<!-- tsprune runtime-race end -->"
-    text = page[page.index(start) + len(start):page.index(end)].strip("\n") + "\n"
+    text = generated_block(page, "runtime-race")
     race = json.loads((ROOT / source.group(1)).read_text(encoding="utf-8"))
     assert text == race_markdown(race), "runtime-race is stale: run the command on docs/results/speed.md"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    start, end = "<!-- tsprune runtime-race-summary start -->", "<!-- tsprune runtime-race-summary end -->"
-    short = readme[readme.index(start) + len(start):readme.index(end)].strip("\n") + "\n"
+    short = generated_block(readme, "runtime-race-summary")
     assert short == race_summary(race), "the README's runtime-race-summary is stale: run the command in speed.md"
 
 

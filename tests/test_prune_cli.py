@@ -129,8 +129,7 @@ def test_prune_with_the_sparse_engine(trained, tmp_path):
     """Prune and compile in one step: same accuracy as the masked model, three latencies from one paired timing."""
     out = tmp_path / "sparse"
     result = invoke("prune", trained["Transformer"], "--method", "magnitude", "--density", "0.107", "--engine",
-                    "sparse", "--out", str(out),
-                    *FAST)
+                    "sparse", "--out", str(out), *FAST)
     assert result.exit_code == 0 and "layers on sparse kernels" in result.output, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["engine"] == "sparse" and metrics["compiled_batch_size"] == 4 and metrics["candidate_layers"] > 0

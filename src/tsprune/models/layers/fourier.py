@@ -113,9 +113,10 @@ def freeze_mode_layout(model: nn.Module) -> int:
     """Give every Fourier block of ``model`` its weight's real and imaginary parts laid out ``[M, H, E_in, E_out]``
     as non-persistent buffers, which :func:`modes_first_parts` then reads, also while tracing; returns how many
     blocks. For a copy about to be exported (``tsprune.export_pt2``): traced, the real path would otherwise
-    permute the complex parameter in every call of the package (AOTInductor keeps that copy in the program), 50 MB
-    of copies per forward at FEDformer's default size. The buffers are copies: edit the weight afterwards and they
-    are stale, so freeze only a model that is done changing. The state dict is unchanged (non-persistent)."""
+    permute the complex parameter in every call of the package (AOTInductor keeps that copy in the program): at
+    FEDformer's default size 5.8 M complex weights, 46 MB, relaid per forward. The buffers are copies: edit the
+    weight afterwards and they are stale, so freeze only a model that is done changing. The state dict is unchanged
+    (non-persistent)."""
     count = 0
     for module in model.modules():
         if isinstance(module, (FourierBlock, FourierCrossAttention)):
