@@ -23,7 +23,7 @@ from torch import nn
 from tsprune import api
 from tsprune.errors import TsPruneError
 from tsprune.export import OnnxForecaster, export_run
-from tsprune.measure import compare_latency, example_inputs
+from tsprune.measure import REWARM_S, compare_latency, example_inputs
 from tsprune.runtime import configure_threads
 
 cli = typer.Typer(add_completion=False)
@@ -48,7 +48,7 @@ def measure_one(run: Any, label: str, batch_sizes: list[int], threads: int, repe
     rows = []
     for size in batch_sizes:
         timing = compare_latency({"torch": run.model.cpu(), "onnx": onnx}, example_inputs(data, size), repeats,
-                                 threads=threads)
+                                 threads=threads, rewarm_s=REWARM_S)  # ORT's pool spins after each pass
         rows.append({"model": run.config.model.name, "variant": label, "batch_size": size, "threads": threads,
                      "params": sum(p.numel() for p in run.model.parameters()),
                      "torch_ms": timing["torch"]["median_ms"], "onnx_ms": timing["onnx"]["median_ms"],

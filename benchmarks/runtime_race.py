@@ -1,13 +1,16 @@
 """The runtime race: every way tsprune can run a forecaster, dense and sparse, timed in one alternating loop.
 
     python benchmarks/runtime_race.py [--models Transformer,Informer,Autoformer,FEDformer,Crossformer]
-        [--density 0.107] [--batch-sizes 1,32] [--threads 2] [--repeats 20] [--train-steps 1]
+        [--density 0.107] [--batch-sizes 1,32] [--threads 2] [--repeats 20] [--rewarm 0.06] [--train-steps 1]
         [--masks magnitude,magnitude-layerwise] [--engines ...] [--json OUT.json]
     python benchmarks/runtime_race.py --from-json RACE.json [--readme docs/results/speed.md] [--summary README.md]
 
 Per model (default size, ETTh1, pred_len 96, weights after ``--train-steps`` optimiser steps) and batch size, up to
 nine engines run the same real test windows in alternation (``tsprune.measure.compare_latency``: pass 1 of each,
-pass 2 of each, the order reversed every other pass), so a load change on the machine moves all of them alike:
+pass 2 of each, the order reversed every other pass), so a load change on the machine moves all of them alike;
+before every timed pass, the same engine runs untimed for ``--rewarm`` seconds, so each is timed in its own steady
+state and not in the spin of the engine before (ONNX Runtime's pool keeps a core busy for 40-50 ms after a pass:
+``tsprune.measure.REWARM_S``):
 
 - dense: ``eager`` (PyTorch), ``inductor`` (``torch.compile``), ``ort`` (``tsprune export``, ONNX Runtime);
 - per mask method at ``--density`` (``magnitude``: one global threshold, the study's; ``magnitude-layerwise``: every
@@ -42,7 +45,7 @@ from tsprune import api
 from tsprune.errors import TsPruneError, exception_line
 from tsprune.export import OnnxForecaster, export_run
 from tsprune.export_pt2 import Pt2Forecaster, export_pt2
-from tsprune.measure import compare_latency, example_inputs
+from tsprune.measure import REWARM_S, compare_latency, example_inputs
 from tsprune.prune.unstructured import prune_magnitude
 from tsprune.run import Run
 from tsprune.runtime import configure_threads, cpu_name
@@ -133,11 +136,11 @@ def engines(run: Run, size: int, masks: list[str], density: float, threads: int,
 
 
 def race(run: Run, size: int, masks: list[str], density: float, threads: int, repeats: int, wanted: set[str],
-         folder: Path) -> dict[str, Any]:
+         folder: Path, rewarm: float = REWARM_S) -> dict[str, Any]:
     """One model at one batch size: every engine timed in one alternating loop."""
     models, facts = engines(run, size, masks, density, threads, wanted, folder)
     inputs = example_inputs(run.data(), size)
-    timings = compare_latency(models, inputs, repeats=repeats, threads=threads)
+    timings = compare_latency(models, inputs, repeats=repeats, threads=threads, rewarm_s=rewarm)
     ms = {key: timing["median_ms"] for key, timing in timings.items()}
     row: dict[str, Any] = {"model": run.config.model.name, "batch_size": size, "threads": threads,
                            "density": density, "ms": ms, "iqr_ms": {k: t["iqr_ms"] for k, t in timings.items()},
@@ -218,6 +221,9 @@ def main(
     batch_sizes: Annotated[str, typer.Option()] = "1,32",
     threads: Annotated[int, typer.Option()] = 2,
     repeats: Annotated[int, typer.Option(help="Timed passes per engine.")] = 20,
+    rewarm: Annotated[float, typer.Option(help="Seconds of untimed passes of an engine before each of its timed "
+                                               "passes (its steady state; the previous engine's pool stops "
+                                               "spinning).")] = REWARM_S,
     train_steps: Annotated[int, typer.Option(help="Optimiser steps before timing (weights' provenance).")] = 1,
     masks: Annotated[str, typer.Option(help="Mask methods: magnitude, magnitude-layerwise.")] =
     "magnitude,magnitude-layerwise",
@@ -264,10 +270,10 @@ def main(
             for name in [m for m in models.split(",") if m]:
                 run = trained(name, train_steps, hyper)
                 for size in sizes:
-                    rows.append(race(run, size, mask_list, density, threads, repeats, wanted, Path(scratch)))
+                    rows.append(race(run, size, mask_list, density, threads, repeats, wanted, Path(scratch), rewarm))
                     typer.echo(json.dumps({k: v for k, v in rows[-1].items() if k != "facts"}), err=True)
                 if json_out is not None:
-                    record = {"machine": where, "repeats": repeats, "rows": rows}
+                    record = {"machine": where, "repeats": repeats, "rewarm_s": rewarm, "rows": rows}
                     json_out.write_text(json.dumps(record, indent=1) + "\n")
     except TsPruneError as exc:
         typer.echo(f"error: {exc}", err=True)

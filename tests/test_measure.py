@@ -179,6 +179,20 @@ def test_compare_latency_alternates_and_turns_the_order_round():
     assert {name: result[name]["repeats"] for name in models} == {"a": 4, "b": 4, "c": 4}
 
 
+def test_compare_latency_rewarms_each_model_before_its_timed_pass(monkeypatch):
+    log: list[str] = []
+    models = {name: Logged(name, log) for name in ("a", "b")}
+    clock = iter(range(1000))  # every perf_counter call one second later: a rewarm of 2.5 s runs three passes
+    monkeypatch.setattr("tsprune.measure.time.perf_counter", lambda: float(next(clock)))
+    compare_latency(models, (torch.randn(5, 4),), repeats=2, warmup=1, threads=1, rewarm_s=2.5)
+    assert log == ["a", "b"] + ["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4  # 3 untimed, then the timed pass
+    log.clear()
+    compare_latency(models, (torch.randn(5, 4),), repeats=1, warmup=0, threads=1, rewarm_s=1e-9)
+    assert log == ["a", "a", "b", "b"]  # at least one untimed pass each
+    with pytest.raises(ValueError, match="rewarm_s"):
+        compare_latency(models, (torch.randn(5, 4),), repeats=1, rewarm_s=-1)
+
+
 # ---------------------------------------------------------------------------------------------- every model
 
 

@@ -43,7 +43,7 @@ from torch import nn
 from tsprune import api
 from tsprune.config import PruneConfig, from_dict
 from tsprune.errors import TsPruneError
-from tsprune.measure import compare_latency, count_flops, count_params, example_inputs
+from tsprune.measure import REWARM_S, compare_latency, count_flops, count_params, example_inputs
 from tsprune.prune.methods import get_method
 from tsprune.prune.pipeline import prune_again
 from tsprune.report import tables
@@ -163,7 +163,9 @@ def measure_point(run: Any, run_dir: Path | None, point: pd.Series, wanted: list
     model = rebuild(run, point)
     with tempfile.TemporaryDirectory() as folder:
         engines = engines_for(run, model, point, inputs, wanted, threads, Path(folder))
-        timings = {size: compare_latency(engines, inputs[size], repeats, threads=threads) for size in BATCH_SIZES}
+        # ONNX Runtime's pool spins after each pass: rewarm so each engine is timed in its own steady state
+        timings = {size: compare_latency(engines, inputs[size], repeats, threads=threads, rewarm_s=REWARM_S)
+                   for size in BATCH_SIZES}
     flops, params = count_flops(model, inputs[1]), count_params(model)
     row: dict[str, Any] = {key: point[key] for key in KEYS}
     row.update(flops=flops["flops_effective"], flops_dense_equivalent=flops["flops"], params=params["params"],

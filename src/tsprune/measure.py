@@ -260,9 +260,20 @@ def measure_latency(
     return _summary(times, inputs, used, device)
 
 
+# Seconds of untimed passes before each timed pass when another runtime's thread pool is in the loop. Worker
+# threads spin after a pass, waiting for more work: measured on a 2-core AMD EPYC (Zen 3), ONNX Runtime's pool kept
+# about one core busy for 40-50 ms after a pass (Crossformer at batch 32, Transformer at batch 1), PyTorch's OpenMP
+# pool for under 10 ms. On two cores the model timed next shares them with that spin: in one alternating loop,
+# eager PyTorch took 295 ms and tsprune's sparse engine 137 ms per Crossformer pass at batch 32, against 272 and
+# 102 ms timed alone. Running the model itself for this long first puts it in the steady state a deployed forecaster
+# serving requests is in: its caches warm, its own pool awake, the previous engine's spin over. (Sleeping instead was
+# up to 27% slower at batch 1 on a virtual machine: cold caches, idle cores lent away; docs/concepts/measurement.md.)
+REWARM_S = 0.06
+
+
 def compare_latency(
     models: Mapping[str, nn.Module], inputs: Sequence[Tensor], repeats: int = 20, warmup: int = 3,
-    threads: int | None = None,
+    threads: int | None = None, rewarm_s: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
     """Latency of several models on the same inputs, timed in alternation (pass 1 of each, pass 2 of each, ...).
 
@@ -270,10 +281,13 @@ def compare_latency(
     a speedup; interleaved passes see the same conditions, so their ratio is the honest one. The order turns
     round on every other repeat (A B, B A, A B, ...): a model timed right after another one may find the caches
     and the allocator as that one left them, so no model should always be the one that goes first or follows a
-    given model. Same fields as :func:`measure_latency` per model.
+    given model. With ``rewarm_s > 0``, every timed pass follows untimed passes of the same model, at least
+    one and until ``rewarm_s`` seconds have passed (:data:`REWARM_S` when ONNX Runtime or another runtime with its own
+    thread pool is in the loop), so each model is timed in its own steady state. Same fields as
+    :func:`measure_latency` per model.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    if repeats < 1 or warmup < 0 or rewarm_s < 0:
+        raise ValueError(f"need repeats >= 1, warmup >= 0 and rewarm_s >= 0, got {repeats}, {warmup} and {rewarm_s}")
     device = _device_of(inputs)
     times: dict[str, list[float]] = {name: [] for name in models}
     with pinned_threads(threads) as used, contextlib.ExitStack() as stack:
@@ -286,12 +300,24 @@ def compare_latency(
         backward = forward[::-1]
         for repeat in range(repeats):
             for name, model in forward if repeat % 2 == 0 else backward:
+                if rewarm_s > 0:
+                    _run_for(model, inputs, device, rewarm_s)
                 synchronize(device)
                 start = time.perf_counter()
                 model(*inputs)
                 synchronize(device)
                 times[name].append(time.perf_counter() - start)
     return {name: _summary(values, inputs, used, device) for name, values in times.items()}
+
+
+def _run_for(model: nn.Module, inputs: Sequence[Tensor], device: torch.device, seconds: float) -> None:
+    """Untimed passes of ``model``: at least one, until ``seconds`` have passed."""
+    start = time.perf_counter()
+    while True:
+        model(*inputs)
+        synchronize(device)
+        if time.perf_counter() - start >= seconds:
+            return
 
 
 def _summary(times: list[float], inputs: Sequence[Tensor], threads: int, device: torch.device) -> dict[str, Any]:
