@@ -186,7 +186,9 @@ def race_markdown(data: dict[str, Any]) -> str:
     rows = data["rows"]
     masks = raced_masks(rows)
     passes = f" of {data['repeats']}" if "repeats" in data else ""
-    repeats = f"density {rows[0]['density']:g}, median ms{passes} alternating passes" if rows else "no rows"
+    rewarm = (f", each after {data['rewarm_s']:g} s of untimed passes of the same engine" if data.get("rewarm_s")
+              else "")
+    repeats = f"density {rows[0]['density']:g}, median ms{passes} alternating passes{rewarm}" if rows else "no rows"
     note = f" ({data['note']})" if data.get("note") else ""
     return f"{data['machine']}; {repeats}{note}:\n\n{table(rows, masks)}\n"
 
