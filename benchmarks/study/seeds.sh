@@ -16,6 +16,11 @@
 # One worker at 2 threads (the preset's measure.threads, so pruning and fine-tuning run at 2 threads as in
 # study-etth1); no timings (the preset's measure.timed is false): the speed claims are seed 2021's.
 set -u
+# Background training shares the 2 cores with a second job (the recipes chain beside the seeds). OpenMP's default
+# spins at every barrier, burning the core the other job needs: two concurrent 2-thread Transformer training steps
+# (batch 32, default size) took 7.4 s each that way and 4.1-4.4 s with passive waiting (AMD EPYC Zen 3; one alone:
+# 2.5 s). Passive waiting changes no number, only who gets the core; these runs time nothing that is reported.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 CODE=$(realpath "$1"); S=$(realpath -m "$2"); shift 2
 HERE=$(dirname "$(realpath "$0")")
 PY=${PYTHON:-python}
