@@ -10,10 +10,7 @@
 # skipped; a dense run whose children are not all recorded is trained again (deterministic at 2 threads).
 # Commit the finished records before the session ends (see docs/results/in-progress.md).
 set -u
-# Background training shares the 2 cores with a second job (the recipes chain beside the seeds). OpenMP's default
-# spins at every barrier, burning the core the other job needs: two concurrent 2-thread Transformer training steps
-# (batch 32, default size) took 7.4 s each that way and 4.1-4.4 s with passive waiting (AMD EPYC Zen 3; one alone:
-# 2.5 s). Passive waiting changes no number, only who gets the core; these runs time nothing that is reported.
+# OpenMP threads wait passively: another job shares the cores (why, with the numbers: seeds.sh).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 SMALL_REV=$1; SEEDS_REV=$2; RUNS=$(realpath -m "${3:-runs}")
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
