@@ -90,8 +90,14 @@ def modes_first_parts(module: nn.Module) -> Spectrum:
     assert isinstance(weight, torch.Tensor)
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return weight.real.permute(3, 0, 1, 2), weight.imag.permute(3, 0, 1, 2)
-    return _inference_copy(module, "_modes_first_parts", lambda w: (w.real.permute(3, 0, 1, 2).contiguous(),
-                                                                    w.imag.permute(3, 0, 1, 2).contiguous()))
+    return _inference_copy(module, "_modes_first_parts", _relaid_parts)
+
+
+def _relaid_parts(weight: torch.Tensor) -> Spectrum:
+    """``weight [H, E_in, E_out, M]`` (complex) -> its real and imaginary parts, each ``[M, H, E_in, E_out]``
+    contiguous float32 copies."""
+    relaid = weight.detach().permute(3, 0, 1, 2)
+    return relaid.real.contiguous(), relaid.imag.contiguous()
 
 
 def _inference_copy(module: nn.Module, slot: str, make: Callable[[torch.Tensor], T]) -> T:
@@ -120,9 +126,9 @@ def freeze_mode_layout(model: nn.Module) -> int:
     count = 0
     for module in model.modules():
         if isinstance(module, (FourierBlock, FourierCrossAttention)):
-            relaid = module.weight.detach().permute(3, 0, 1, 2)
-            module.register_buffer("frozen_real", relaid.real.contiguous(), persistent=False)
-            module.register_buffer("frozen_imag", relaid.imag.contiguous(), persistent=False)
+            real, imag = _relaid_parts(module.weight)
+            module.register_buffer("frozen_real", real, persistent=False)
+            module.register_buffer("frozen_imag", imag, persistent=False)
             count += 1
     return count
 

@@ -60,8 +60,7 @@ def rfft(x: torch.Tensor, dim: int = -1, n: int | None = None, freqs: torch.Tens
     # One product for both parts; rfft's sign convention makes the imaginary part -sin.
     basis = torch.cat([torch.cos(phase), -torch.sin(phase)], dim=0).to(x.dtype)  # [2F, used]
     if dim == x.dim() - 1:
-        both = x[..., :used] @ basis.t()  # [..., used] @ [used, 2F] -> [..., 2F]
-        real, imag = both.split(f.shape[0], dim=-1)
+        real, imag = (x[..., :used] @ basis.t()).split(f.shape[0], dim=-1)  # [..., used] @ [used, 2F]
         return real, imag
     # Time not last: [2F, used] @ [lead, used, trail] with the dims around time flattened (views of a contiguous
     # x), so no operand is transposed. Moving time last instead costs two transposes of the whole tensor, which
