@@ -42,6 +42,25 @@ def test_forward_shapes(name, pred_len):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_attention_and_feed_forward_layers_read_row_major_inputs(name):
+    """The residual stream stays row-major ``[B, L, C]``: elementwise ops keep an input's layout, so one channels-first
+    view (a conv's output transposed back) would make every query/key/value/FFN Linear downstream copy its input
+    first. The embeddings and Informer's distilling layer hand on contiguous tensors."""
+    config = tiny_config(name, 96)
+    model = build_model(config).to(DEVICE).eval()
+    layers = {lname: module for lname, module in model.named_modules() if isinstance(module, torch.nn.Linear)
+              and lname.rpartition(".")[2] in ("query", "key", "value", "linear1", "linear2")}
+    strided: list[str] = []
+    for lname, module in layers.items():
+        module.register_forward_pre_hook(
+            lambda _, args, lname=lname: None if args[0].is_contiguous() else strided.append(lname))
+    with torch.no_grad():
+        model(*random_inputs(config))
+    assert strided == []
+    assert layers or name == "DLinear"
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_forward_takes_the_inputs_of_the_table_in_its_order(name):
     """``models.base.MODEL_INPUTS`` is the forward signature of every model (names and order), so what describes
     the inputs (batches, the ONNX sidecar) describes what each model reads."""

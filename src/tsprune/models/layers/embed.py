@@ -72,12 +72,20 @@ class CircularConv1d(nn.Module):
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=0, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Contiguous [B, L, C]: the transposed view keeps the conv's channels-first storage, and elementwise ops
+        # propagate an input's layout, so the whole residual stream would stay channels-first and every Linear
+        # downstream would copy its input first (Autoformer b32, sparse engine: 229 -> 186 ms per pass, 2 threads,
+        # AMD EPYC Zen 3).
+        return self.channels_first(x).transpose(1, 2).contiguous()
+
+    def channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, L, C_in] -> [B, C_out, L]`` (contiguous): for a caller that goes on in channels-first layout."""
         x = x.transpose(1, 2)  # [B, C, L]
         if self.pad:
             length = x.shape[-1]
             index = torch.arange(-self.pad, length + self.pad, device=x.device) % length
             x = x.index_select(-1, index)
-        return self.conv(x).transpose(1, 2)
+        return self.conv(x)
 
 
 class TokenEmbedding(nn.Module):

@@ -55,9 +55,9 @@ class DistilConv(nn.Module):
         self.pool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x).transpose(1, 2)  # BatchNorm1d and MaxPool1d want [B, C, L]
+        x = self.conv.channels_first(x)  # BatchNorm1d and MaxPool1d want [B, C, L]
         x = self.pool(self.activation(self.norm(x)))
-        return x.transpose(1, 2)
+        return x.transpose(1, 2).contiguous()  # row-major [B, L, C] for the next layer's Linears (no copy in each)
 
 
 class Encoder(nn.Module):
