@@ -92,14 +92,29 @@ def test_series_decomposition_matches_loop(kernel):
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("length,source", [(20, 20), (21, 16), (14, 20)])
-def test_autocorrelation_matches_roll_loop(training, length, source):
+@pytest.mark.parametrize("gram_max_length", [0, AutoCorrelation.gram_max_length])  # evaluation: FFTs, Gram path
+def test_autocorrelation_matches_roll_loop(training, length, source, gram_max_length):
     g = torch.Generator().manual_seed(1)
     q = torch.randn(3, length, 2, 4, generator=g, dtype=torch.float64)
     k = torch.randn(3, source, 2, 4, generator=g, dtype=torch.float64)
     v = torch.randn(3, source, 2, 4, generator=g, dtype=torch.float64)
     mech = AutoCorrelation(factor=2).train(training)
+    mech.gram_max_length = gram_max_length
     # The reference's algorithm: one roll (training) or gather (inference) per delay, [B, H, E, L] layout.
     torch.testing.assert_close(mech(q, k, v), ReferenceAutoCorrelation(2).train(training)(q, k, v))
+
+
+def test_evaluation_takes_the_gram_path_for_short_windows_only(monkeypatch):
+    calls: list[int] = []
+    real = AutoCorrelation._real_mean_correlation
+    monkeypatch.setattr(AutoCorrelation, "_real_mean_correlation",
+                        lambda self, q, k: calls.append(q.shape[1]) or real(self, q, k))
+    mech = AutoCorrelation(factor=1).eval()
+    mech.gram_max_length = 16
+    for length in (16, 17):
+        mech(*(torch.randn(2, length, 2, 4) for _ in range(3)))
+    mech.train()(*(torch.randn(2, 16, 2, 4) for _ in range(3)))
+    assert calls == [16]  # evaluation at 16 steps; not at 17, nor in training
 
 
 def test_autocorrelation_train_shares_delays_eval_does_not():

@@ -18,6 +18,7 @@ from tsprune.data.dataset import prepare_data
 from tsprune.measure import (compare_latency, count_flops, count_params, example_inputs, flop_formulas, measure,
                              measure_latency)
 from tsprune.models.layers.attention import SHORT_KEYS, AttentionLayer, FullAttention
+from tsprune.models.layers.autocorrelation import AutoCorrelation
 from tsprune.models.layers.fourier import FourierBlock
 from tsprune.models.registry import build_model, default_config, model_names
 
@@ -85,6 +86,23 @@ def test_fourier_block_counts_ffts_and_complex_einsum():
     assert by_op["aten._fft_c2r"] == real_fft
     # [B, M, H, E] x [H, E, E, M]: B*M*H*E*E complex multiply-adds, 8 real FLOPs each.
     assert by_op["aten.bmm"] == 4 * (2 * batch * modes * heads * head_dim * head_dim)
+
+
+@pytest.mark.parametrize("real_dft", [False, True])
+def test_autocorrelation_is_counted_in_its_fft_form_whichever_form_runs(real_dft):
+    """Evaluation runs short windows with Gram products, an export with real DFTs; the FLOP count is the FFT form's
+    either way, and the forms set on the layer are left as they were."""
+    batch, length, heads, dim = 2, 16, 2, 4
+    mech = AutoCorrelation(factor=1)
+    q, k, v = (torch.randn(batch, length, heads, dim) for _ in range(3))
+    mech.real_dft = real_dft
+    by_op = count_flops(mech, (q, k, v))["flops_by_operator"]
+    assert mech.real_dft is real_dft and "gram_max_length" not in vars(mech)
+    transform = 2.5 * length * math.log2(length)
+    # rfft of q, k (H * E channels each) and v, the lag kernel (one per sample); irfft of the mean and of v
+    assert by_op["aten._fft_r2c"] == round(transform * batch * (3 * heads * dim + 1))
+    assert by_op["aten._fft_c2r"] == round(transform * batch * (1 + heads * dim))
+    assert "aten.bmm" not in by_op
 
 
 def test_complex_fft_and_complex_matmul():

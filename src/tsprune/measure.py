@@ -13,7 +13,9 @@ model's FLOPs follow from the shapes it really runs. One multiply-add is 2 FLOPs
 * FFTs: the standard radix-2 estimate, ``5 N log2 N`` real FLOPs per complex transform of length ``N``
   (``_fft_c2c``) and half that, ``2.5 N log2 N``, per real transform (``_fft_r2c``/``_fft_c2r``: an ``rfft`` is
   half a complex FFT), times the number of transforms. For a multi-dimensional FFT ``N`` is the product of the
-  transformed lengths (row-column FFTs sum to the same ``N log2 N``).
+  transformed lengths (row-column FFTs sum to the same ``N log2 N``). Frequency-domain layers are counted in
+  their FFT form (``real_dft.fft_forms``) whichever equivalent form evaluation or an export runs (Autoformer
+  evaluates short windows with Gram products, exports use real DFTs).
 
 Not counted, as in most FLOP tables: elementwise and reduction ops (activations, norms, softmax outside fused
 attention, residual adds, moving averages/pooling, ``topk``/``gather``), including elementwise *complex* products
@@ -39,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from tsprune.errors import TsPruneError
+from tsprune.models.layers.real_dft import fft_forms
 from tsprune.runtime import (  # noqa: F401 - cpu_name, device_name: this module's API too
     cpu_name,
     device_name,
@@ -212,7 +215,7 @@ def count_flops(model: nn.Module, inputs: Sequence[Tensor]) -> dict[str, Any]:
     ``Linear``/``Conv1d`` that ran -> its FLOPs).
     """
     counter = FlopCounterMode(display=False, custom_mapping=flop_formulas())
-    with _frozen(model), evaluating(model, _device_of(inputs), MEASURE_SEED), counter:
+    with _frozen(model), fft_forms(model), evaluating(model, _device_of(inputs), MEASURE_SEED), counter:
         model(*inputs)
     counts = counter.get_flop_counts()
     total = counter.get_total_flops()

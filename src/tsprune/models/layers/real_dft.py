@@ -23,6 +23,8 @@ The default paths of the layers stay on ``torch.fft`` (faster, and what training
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -127,3 +129,30 @@ def use_real_dft(model: nn.Module, enabled: bool = True) -> int:
             setattr(module, "real_dft", enabled)  # an instance attribute over the class default
             count += 1
     return count
+
+
+@contextmanager
+def fft_forms(model: nn.Module) -> Iterator[None]:
+    """Every frequency-domain layer of ``model`` on ``torch.fft`` for the duration: ``real_dft`` off, and
+    Auto-Correlation's short-window Gram path (``gram_max_length``, taken in evaluation) off; restored afterwards.
+
+    FLOPs are counted in this form (``measure.count_flops``), so a model's FLOPs do not depend on which of its
+    equivalent forms evaluation or an export happens to run.
+    """
+    saved: list[tuple[nn.Module, str, object]] = []
+    for module in model.modules():
+        for name, off in (("real_dft", False), ("gram_max_length", 0)):
+            if isinstance(getattr(type(module), name, None), (bool, int)):
+                saved.append((module, name, module.__dict__.get(name, _UNSET)))
+                setattr(module, name, off)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            if value is _UNSET:
+                delattr(module, name)  # back to the class default
+            else:
+                setattr(module, name, value)
+
+
+_UNSET = object()
