@@ -17,7 +17,8 @@ dtype, so the results equal the FFT's to float rounding. They are computed in ea
 parameters or buffers, so state dicts are unchanged); the cost is ``O(n * bins)`` per channel, which is cheap at
 the models' lengths (96 .. 720) and only ``O(n * modes)`` for FEDformer's few kept modes.
 
-The default paths of the layers stay on ``torch.fft`` (faster, and what training and evaluation run).
+The default paths of the layers stay on ``torch.fft`` (what training runs), except that Auto-Correlation evaluates
+short windows on its real path, where two GEMMs beat FFTs along time (``AutoCorrelation.gram_max_length``).
 """
 
 from __future__ import annotations
