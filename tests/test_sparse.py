@@ -327,3 +327,36 @@ def test_own_kernel_is_timed_and_plans_fall_back_without_it(windows, monkeypatch
     assert (forward(fallback, windows) - expected).abs().max().item() <= TOLERANCE
     _, without = compile_sparse(copy.deepcopy(model), windows, repeats=1, warmup=0)
     assert all(entry["pcsr_ms"] is None for entry in without["layers"].values())
+
+
+@pytest.mark.parametrize("name", ["Transformer", "Crossformer"])
+def test_feed_forward_activations_fold_into_the_kernel(name, windows):
+    """The activation between a feed-forward block's two layers folds into the first layer's pcsr kernel (our
+    FeedForward's function, Crossformer's nn.GELU); the plan records it, a fresh model replays it and densifying
+    undoes it, all with the masked model's outputs."""
+    if not pcsr.available():
+        pytest.skip(f"the C++ sparse kernel is unavailable here: {pcsr.reason()}")
+    torch.manual_seed(0)
+    model = build_model(default_config(name, **SMALL)).eval()
+    prune_magnitude(model, DENSITY, "uniform")  # layer-wise: global masks empty these small blocks' output layers
+    expected = forward(model, windows)
+    compiled, plan = compile_sparse(copy.deepcopy(model), windows, force="pcsr")
+    folded = plan["epilogues"]
+    assert folded["kernel"] == "fused" and folded["layers"] and set(folded["layers"].values()) == {"gelu"}
+    for layer_name in folded["layers"]:
+        layer = compiled.get_submodule(layer_name)
+        assert isinstance(layer, SparseLinear) and layer.activation == "gelu"
+        block = compiled.get_submodule(layer_name.rpartition(".")[0])
+        assert isinstance(block[1], nn.Identity) if isinstance(block, nn.Sequential) else block.activation(
+            torch.tensor([-1.0])).item() == -1.0  # the block's own activation is now the identity
+    torch.testing.assert_close(forward(compiled, windows), expected, rtol=1e-4, atol=1e-5)
+    replayed = apply_plan(copy.deepcopy(model), plan)
+    assert {n for n, m in replayed.named_modules() if getattr(m, "activation", None) == "gelu"} == set(folded["layers"])
+    torch.testing.assert_close(forward(replayed, windows), expected, rtol=1e-4, atol=1e-5)
+    dense = densify_model(replayed)
+    assert not sparse.epilogue_candidates(dense) and not any(isinstance(m, SparseWeight) for m in dense.modules())
+    assert torch.equal(forward(dense, windows), forward(model, windows))  # the original activations are back
+    # timed: folded only if the whole model measures faster so, with both timings in the plan
+    _, timed = compile_sparse(copy.deepcopy(model), windows, layouts=("pcsr",), repeats=2, warmup=1, min_speedup=0)
+    entry = timed.get("epilogues")
+    assert entry is None or (entry["kernel"] in ("fused", "separate") and set(entry["ms"]) == {"separate", "fused"})

@@ -164,6 +164,27 @@ def test_pack_format() -> None:
     assert kernel.panel_width(100, 0.01) == 100
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_activation_epilogue(activation: str, threads: int) -> None:
+    """The epilogue equals torch's activation of the kernel's own product on every path: ReLU exactly, exact GELU
+    within A&S erf's absolute error and rounding (vec_math.h: 2.5e-7 |v| plus the output's rounding, the class of
+    torch's float32 GELU)."""
+    gen = torch.Generator().manual_seed(7)
+    weight, bias = random_weight(37, 50, 0.2, gen), torch.randn(37, generator=gen)
+    x = torch.randn(101, 50, generator=gen) * 3  # pre-activations from about -30 to 30
+    packed = kernel.pack(weight)
+    for isa in runnable():
+        plain = kernel.linear(x, packed, bias, isa=isa)
+        out = kernel.linear(x, packed, bias, isa=isa, activation=activation)
+        if activation == "relu":
+            assert torch.equal(out, torch.nn.functional.relu(plain))
+            continue
+        exact = torch.nn.functional.gelu(plain.double())
+        bound = 2.5e-7 * plain.double().abs() + 4 * U * exact.abs() + 1e-12
+        error = (out.double() - exact).abs()
+        assert bool((error <= bound).all()), f"{isa}: max error / bound = {float((error / bound).max())}"
+
+
 def test_errors() -> None:
     packed = kernel.pack(torch.eye(4))
     with pytest.raises(RuntimeError, match="inference only"):
@@ -178,6 +199,8 @@ def test_errors() -> None:
         kernel.linear(torch.ones(2, 4), packed, torch.ones(3))
     with pytest.raises(ValueError, match="isa"):
         kernel.linear(torch.ones(2, 4), packed, isa="neon")
+    with pytest.raises(ValueError, match="activation"):
+        kernel.linear(torch.ones(2, 4), packed, activation="tanh")
     with pytest.raises(ValueError, match="2-D"):
         kernel.pack(torch.ones(2, 3, 4))
 

@@ -1,6 +1,6 @@
-"""Pages quoted from the sources, read as text (nothing imported): the sparse kernel's appendix from the head of
-``sparse_linear.cpp``, a module's docstring (``measure.py``'s FLOP convention), and the layers the import rule of
-``tests/test_layers.py`` checks."""
+"""Pages quoted from the sources, read as text (nothing imported): the kernels' appendices from the heads of
+``sparse_linear.cpp`` and ``short_attention.cpp``, a module's docstring (``measure.py``'s FLOP convention), and the
+layers the import rule of ``tests/test_layers.py`` checks."""
 
 from __future__ import annotations
 
@@ -9,16 +9,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL = ROOT / "src" / "tsprune" / "sparse" / "csrc" / "sparse_linear.cpp"
+ATTENTION_KERNEL = ROOT / "src" / "tsprune" / "sparse" / "csrc" / "short_attention.cpp"
 LAYERS_TEST = ROOT / "tests" / "test_layers.py"
 
 
-def kernel_appendix() -> str:
-    """The comment that opens ``sparse_linear.cpp`` (its design appendix), as a preformatted block."""
-    text = KERNEL.read_text(encoding="utf-8")
+def kernel_appendix(path: Path = KERNEL) -> str:
+    """The comment that opens a kernel's source (its design appendix), as a preformatted block."""
+    text = path.read_text(encoding="utf-8")
     if not text.startswith("/*") or "*/" not in text:
-        raise ValueError(f"{KERNEL} no longer opens with its appendix comment")
+        raise ValueError(f"{path} no longer opens with its appendix comment")
     body = text[2:text.index("*/")].strip("\n")
     return "```text\n" + body.rstrip() + "\n```\n"
+
+
+def attention_appendix() -> str:
+    """The appendix of ``short_attention.cpp``, the fused short attention."""
+    return kernel_appendix(ATTENTION_KERNEL)
 
 
 def module_docstring(relative: str) -> str:

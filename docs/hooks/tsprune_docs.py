@@ -50,6 +50,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "api": reference.api,
     "headline": _headline,
     "kernel-appendix": sources.kernel_appendix,
+    "attention-appendix": sources.attention_appendix,
     "layers": sources.layers_table,
     "flop-convention": _flop_convention,
 }

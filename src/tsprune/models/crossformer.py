@@ -64,9 +64,13 @@ class TwoStageAttention(nn.Module):
         # Cross-dimension stage on [B*L, D, d_model]; segment l of every sample uses router set l.
         s = t.reshape(batch, dims, segs, d_model).transpose(1, 2).reshape(batch * segs, dims, d_model)
         # Row b*L + l holds router set l. ``repeat`` rather than ``expand``: dependency tracers (Torch-Pruning) read
-        # an expand as a grouped-query-attention head repeat.
-        routers = self.routers.repeat(batch, 1, 1)  # [B*L, n_routers, d_model]
-        buffer = self.dim_sender(routers, s, s)  # [B*L, n_routers, d_model]
+        # an expand as a grouped-query-attention head repeat. Without gradients (inference, and no tracer) the
+        # routers' query projection is computed once and repeated: the same rows, B times less work.
+        if torch.is_grad_enabled():
+            routers = self.routers.repeat(batch, 1, 1)  # [B*L, n_routers, d_model]
+            buffer = self.dim_sender(routers, s, s)  # [B*L, n_routers, d_model]
+        else:
+            buffer = self.dim_sender(self.routers, s, s, repeat_queries=batch)
         received = self.dim_receiver(s, buffer, buffer)  # [B*L, D, d_model]
         s = self.norm3(s + self.dropout(received))
         s = self.norm4(s + self.dropout(self.mlp2(s)))

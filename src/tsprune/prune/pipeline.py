@@ -226,8 +226,9 @@ def prune_run(source: Run | str | Path, config: PruneConfig, out: str | Path | N
     sparse_plan = None
     if engine == "sparse" and timed:  # the masked model stays for accuracy and FLOPs; the compiled one is timed
         models["masked"] = model
+        # attention=False: the dense model runs torch's attention, so the speedup is the sparsity's alone
         models["pruned"], sparse_plan = compile_sparse(copy.deepcopy(model), inputs, max(config.batch_sizes),
-                                                       threads=config.threads)
+                                                       threads=config.threads, attention=False)
     # Dense and pruned are timed in alternation on the same real windows: a same-conditions ratio.
     try:
         paired = {str(size): compare_latency(models, inputs[size], config.latency_repeats, threads=config.threads)

@@ -37,12 +37,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["PackedWeight", "available", "build", "cache_dir", "isa", "library_file", "linear", "pack", "panel_width",
-           "reason"]
+__all__ = ["ACTIVATIONS", "PackedWeight", "available", "build", "cache_dir", "isa", "library_file", "linear", "pack",
+           "panel_width", "reason"]
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = ("sparse_linear.cpp",)
-HEADERS = ("sparse_linear_isa.h",)
+SOURCES = ("sparse_linear.cpp", "short_attention.cpp")
+HEADERS = ("sparse_linear_isa.h", "vec_math.h")
 NAME = "tsprune_sparse_linear"
 OP = "tsprune::sparse_linear"  # the custom op the library defines (TORCH_LIBRARY in csrc/sparse_linear.cpp)
 CFLAGS = ("-O3", "-fopenmp")
@@ -50,6 +50,7 @@ LDFLAGS = ("-fopenmp",)
 NO_BUILD_ENV = "TSPRUNE_NO_KERNEL_BUILD"
 CACHE_ENV = "TSPRUNE_CACHE"
 ISAS = ("scalar", "avx2", "avx512")  # the kernel's codes 0, 1, 2
+ACTIVATIONS = (None, "relu", "gelu")  # the epilogue's codes 0, 1, 2 (appendix D.8); gelu is exact (erf) GELU
 TILE_TOKENS = 96  # tokens per tile of the AVX2 path (12 ymm accumulators); AVX-512 uses 128
 ROW_PANEL_NNZ = 16  # target nonzeros of one row in one panel (appendix D.3)
 L1_BYTES = 24 * 1024  # smallest transposed panel [panel, tile]: 3/4 of a 32 KiB L1d
@@ -154,7 +155,7 @@ def _load(retry: bool = False) -> bool:
 
 
 def _sparse_linear_fake(x: Tensor, ptr: Tensor, cols: Tensor, vals: Tensor, row_nnz: Tensor, out_features: int,
-                        panel: int, bias: Tensor | None, isa: int = -1, tile: int = 0) -> Tensor:
+                        panel: int, bias: Tensor | None, isa: int = -1, tile: int = 0, activation: int = 0) -> Tensor:
     """What ``tsprune::sparse_linear`` returns, from metadata alone (FakeTensor, ``torch.compile``,
     ``torch.export``): a new contiguous ``[tokens, out_features]`` tensor of ``x``'s dtype and device, as the C++
     ``at::empty({T, N}, x.options())``. The C++ argument checks that need no data are repeated here, so a bad call
@@ -166,6 +167,7 @@ def _sparse_linear_fake(x: Tensor, ptr: Tensor, cols: Tensor, vals: Tensor, row_
     check(x.dim() == 2 and x.dtype == torch.float32 and x.device.type == "cpu",
           f"x must be a 2-D float32 CPU tensor [tokens, in], got {tuple(x.shape)} {x.dtype} on {x.device}")
     check(out_features >= 0 and panel >= 1, "out_features >= 0 and panel >= 1 needed")
+    check(0 <= activation < len(ACTIVATIONS), "activation must be 0 (none), 1 (relu) or 2 (gelu)")
     check(ptr.dtype == torch.int64, "ptr must be int64")
     check(ptr.numel() == torch.sym_max(1, -(-x.shape[1] // panel)) * out_features + 1, "ptr must be [panels * out + 1]")
     check(cols.dtype == torch.int32 and vals.dtype == torch.float32, "cols must be int32 and vals float32")
@@ -315,10 +317,11 @@ def pack(weight: Tensor, panel: int | None = None) -> PackedWeight:
 
 
 def linear(x: Tensor, packed: PackedWeight, bias: Tensor | None = None, *, isa: str | None = None,
-           tile: int = 0) -> Tensor:
-    """``x Wᵀ + b``: ``x`` float32 ``[..., in]`` (any leading dims) -> ``[..., out]``, on
+           tile: int = 0, activation: str | None = None) -> Tensor:
+    """``act(x Wᵀ + b)``: ``x`` float32 ``[..., in]`` (any leading dims) -> ``[..., out]``, on
     ``torch.get_num_threads()`` threads. ``isa`` forces an instruction set (``"scalar"`` for tests; default: the
-    best this CPU has), ``tile`` caps the tokens per tile (0: the register-budget maximum). Inference only."""
+    best this CPU has), ``tile`` caps the tokens per tile (0: the register-budget maximum), ``activation``
+    (``"relu"``, ``"gelu"``: exact GELU, or ``None``) is applied as the output is stored. Inference only."""
     _require()
     if torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
         raise RuntimeError("tsprune sparse kernel is inference only: call it under torch.inference_mode() or "
@@ -331,11 +334,14 @@ def linear(x: Tensor, packed: PackedWeight, bias: Tensor | None = None, *, isa: 
         raise ValueError(f"bias of shape {tuple(bias.shape)} for out_features={packed.out_features}")
     if isa is not None and isa not in ISAS:
         raise ValueError(f"unknown isa {isa!r}: use one of {', '.join(ISAS)} (or None: the best this CPU has)")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}: use relu, gelu or None")
     code = -1 if isa is None else ISAS.index(isa)
     flat = x.reshape(math.prod(x.shape[:-1]), packed.in_features).contiguous()  # [tokens, in]; a view if it can
     b = None if bias is None else bias.detach().to(torch.float32).contiguous()
     y = torch.ops.tsprune.sparse_linear(flat, packed.ptr, packed.cols, packed.values, packed.row_nnz,
-                                        packed.out_features, packed.panel, b, code, tile)
+                                        packed.out_features, packed.panel, b, code, tile,
+                                        ACTIVATIONS.index(activation))
     return y.reshape(*x.shape[:-1], packed.out_features)
 
 

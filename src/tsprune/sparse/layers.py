@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -176,8 +177,21 @@ class SparseWeight(nn.Module):
                 f"stored={self.stored:.3f}, bias={self.bias is not None}")
 
 
+# an epilogue's torch equivalent (exact GELU)
+ACTIVATION_FNS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+
+
+def identity(x: Tensor) -> Tensor:
+    """A feed-forward block's activation once its first layer applies it (the engine's folded epilogue)."""
+    return x
+
+
 class SparseLinear(SparseWeight):
-    """``nn.Linear`` with a compressed weight: ``y = (W @ x2d.T).T + b`` on inputs ``[..., in]``, output contiguous."""
+    """``nn.Linear`` with a compressed weight: ``y = act((W @ x2d.T).T + b)`` on inputs ``[..., in]``, output
+    contiguous. ``activation`` (``None``, ``"relu"``, ``"gelu"``) is the following activation folded in by the engine
+    (:func:`tsprune.sparse.engine.fuse_epilogues`): the pcsr kernel applies it as it stores the output."""
+
+    activation: str | None = None
 
     def __init__(self, linear: nn.Linear, layout: str = "csr", block: int | None = None) -> None:
         super().__init__(linear.weight, linear.bias, layout, block)
@@ -185,12 +199,16 @@ class SparseLinear(SparseWeight):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.layout == OWN_KERNEL:  # row-major in and out: no transposes around the call
-            return pcsr.linear(x, self.packed(), self.bias)
+            return pcsr.linear(x, self.packed(), self.bias, activation=self.activation)
         rows = x.reshape(-1, self.in_features)
         out = self._matmul(rows.T).T.contiguous()  # [n, out]
         if self.bias is not None:
             out = out.add_(self.bias)
-        return out.view(*x.shape[:-1], self.out_features)
+        out = out.view(*x.shape[:-1], self.out_features)
+        return ACTIVATION_FNS[self.activation](out) if self.activation else out
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", activation={self.activation}" if self.activation else "")
 
 
 class ZeroLinear(nn.Module):

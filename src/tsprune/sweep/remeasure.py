@@ -226,7 +226,7 @@ def compile_for_timing(masked: Any, data: Any, settings: dict[str, Any]) -> tupl
 
     largest = max(settings["batch_sizes"])
     compiled, plan = compile_sparse(copy.deepcopy(masked), example_inputs(data, largest), largest,
-                                    threads=settings["threads"])
+                                    threads=settings["threads"], attention=False)  # as the sweep's pipeline
     return compiled, plan, {**plan_summary(plan), "compiled_batch_size": largest, "recompiled": now_utc()}
 
 

@@ -61,11 +61,17 @@ class AttentionLayer(nn.Module):
         self.value = nn.Linear(d_model, d_values * n_heads)
         self.out = nn.Linear(d_values * n_heads, d_model)
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = queries.shape
-        source = keys.shape[1]
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                repeat_queries: int = 1) -> torch.Tensor:
+        """``repeat_queries``: the keys' batch is ``repeat_queries`` copies of the queries' batch (``queries``
+        stands for ``queries.repeat(repeat_queries, 1, 1)``); the queries are projected once, then repeated."""
+        length = queries.shape[1]
+        batch, source = keys.shape[0], keys.shape[1]
         heads = self.n_heads
-        q = self.query(queries).view(batch, length, heads, -1)
+        q = self.query(queries)
+        if repeat_queries > 1:
+            q = q.repeat(repeat_queries, 1, 1)
+        q = q.view(batch, length, heads, -1)
         k = self.key(keys).view(batch, source, heads, -1)
         v = self.value(values).view(batch, source, heads, -1)
         out = self.inner(q, k, v)

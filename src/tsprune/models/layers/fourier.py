@@ -331,9 +331,14 @@ class FourierAttentionLayer(AttentionLayer):
             del self.key
         self.uses_keys = uses_keys
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
-        batch, length, _ = queries.shape
-        q = self.query(queries).view(batch, length, self.n_heads, -1)
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None,
+                repeat_queries: int = 1) -> torch.Tensor:
+        length = queries.shape[1]
+        batch = keys.shape[0]
+        q = self.query(queries)
+        if repeat_queries > 1:  # as AttentionLayer: project once, then repeat
+            q = q.repeat(repeat_queries, 1, 1)
+        q = q.view(batch, length, self.n_heads, -1)
         k = self.key(keys).view(batch, keys.shape[1], self.n_heads, -1) if self.uses_keys else None
         out = self.inner(q, k, None)
         return self.out(out.reshape(batch, length, -1))

@@ -35,7 +35,7 @@ D.3 Loop order and blocking (one work item = a token tile [t0, t0 + TT) x an out
             acc_o = (p == 0 ? 0 : acc[o])
             for j in ptr[pN + o] .. ptr[pN + o + 1]:  acc_o += vals[j] * xT[cols[j]][0 : TT]   (NV FMAs)
             acc[o] = acc_o
-          if p is the last panel: y[t0 + t][o] = acc[o][t] + b[o] for o in g     (8x8 transposes back)
+          if p is the last panel: y[t0 + t][o] = act(acc[o][t] + b[o]) for o in g   (8x8 transposes back)
     Per nonzero: one broadcast load, NV vector loads as FMA memory operands, NV FMAs; 96 multiply-adds for 8
     bytes of weight (12 MAC/byte; the weight streams sequentially from L2/L3 once per tile). The loads are the
     bound: unlike dense GEMM, each FMA needs its own vector of x, so the kernel runs at FMA speed (16 MAC/cycle
@@ -74,6 +74,13 @@ D.5 What it costs and what bounds it. Per item: FMAs d Kb TT per row; pack K TT 
 D.6 Numerics. Each output is one chain of FMAs in column order within a panel, panels in order, then + b[o]:
     |y - y_exact| <= gamma_{n_o + 1} (sum_i |x_ti| |W_oi| + |b_o|), gamma_k = k u / (1 - k u), u = 2^-24,
     n_o = nonzeros of row o (tests/test_sparse_kernel.py checks it element-wise, and exactness on integers).
+
+D.8 Epilogue. act is none, ReLU or exact GELU (the activation between a feed-forward block's two layers, which
+    the engine folds into the first layer's kernel: tsprune/sparse/engine.py). It runs on the transposed registers
+    just before the store, so the [T, N] hidden activation is written once and never read back for a separate
+    activation pass (at batch 32 a d_ff = 2048 layer's output is 25-38 MB per call). GELU is vec_math.h's:
+    Abramowitz & Stegun's erf, within 2.5e-7 |v| plus rounding (the class of torch's own float32 GELU); libm's erfc
+    on the portable path.
 
 D.7 Instruction sets. The file is compiled without -march; each kernel carries __attribute__((target(...))) and
     the driver picks, once, AVX-512F (rows kernel; AVX2 transposes) > AVX2+FMA > portable C++ (auto-vectorised
@@ -167,7 +174,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 at::Tensor sparse_linear(const at::Tensor& x_in, const at::Tensor& ptr, const at::Tensor& cols,
                          const at::Tensor& vals, const at::Tensor& row_nnz, int64_t out_features, int64_t panel,
-                         const std::optional<at::Tensor>& bias_in, int64_t isa, int64_t tile) {
+                         const std::optional<at::Tensor>& bias_in, int64_t isa, int64_t tile, int64_t activation) {
   TORCH_CHECK(x_in.device().is_cpu() && x_in.scalar_type() == at::kFloat && x_in.dim() == 2,
               "tsprune sparse kernel: x must be a 2-D float32 CPU tensor [tokens, in]");
   // Row-major x and bias, copied only if they are not: a traced graph run op by op (an exported program's
@@ -192,6 +199,8 @@ at::Tensor sparse_linear(const at::Tensor& x_in, const at::Tensor& ptr, const at
                 "tsprune sparse kernel: bias must be float32 [out]");
     b = bias->data_ptr<float>();
   }
+  TORCH_CHECK(activation >= kActNone && activation <= kActGelu,
+              "tsprune sparse kernel: activation must be 0 (none), 1 (relu) or 2 (gelu), got ", activation);
   at::Tensor y = at::empty({T, N}, x.options());
   if (T == 0 || N == 0) return y;
 
@@ -255,7 +264,7 @@ at::Tensor sparse_linear(const at::Tensor& x_in, const at::Tensor& ptr, const at
           rows(pp + p * N, cp, vp, g, ge, xT.data, a, p == 0);
           if (p < P - 1) continue;
           float* dst = yp + t0 * N + g;
-          unpack(a, TT, ge - g, tn, b ? b + g : nullptr, dst, N);
+          unpack(a, TT, ge - g, tn, b ? b + g : nullptr, dst, N, activation);
         }
       }
     }
@@ -275,7 +284,7 @@ at::Tensor sparse_linear(const at::Tensor& x_in, const at::Tensor& ptr, const at
 TORCH_LIBRARY(tsprune, m) {
   m.set_python_module("tsprune.sparse.kernel");
   m.def("sparse_linear(Tensor x, Tensor ptr, Tensor cols, Tensor vals, Tensor row_nnz, int out_features, "
-        "int panel, Tensor? bias, int isa=-1, int tile=0) -> Tensor",
+        "int panel, Tensor? bias, int isa=-1, int tile=0, int activation=0) -> Tensor",
         {at::Tag::needs_contiguous_strides, at::Tag::pt2_compliant_tag});
   m.def("kernel_isa(int request=-1) -> int", &tsprune::resolve_isa);
   m.def("tile_tokens(int isa=-1) -> int", &tsprune::tile_tokens);

@@ -12,7 +12,10 @@
 // a function whose target enables them; callees that are inlined must have the same or a narrower target.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+
+#include "vec_math.h"
 
 // x86 builds get the AVX2 and AVX-512 paths; others (or -DTSP_PORTABLE_ONLY, to test that build) only the portable
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(TSP_PORTABLE_ONLY)
@@ -60,10 +63,20 @@ static void pack_tile_scalar(const float* x, int64_t ldx, int64_t tn, int64_t kn
   }
 }
 
+// The epilogue applied to y = x W^T + b as it is stored (appendix D.3): none, ReLU or exact GELU (vec_math.h).
+enum : int64_t { kActNone = 0, kActRelu = 1, kActGelu = 2 };
+
+static inline float activate_scalar(float v, int64_t act) {
+  if (act == kActRelu) return v < 0.0f ? 0.0f : v;
+  if (act == kActGelu) return 0.5f * v * std::erfc(-v * 0.707106781f);  // libm's erfc: the reference
+  return v;
+}
+
 static void unpack_rows_scalar(const float* acc, int64_t TT, int64_t rows, int64_t tn, const float* bias, float* y,
-                               int64_t ldy) {
+                               int64_t ldy, int64_t act) {
   for (int64_t t = 0; t < tn; ++t)
-    for (int64_t r = 0; r < rows; ++r) y[t * ldy + r] = acc[r * TT + t] + (bias ? bias[r] : 0.0f);
+    for (int64_t r = 0; r < rows; ++r)
+      y[t * ldy + r] = activate_scalar(acc[r * TT + t] + (bias ? bias[r] : 0.0f), act);
 }
 
 #if TSP_X86
@@ -192,7 +205,7 @@ TSP_AVX2 static void pack_tile_avx2(const float* x, int64_t ldx, int64_t tn, int
 
 // Up to kGroup rows: per 8 tokens, the 8x8 blocks of all rows, so each y row gets its kGroup floats back to back.
 TSP_AVX2 static void unpack_rows_avx2(const float* acc, int64_t TT, int64_t rows, int64_t tn, const float* bias,
-                                      float* y, int64_t ldy) {
+                                      float* y, int64_t ldy, int64_t act) {
   for (int64_t tb = 0; tb < tn; tb += 8) {
     const int64_t tc = tn - tb < 8 ? tn - tb : 8;
     for (int64_t r0 = 0; r0 < rows; r0 += 8) {
@@ -204,7 +217,9 @@ TSP_AVX2 static void unpack_rows_avx2(const float* acc, int64_t TT, int64_t rows
       transpose8(r);
       for (int64_t c = 0; c < tc; ++c) {
         float* dst = y + (tb + c) * ldy + r0;
-        const __m256 v = _mm256_add_ps(r[c], b);
+        __m256 v = _mm256_add_ps(r[c], b);
+        if (act == kActRelu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+        else if (act == kActGelu) v = (__m256)gelu((vf8)v);  // on the registers: y is written once
         if (rc == 8) _mm256_storeu_ps(dst, v); else _mm256_maskstore_ps(dst, mask, v);
       }
     }
