@@ -353,6 +353,13 @@ def test_feed_forward_activations_fold_into_the_kernel(name, windows):
     replayed = apply_plan(copy.deepcopy(model), plan)
     assert {n for n, m in replayed.named_modules() if getattr(m, "activation", None) == "gelu"} == set(folded["layers"])
     torch.testing.assert_close(forward(replayed, windows), expected, rtol=1e-4, atol=1e-5)
+    # re-laying out a folded layer on an already compiled model keeps its activation (the plan folds it again)
+    relaid = {**plan, "layers": {**plan["layers"], **{name: {**plan["layers"][name], "kernel": "csr"}
+                                                      for name in folded["layers"]}}}
+    relaid_model = apply_plan(copy.deepcopy(compiled), relaid)
+    torch.testing.assert_close(forward(relaid_model, windows), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(TsPruneError, match="does not have"):
+        apply_plan(copy.deepcopy(model), {**plan, "epilogues": {"kernel": "fused", "layers": {"nowhere.0": "gelu"}}})
     dense = densify_model(replayed)
     assert not sparse.epilogue_candidates(dense) and not any(isinstance(m, SparseWeight) for m in dense.modules())
     assert torch.equal(forward(dense, windows), forward(model, windows))  # the original activations are back

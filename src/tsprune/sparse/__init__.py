@@ -2,6 +2,7 @@
 
 ``engine`` compiles a masked model (times every pruned layer's kernels, keeps the fastest, returns the plan) and
 replays a saved plan; ``timing`` captures each layer's inputs and times candidates in alternation; ``layers`` holds
-the sparse modules; ``kernel`` is tsprune's own C++ kernel (pcsr), built on first use. Below ``prune``: loading a
-compiled run needs no pruning code.
+the sparse modules; ``kernel`` is tsprune's own C++ kernel (pcsr), built on first use; ``attention`` its fused short
+attention (Crossformer's attention over a few keys in one op). Below ``prune``: loading a compiled run needs no
+pruning code.
 """

@@ -404,6 +404,7 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
     """Rebuild the sparse layers a plan chose on ``model`` (dense weights with zeros, e.g. a freshly loaded run),
     without timing. Layers already sparse are re-laid out only if the plan asks for another kernel or block."""
     plan = read_plan(plan)
+    unfuse_epilogues(model)  # an already compiled model: its layers may be re-laid out, the plan folds them again
     for name, entry in plan["layers"].items():
         try:
             module = model.get_submodule(name)
@@ -446,8 +447,10 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
             raise TsPruneError(f"cannot apply the sparse plan at {name!r}: {exc}") from None
     folded = plan.get("epilogues") or {}
     if folded.get("kernel") == "fused":
-        fuse_epilogues(model, {name: act for name, act in folded["layers"].items()
-                               if getattr(model.get_submodule(name), "activation", None) != act})
+        try:
+            fuse_epilogues(model, folded["layers"])
+        except AttributeError:
+            raise TsPruneError("the sparse plan folds an activation into a layer the model does not have") from None
     fused = plan.get("attention") or {}
     if fused.get("kernel") == "fused" and attention_usable(model):  # else torch's path: the same function
         plain, done = fused_attention.fusable(model), fused_attention.fused(model)  # done: an already compiled model
