@@ -326,11 +326,14 @@ def compile_command(
                       f"{layer['chosen_ms']:.3f}" if layer.get("chosen_ms") is not None else "-")
     console.print(table)
     m = run.metrics
-    fused = run.sparse_plan.get("attention")
-    if fused:  # the engine's fused short attention: kept or not, with the two whole-model timings
-        timed = (f" ({fused['ms']['torch']:.2f} ms torch's, {fused['ms']['fused']:.2f} ms fused)"
-                 if fused.get("ms") else "")
-        console.print(f"short attention: {fused['kernel']} in {len(fused['modules'])} modules{timed}", highlight=False)
+    # the engine's whole-model choices: kept or not, with the two timings
+    for key, what, count in (("epilogues", "feed-forward activations", "layers"),
+                             ("attention", "short attention", "modules")):
+        entry = run.sparse_plan.get(key)
+        if entry:
+            timed = ", ".join(f"{ms:.2f} ms {variant}" for variant, ms in entry.get("ms", {}).items())
+            times = f" ({timed})" if timed else ""
+            console.print(f"{what}: {entry['kernel']} in {len(entry[count])} {count}{times}", highlight=False)
     console.print(f"{m['sparse_layers']} of {m['candidate_layers']} pruned layers sparse; batch {batch_size}: "
                   f"{m['latency_masked_ms']:.2f} ms masked -> {m['latency_sparse_ms']:.2f} ms sparse "
                   f"({m['speedup_over_masked']:.2f}x)", highlight=False)
