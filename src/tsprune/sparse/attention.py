@@ -14,6 +14,9 @@ here, lets ``torch.compile`` and ``torch.export`` (the pt2 package) trace it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -23,6 +26,7 @@ from tsprune.sparse import kernel
 __all__ = ["FusedAttention", "fusable", "fuse", "fused", "short_attention", "unfuse"]
 
 OP = "tsprune::short_attention"
+MAX_KEYS = 32  # the C++ op's limit (kMaxKeys: at most 4 vectors of scores); torch's path takes longer key lists
 _state = {"fake": False}
 
 
@@ -39,7 +43,7 @@ def _short_attention_fake(q: Tensor, k: Tensor, v: Tensor, scale: float, causal:
           and v.shape[2] == q.shape[2] and k.shape[3] == q.shape[3] and v.shape[1] == k.shape[1],
           "q [B, L, H, E], k [B, S, H, E] and v [B, S, H, Ev] do not match")
     check(k.shape[1] >= 1, "at least one key")
-    check(k.shape[1] <= SHORT_KEYS, f"at most {SHORT_KEYS} keys")
+    check(k.shape[1] <= MAX_KEYS, f"at most {MAX_KEYS} keys")
     return q.new_empty(q.shape[0], q.shape[1], q.shape[2], v.shape[3])
 
 
@@ -52,7 +56,7 @@ def _register_fake() -> None:
 def short_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, causal: bool = False, *,
                     simd: bool = True) -> Tensor:
     """``softmax(q kᵀ · scale) v`` per batch and head: ``q [B, L, H, E]``, ``k [B, S, H, E]``, ``v [B, S, H, Ev]``
-    (float32 CPU, 1 <= S <= ``SHORT_KEYS``) -> ``[B, L, H, Ev]``; ``scale`` defaults to ``E ** -0.5``, ``causal``
+    (float32 CPU, 1 <= S <= ``MAX_KEYS``) -> ``[B, L, H, Ev]``; ``scale`` defaults to ``E ** -0.5``, ``causal``
     masks keys after the query (top-left aligned, as SDPA). ``simd=False`` forces the portable loop (tests)."""
     if not kernel.available():
         raise kernel.KernelUnavailable(f"tsprune kernels unavailable ({kernel.reason()})")
@@ -67,7 +71,9 @@ class FusedAttention(FullAttention):
     """
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if (not self.training or self.dropout == 0.0) and not torch.is_grad_enabled() and k.shape[1] <= SHORT_KEYS \
+        keys = k.shape[1]
+        if (not self.training or self.dropout == 0.0) and not torch.is_grad_enabled() and keys <= SHORT_KEYS \
+                and keys <= MAX_KEYS \
                 and q.device.type == "cpu" and q.dtype == k.dtype == v.dtype == torch.float32:
             scale = self.scale if self.scale is not None else q.shape[-1] ** -0.5
             return torch.ops.tsprune.short_attention(q, k, v, scale, self.causal, True)
@@ -90,7 +96,7 @@ def fused(model: nn.Module) -> dict[str, FusedAttention]:
     return {name: module for name, module in model.named_modules() if isinstance(module, FusedAttention)}
 
 
-def _swap(model: nn.Module, names: list[str], make) -> None:  # type: ignore[no-untyped-def]
+def _swap(model: nn.Module, names: list[str], make: Callable[[Any], nn.Module]) -> None:
     for name in names:
         parent, _, attr = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
