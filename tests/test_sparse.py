@@ -25,6 +25,7 @@ from tsprune.sparse.engine import (
     densify_model,
     sparse_candidates,
 )
+from tsprune.sparse.rewrites import epilogue_candidates
 from tsprune.sparse.layers import SkippedLinear, SparseConv1d, SparseLinear, SparseWeight, ZeroLinear
 from tsprune.prune.unstructured import prune_magnitude
 
@@ -361,7 +362,7 @@ def test_feed_forward_activations_fold_into_the_kernel(name, windows):
     with pytest.raises(TsPruneError, match="does not have"):
         apply_plan(copy.deepcopy(model), {**plan, "epilogues": {"kernel": "fused", "layers": {"nowhere.0": "gelu"}}})
     dense = densify_model(replayed)
-    assert not sparse.epilogue_candidates(dense) and not any(isinstance(m, SparseWeight) for m in dense.modules())
+    assert not epilogue_candidates(dense) and not any(isinstance(m, SparseWeight) for m in dense.modules())
     assert torch.equal(forward(dense, windows), forward(model, windows))  # the original activations are back
     # timed: folded only if the whole model measures faster so, with both timings in the plan
     _, timed = compile_sparse(copy.deepcopy(model), windows, layouts=("pcsr",), repeats=2, warmup=1, min_speedup=0)

@@ -189,7 +189,7 @@ def identity(x: Tensor) -> Tensor:
 class SparseLinear(SparseWeight):
     """``nn.Linear`` with a compressed weight: ``y = act((W @ x2d.T).T + b)`` on inputs ``[..., in]``, output
     contiguous. ``activation`` (``None``, ``"relu"``, ``"gelu"``) is the following activation folded in by the engine
-    (:func:`tsprune.sparse.engine.fuse_epilogues`): the pcsr kernel applies it as it stores the output."""
+    (:func:`tsprune.sparse.rewrites.fuse_epilogues`): the pcsr kernel applies it as it stores the output."""
 
     activation: str | None = None
 

@@ -65,14 +65,14 @@ class AttentionLayer(nn.Module):
                 repeat_queries: int = 1) -> torch.Tensor:
         """``repeat_queries``: the keys' batch is ``repeat_queries`` copies of the queries' batch (``queries``
         stands for ``queries.repeat(repeat_queries, 1, 1)``); the queries are projected once, then repeated."""
-        length = queries.shape[1]
-        batch, source = keys.shape[0], keys.shape[1]
-        heads = self.n_heads
-        q = self.query(queries)
-        if repeat_queries > 1:
-            q = q.repeat(repeat_queries, 1, 1)
-        q = q.view(batch, length, heads, -1)
+        batch, length, source, heads = keys.shape[0], queries.shape[1], keys.shape[1], self.n_heads
+        q = self.project_queries(queries, repeat_queries).view(batch, length, heads, -1)
         k = self.key(keys).view(batch, source, heads, -1)
         v = self.value(values).view(batch, source, heads, -1)
         out = self.inner(q, k, v)
         return self.out(out.reshape(batch, length, -1))
+
+    def project_queries(self, queries: torch.Tensor, repeat_queries: int = 1) -> torch.Tensor:
+        """``query(queries)``, ``[B, L, d_model] -> [B * repeat_queries, L, H*E]``: projected once, then repeated."""
+        q = self.query(queries)
+        return q.repeat(repeat_queries, 1, 1) if repeat_queries > 1 else q

@@ -333,12 +333,8 @@ class FourierAttentionLayer(AttentionLayer):
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None,
                 repeat_queries: int = 1) -> torch.Tensor:
-        length = queries.shape[1]
-        batch = keys.shape[0]
-        q = self.query(queries)
-        if repeat_queries > 1:  # as AttentionLayer: project once, then repeat
-            q = q.repeat(repeat_queries, 1, 1)
-        q = q.view(batch, length, self.n_heads, -1)
+        batch, length = keys.shape[0], queries.shape[1]
+        q = self.project_queries(queries, repeat_queries).view(batch, length, self.n_heads, -1)
         k = self.key(keys).view(batch, keys.shape[1], self.n_heads, -1) if self.uses_keys else None
         out = self.inner(q, k, None)
         return self.out(out.reshape(batch, length, -1))
